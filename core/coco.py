@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import shapely
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from dermaseg.core.errors import CocoError
+from dermaseg.core.geometry import mask_to_polygons
 
 MAX_FILE_BYTES = 1 << 30  # refuse COCO files above 1 GiB before parsing
 MAX_SIDE = 100_000  # px; an image side above this is a typo or an attack, not a dermoscopy image
@@ -127,44 +127,24 @@ def decode_counts_string(counts: str) -> list[int]:
 # Export
 
 
-def pixel_edge_polygons(mask: np.ndarray) -> shapely.Geometry:
-    """The exact outline of a bool (H, W) mask as a shapely (Multi)Polygon in pixel-edge (x, y) coords.
-
-    Each horizontal run of foreground pixels becomes a box; their union is the mask's area exactly.
-    Collinear vertices are then dropped (simplify with tolerance 0 removes nothing else).
-    """
-    m = np.asarray(mask, dtype=bool).astype(np.int8)
-    d = np.diff(np.pad(m, ((0, 0), (1, 1))), axis=1)
-    rows, starts = np.nonzero(d == 1)
-    _, ends = np.nonzero(d == -1)  # same row order as starts: both scan row-major
-    boxes = shapely.box(starts, rows, ends, rows + 1)
-    return shapely.simplify(shapely.union_all(boxes), 0.0)
-
-
-def _parts(geom: shapely.Geometry) -> list[shapely.Polygon]:
-    if geom.is_empty:
-        return []
-    if isinstance(geom, shapely.Polygon):
-        return [geom]
-    return [g for g in getattr(geom, "geoms", []) if isinstance(g, shapely.Polygon)]
-
-
 def mask_has_holes(mask: np.ndarray) -> bool:
     """True when some background pixels of the bool (H, W) mask are enclosed by foreground."""
-    return any(p.interiors for p in _parts(pixel_edge_polygons(mask)))
+    return any(p.holes for p in mask_to_polygons(np.asarray(mask, dtype=bool), 0.0).parts)
 
 
 def exact_coco_polygons(mask: np.ndarray) -> list[list[float]] | None:
     """COCO polygons [[x0, y0, x1, y1, ...], ...] that pycocotools rasterises to exactly `mask`.
 
+    The polygons are the mask's pixel-edge outline (`geometry.mask_to_polygons` with tolerance 0).
     None when the mask is empty, has holes (COCO polygons of one object are merged as a union, so a
-    hole cannot be written), or the outline does not rasterise back bit for bit.
+    hole cannot be written), or the outline does not rasterise back bit for bit through pycocotools
+    (checked every time, so a polygon export is never lossy).
     """
     m = np.asarray(mask, dtype=bool)
-    parts = _parts(pixel_edge_polygons(m))
-    if not parts or any(p.interiors for p in parts):
+    parts = mask_to_polygons(m, 0.0).parts
+    if not parts or any(p.holes for p in parts):
         return None
-    polys = [np.asarray(p.exterior.coords, dtype=np.float64)[:-1].ravel().tolist() for p in parts]
+    polys = [[float(v) for xy in p.exterior for v in xy] for p in parts]
     if any(len(p) < MIN_POLYGON_NUMBERS for p in polys):
         return None
     h, w = m.shape
