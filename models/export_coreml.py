@@ -1,0 +1,286 @@
+"""Export LiteMedSAM to CoreML ML programs (fp16 weights and compute, fp32 inputs and outputs).
+
+Three packages, with the same input/output names as the ONNX graphs (`export_onnx`):
+
+- `encoder-fp16.mlpackage`: image (1, 3, 256, 256) -> image_embeddings (1, 256, 64, 64).
+- `decoder-box-fp16.mlpackage`: the prompt decoder with exactly N = 2 points (the box corners).
+- `decoder-points-fp16.mlpackage`: the prompt decoder with N in 1..16 points (a CoreML RangeDim).
+
+The resize of the logits to the original image size stays outside the graph (as in ONNX).
+On Linux a package can be converted and its spec inspected, but not run (`predict` needs macOS).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dermaseg.core.backend_coreml import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUT,
+    ENCODER_OUTPUT,
+    MAX_POINTS,
+    PACKAGE_NAMES,
+    io_specs,
+    package_digest,
+)
+from dermaseg.core.preprocess import ENCODER_SIZE, LOW_RES_SIZE
+from dermaseg.models.litemedsam import PromptDecoder
+from torch import nn
+
+BOX_POINTS = 2  # the box model's fixed N: two corners labelled 2 and 3
+# coremltools stamps the conversion day into the spec; dropped so that a rebuild gives the same digest.
+_VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CoreMLSettings:
+    """Conversion settings, recorded in the build manifest."""
+
+    convert_to: str = "mlprogram"
+    minimum_deployment_target: str = "macOS13"  # same spec version (7) as iOS16
+    compute_precision: str = "float16"
+    io_dtype: str = "float32"
+    frontend: str = "torch.jit.trace"
+    box_points: int = BOX_POINTS
+    min_points: int = 1
+    max_points: int = MAX_POINTS
+    default_points: int = BOX_POINTS
+
+
+def predict_masks_batch1(
+    decoder: nn.Module,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`MaskDecoder.predict_masks` for one image and one prompt set (batch 1), without repeat_interleave.
+
+    image_embeddings (1, 256, 64, 64), image_pe (1, 256, 64, 64), sparse_prompt_embeddings (1, N, 256),
+    dense_prompt_embeddings (1, 256, 64, 64), all float32. Returns masks (1, 4, 256, 256) logits and
+    iou_pred (1, 4). With batch 1 the upstream `repeat_interleave(x, 1, dim=0)` and `expand(1, ...)` are
+    identities, so dropping them changes no bit; coremltools cannot convert `repeat_interleave` with a
+    symbolic count, which is why this copy exists.
+    """
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
+    tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+    src = image_embeddings + dense_prompt_embeddings
+    b, c, h, w = src.shape
+
+    hs, src = decoder.transformer(src, image_pe, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : (1 + decoder.num_mask_tokens), :]
+
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    upscaled_embedding = decoder.output_upscaling(src)
+    hyper_in = torch.stack(
+        [
+            decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
+            for i in range(decoder.num_mask_tokens)
+        ],
+        dim=1,
+    )
+    b, c, h, w = upscaled_embedding.shape
+    masks = (hyper_in @ upscaled_embedding.reshape(b, c, h * w)).reshape(b, -1, h, w)
+    iou_pred = decoder.iou_prediction_head(iou_token_out)
+    return masks, iou_pred
+
+
+class Batch1PromptDecoder(PromptDecoder):
+    """`PromptDecoder` whose mask prediction is `predict_masks_batch1`: same inputs, outputs and bits."""
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_mask(mask_input, has_mask_input)
+        return predict_masks_batch1(self.mask_decoder, image_embeddings, self.image_pe, sparse, dense)
+
+
+def decoder_example_inputs(num_points: int = BOX_POINTS) -> tuple[torch.Tensor, ...]:
+    """Trace inputs: zero embedding, `num_points` points (a box when 2), no mask input."""
+    coords = torch.linspace(10.0, 200.0, num_points * 2).reshape(1, num_points, 2)
+    labels = torch.tensor([[2.0, 3.0]]) if num_points == 2 else torch.ones(1, num_points)
+    return (
+        torch.zeros(1, 256, 64, 64),
+        coords,
+        labels,
+        torch.zeros(1, 1, LOW_RES_SIZE, LOW_RES_SIZE),
+        torch.zeros(1),
+    )
+
+
+def _check_numpy() -> None:
+    major, minor = (int(p) for p in np.__version__.split(".")[:2])
+    if (major, minor) >= (2, 4):
+        raise RuntimeError(
+            f"numpy {np.__version__} breaks coremltools conversion; install numpy<2.4 (pyproject 'export')"
+        )
+
+
+def _convert(traced: torch.jit.ScriptModule, inputs: list, outputs: list[str]) -> Any:
+    import coremltools as ct
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlmodel = ct.convert(
+            traced,
+            inputs=inputs,
+            outputs=[ct.TensorType(name=n, dtype=np.float32) for n in outputs],
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.macOS13,
+            compute_precision=ct.precision.FLOAT16,
+        )
+    for key in _VOLATILE_METADATA:
+        if key in mlmodel.user_defined_metadata:
+            del mlmodel.user_defined_metadata[key]
+    return mlmodel
+
+
+def convert_encoder(model: nn.Module) -> Any:
+    """LiteMedSAM's image encoder as a `coremltools.models.MLModel` (fp16, fp32 I/O)."""
+    import coremltools as ct
+
+    x = torch.zeros(1, 3, ENCODER_SIZE, ENCODER_SIZE)
+    with torch.no_grad():
+        traced = torch.jit.trace(model.image_encoder.eval(), (x,))
+    inputs = [ct.TensorType(name=ENCODER_INPUT, shape=tuple(x.shape), dtype=np.float32)]
+    return _convert(traced, inputs, [ENCODER_OUTPUT])
+
+
+def convert_decoder(model: nn.Module, min_points: int, max_points: int) -> Any:
+    """The prompt decoder with N in [min_points, max_points] (one fixed N when they are equal)."""
+    import coremltools as ct
+
+    default = BOX_POINTS if min_points <= BOX_POINTS <= max_points else min_points
+    n: int | Any = default if min_points == max_points else ct.RangeDim(min_points, max_points, default)
+    with torch.no_grad():
+        traced = torch.jit.trace(Batch1PromptDecoder(model).eval(), decoder_example_inputs(default))
+    shapes = {
+        "image_embeddings": (1, 256, 64, 64),
+        "point_coords": (1, n, 2),
+        "point_labels": (1, n),
+        "mask_input": (1, 1, LOW_RES_SIZE, LOW_RES_SIZE),
+        "has_mask_input": (1,),
+    }
+    inputs = [ct.TensorType(name=k, shape=ct.Shape(shapes[k]), dtype=np.float32) for k in DECODER_INPUTS]
+    return _convert(traced, inputs, list(DECODER_OUTPUTS))
+
+
+def op_counts(spec: Any) -> dict[str, int]:
+    """MIL operation types -> count over the `main` function, nested blocks included."""
+    counts: Counter[str] = Counter()
+
+    def walk(block: Any) -> None:
+        for op in block.operations:
+            counts[op.type] += 1
+            for inner in op.blocks:
+                walk(inner)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            walk(block)
+    return dict(sorted(counts.items()))
+
+
+def weight_dtypes(spec: Any) -> dict[str, int]:
+    """Data type name -> number of `const` tensors stored in the weight file (not inlined)."""
+    from coremltools.proto import MIL_pb2
+
+    counts: Counter[str] = Counter()
+
+    def walk(block: Any) -> None:
+        for op in block.operations:
+            if op.type == "const" and "val" in op.attributes:
+                val = op.attributes["val"]
+                if val.WhichOneof("value") == "blobFileValue":
+                    counts[MIL_pb2.DataType.Name(val.type.tensorType.dataType)] += 1
+            for inner in op.blocks:
+                walk(inner)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            walk(block)
+    return dict(sorted(counts.items()))
+
+
+def package_size(path: Path) -> int:
+    """Total bytes of the files in a package directory."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _save(mlmodel: Any, path: Path) -> None:
+    import shutil
+
+    tmp = path.with_name(f".partial-{path.name}")  # coremltools insists on the .mlpackage suffix
+    shutil.rmtree(tmp, ignore_errors=True)
+    mlmodel.save(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _describe(path: Path, spec: Any, seconds: float) -> dict[str, Any]:
+    return {
+        "file": path.name,
+        "size_bytes": package_size(path),
+        "sha256": package_digest(path),
+        "specification_version": int(spec.specificationVersion),
+        **io_specs(spec),
+        "op_counts": op_counts(spec),
+        "weight_dtypes": weight_dtypes(spec),
+        "convert_seconds": round(seconds, 2),
+    }
+
+
+def export_coreml(model: nn.Module, out_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Write the three `.mlpackage`s into `out_dir`; return their description for the build manifest.
+
+    Returns {"coremltools": version, "torch": version, "numpy": version, "settings": CoreMLSettings as
+    dict, "packages": {"encoder"|"decoder_box"|"decoder_points": {file, size_bytes, sha256 (package
+    digest, see `package_digest`), inputs, outputs, op_counts, weight_dtypes, convert_seconds}}}.
+    """
+    import coremltools as ct
+
+    _check_numpy()
+    say = progress or (lambda _msg: None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = CoreMLSettings()
+    jobs: dict[str, Callable[[], Any]] = {
+        "encoder": lambda: convert_encoder(model),
+        "decoder_box": lambda: convert_decoder(model, BOX_POINTS, BOX_POINTS),
+        "decoder_points": lambda: convert_decoder(model, settings.min_points, settings.max_points),
+    }
+    packages: dict[str, Any] = {}
+    for role, job in jobs.items():
+        path = out_dir / PACKAGE_NAMES[role]
+        say(f"CoreML: converting {path.name}")
+        start = time.perf_counter()
+        mlmodel = job()
+        _save(mlmodel, path)
+        packages[role] = _describe(path, mlmodel.get_spec(), time.perf_counter() - start)
+        say(f"CoreML: wrote {path.name} ({packages[role]['size_bytes'] / 1e6:.1f} MB)")
+    return {
+        "coremltools": ct.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.system(),
+        "settings": asdict(settings),
+        "packages": packages,
+    }
