@@ -23,9 +23,7 @@ class Calibration:
             raise CalibrationError(f"mm per pixel must be a positive number, got {self.mm_per_px!r}")
 
     @classmethod
-    def from_ruler(
-        cls, p0: tuple[float, float], p1: tuple[float, float], distance_mm: float
-    ) -> Calibration:
+    def from_ruler(cls, p0: tuple[float, float], p1: tuple[float, float], distance_mm: float) -> Calibration:
         """Two points (x, y) in image pixels that lie `distance_mm` apart on a ruler in the image."""
         if not (math.isfinite(distance_mm) and distance_mm > 0):
             raise CalibrationError(f"the ruler distance must be a positive number of mm, got {distance_mm!r}")

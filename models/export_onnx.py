@@ -1,0 +1,91 @@
+"""Export LiteMedSAM to ONNX (encoder and prompt decoder) and derive the quantised variants."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from dermaseg.core.preprocess import ENCODER_SIZE
+from dermaseg.models.litemedsam import PromptDecoder
+from torch import nn
+
+OPSET = 17
+
+
+def export_encoder(model: nn.Module, path: Path) -> None:
+    """image (1, 3, 256, 256) float32 -> image_embeddings (1, 256, 64, 64)."""
+    x = torch.zeros(1, 3, ENCODER_SIZE, ENCODER_SIZE)
+    _export(model.image_encoder, (x,), path, ["image"], ["image_embeddings"], None)
+
+
+def export_decoder(model: nn.Module, path: Path) -> None:
+    """See `PromptDecoder`; the number of points N is dynamic."""
+    args = (
+        torch.zeros(1, 256, 64, 64),
+        torch.tensor([[[10.0, 10.0], [100.0, 100.0]]]),
+        torch.tensor([[2.0, 3.0]]),
+        torch.zeros(1, 1, 256, 256),
+        torch.zeros(1),
+    )
+    _export(
+        PromptDecoder(model),
+        args,
+        path,
+        ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+        ["low_res_logits", "iou_predictions"],
+        {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+    )
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic_axes: dict | None,
+) -> None:
+    # The TorchScript exporter (dynamo=False) gives a 15-20 % faster encoder than the dynamo one here
+    # (model notes: 335 vs 401 ms); it is deprecated in torch 2.13, hence the silenced warning.
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(tmp),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(tmp))
+    tmp.replace(path)
+
+
+def quantize_matmul(src: Path, dst: Path, signed: bool) -> None:
+    """Dynamic 8-bit quantisation of MatMul weights only (int8 if `signed`, else uint8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dst.with_suffix(".tmp.onnx")
+    quantize_dynamic(
+        str(src),
+        str(tmp),
+        op_types_to_quantize=["MatMul"],
+        weight_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+    )
+    tmp.replace(dst)
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """Weights and compute in fp16, float32 inputs and outputs."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    tmp = dst.with_suffix(".tmp.onnx")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)

