@@ -61,3 +61,35 @@ def dev_data() -> list[DevCase]:
             )
             for r in csv.DictReader(f)
         ]
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Built model artifacts (`dermaseg models build`, idempotent: a no-op when the manifest is valid).
+
+    Uses the configured cache (DERMASEG_CACHE_DIR or ~/.cache/dermaseg), as the app does.
+    """
+    from dermaseg.core.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        from dermaseg.models.build import build
+    except ImportError:  # a runtime-only install cannot export: use what was built before, or fail loudly
+        from dermaseg.core.artifacts import read_manifest
+
+        read_manifest(settings.models_dir)  # raises ModelArtifactError with the rebuild hint
+        return settings.models_dir
+    build(settings.models_dir, coreml=False, log=lambda _: None)
+    return settings.models_dir
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The default variant on ONNX Runtime, with an embedding disk cache private to this test session."""
+    from dermaseg.core.artifacts import resolve_variant
+    from dermaseg.core.backend_onnx import OnnxBackend
+    from dermaseg.core.embedding_cache import EmbeddingCache
+    from dermaseg.core.segmenter import Engine
+
+    backend = OnnxBackend(resolve_variant(models_dir, "default"))
+    return Engine(backend, EmbeddingCache(tmp_path_factory.mktemp("embeddings")))
