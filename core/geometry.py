@@ -73,10 +73,7 @@ class Polygons:
             parts = tuple(
                 Polygon(
                     _ring_from_json(p["exterior"], f"part {i + 1} exterior"),
-                    tuple(
-                        _ring_from_json(h, f"part {i + 1} hole {j + 1}")
-                        for j, h in enumerate(p.get("holes", ()))
-                    ),
+                    tuple(_ring_from_json(h, f"part {i + 1} hole {j + 1}") for j, h in enumerate(p.get("holes", ()))),
                 )
                 for i, p in enumerate(data["parts"])
             )
@@ -284,9 +281,7 @@ def _assemble(rings: list[np.ndarray]) -> tuple[Polygon, ...]:
         for h, s in best.items():
             owned[shells[s]].append(holes[h])
     order = sorted(shells, key=lambda i: (-areas[i], int(rings[i][:, 1].min()), int(rings[i][:, 0].min())))
-    return tuple(
-        Polygon(_ring_tuple(rings[i]), tuple(_ring_tuple(rings[j]) for j in owned[i])) for i in order
-    )
+    return tuple(Polygon(_ring_tuple(rings[i]), tuple(_ring_tuple(rings[j]) for j in owned[i])) for i in order)
 
 
 def _ring_tuple(ring: np.ndarray) -> Ring:
@@ -395,9 +390,7 @@ def repair_polygon(part: Polygon, width: int, height: int) -> RepairResult:
     return repair_polygons(Polygons((part,), width, height))
 
 
-def _repair_part(
-    part: Polygon, n: int, frame: ShapelyPolygon, width: int, height: int, warnings: list[str]
-) -> Any:
+def _repair_part(part: Polygon, n: int, frame: ShapelyPolygon, width: int, height: int, warnings: list[str]) -> Any:
     for what, ring in (
         ("exterior", part.exterior),
         *((f"hole {j + 1}", h) for j, h in enumerate(part.holes)),
@@ -426,9 +419,7 @@ def _repair_part(
         clipped = shapely.intersection(geom, frame)
         clipped = shapely.union_all(_polygonal_parts(clipped))
         if clipped.is_empty or clipped.area <= 0:
-            raise GeometryError(
-                f"part {n} lies entirely outside the {width}x{height} image: move or delete it"
-            )
+            raise GeometryError(f"part {n} lies entirely outside the {width}x{height} image: move or delete it")
         lost = geom.area - clipped.area
         if lost > _AREA_EPS * max(geom.area, 1.0):
             warnings.append(f"part {n}: {lost:.1f} px² outside the image was cut off at the image border")

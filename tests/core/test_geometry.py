@@ -110,9 +110,7 @@ def test_simplified_keeps_every_part_and_hole(mask: np.ndarray, tol: float) -> N
     exact = mask_to_polygons(mask)
     simple = mask_to_polygons(mask, tolerance_px=tol)
     assert len(simple.parts) >= len(exact.parts) or not exact.parts
-    assert sum(len(p.holes) for p in simple.parts) + len(simple.parts) >= sum(
-        len(p.holes) for p in exact.parts
-    )
+    assert sum(len(p.holes) for p in simple.parts) + len(simple.parts) >= sum(len(p.holes) for p in exact.parts)
     if simple.parts:
         assert simple.to_shapely().is_valid
 
