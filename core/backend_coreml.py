@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -47,6 +48,8 @@ _LOGITS_SHAPE = (1, 4, 256, 256)
 _IOU_SHAPE = (1, 4)
 _MANIFEST = "Manifest.json"
 _DIGEST_VERSION = b"dermaseg-mlpackage-digest-v1\n"
+_BLOB_HEADER = struct.Struct("<IIQQ")  # MIL weight blob metadata: sentinel, dtype, size, data offset
+_BLOB_SENTINEL = 0xDEADBEEF
 
 
 class CoreMLUnavailableError(DermasegError):
@@ -92,9 +95,7 @@ def _canonical_manifest(package: Path) -> bytes:
         manifest = json.loads((package / _MANIFEST).read_text())
         entries = manifest["itemInfoEntries"]
         root = entries[manifest["rootModelIdentifier"]]["path"]
-        items = sorted(
-            (str(e["path"]), str(e.get("name", "")), str(e.get("author", ""))) for e in entries.values()
-        )
+        items = sorted((str(e["path"]), str(e.get("name", "")), str(e.get("author", ""))) for e in entries.values())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ModelArtifactError(
             f"{package}: unreadable {_MANIFEST} ({e}); rebuild the models with `{REBUILD}`"
@@ -114,9 +115,7 @@ def package_digest(package: Path) -> str:
         raise ModelArtifactError(f"{package}: CoreML package not found; build the models with `{REBUILD}`")
     h = hashlib.sha256(_DIGEST_VERSION)
     h.update(_canonical_manifest(package))
-    files = sorted(
-        (p for p in package.rglob("*") if p.is_file()), key=lambda p: p.relative_to(package).as_posix()
-    )
+    files = sorted((p for p in package.rglob("*") if p.is_file()), key=lambda p: p.relative_to(package).as_posix())
     for path in files:
         rel = path.relative_to(package).as_posix()
         if rel == _MANIFEST:
@@ -161,9 +160,7 @@ def expected_specs(role: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
     """The contract a package of `role` ("encoder", "decoder_box", "decoder_points") must declare."""
     f32 = "FLOAT32"
     if role == "encoder":
-        return (TensorSpec(ENCODER_INPUT, f32, _IMAGE_SHAPE),), (
-            TensorSpec(ENCODER_OUTPUT, f32, _EMBEDDING_SHAPE),
-        )
+        return (TensorSpec(ENCODER_INPUT, f32, _IMAGE_SHAPE),), (TensorSpec(ENCODER_OUTPUT, f32, _EMBEDDING_SHAPE),)
     if role == "decoder_box":
         n, n_range = 2, None
     elif role == "decoder_points":
@@ -217,9 +214,7 @@ def load_checked_spec(package: Path, role: str) -> Any:
     try:
         spec = load_spec(str(package))
     except Exception as e:  # libmodelpackage and protobuf raise assorted types
-        raise ModelArtifactError(
-            f"{package}: corrupt CoreML package ({e}); rebuild with `{REBUILD}`"
-        ) from None
+        raise ModelArtifactError(f"{package}: corrupt CoreML package ({e}); rebuild with `{REBUILD}`") from None
     if tensor_specs(spec) != expected_specs(role):
         raise ModelArtifactError(
             f"{package}: inputs/outputs do not match the {role} contract "
@@ -228,19 +223,36 @@ def load_checked_spec(package: Path, role: str) -> Any:
     model_dir = package / "Data" / "com.apple.CoreML"
     for name, offset in _blob_refs(spec):
         blob = model_dir / name.replace("@model_path/", "")
-        if not blob.is_file() or blob.stat().st_size <= offset:
+        if not _blob_intact(blob, offset):
             raise ModelArtifactError(
                 f"{package}: weight file {blob.name} missing or truncated; rebuild with `{REBUILD}`"
             )
     return spec
 
 
+def _blob_intact(weight_file: Path, offset: int) -> bool:
+    """Whether the MIL blob whose 64-byte header starts at `offset` lies wholly inside `weight_file`.
+
+    Header (little endian): uint32 sentinel 0xDEADBEEF, uint32 data type, uint64 data size in bytes,
+    uint64 data offset, then padding.
+    """
+    try:
+        size = weight_file.stat().st_size
+        with open(weight_file, "rb") as f:
+            f.seek(offset)
+            header = f.read(_BLOB_HEADER.size)
+    except OSError:
+        return False
+    if len(header) < _BLOB_HEADER.size:
+        return False
+    sentinel, _dtype, data_size, data_offset = _BLOB_HEADER.unpack(header)
+    return sentinel == _BLOB_SENTINEL and data_offset + data_size <= size
+
+
 # ---------------------------------------------------------------- availability
 
 
-def availability(
-    system: str, mac_version: str, coremltools_version: str | None, has_runtime: bool
-) -> tuple[bool, str]:
+def availability(system: str, mac_version: str, coremltools_version: str | None, has_runtime: bool) -> tuple[bool, str]:
     """Whether CoreML can run given these facts, and why (a sentence a person can act on).
 
     system: `platform.system()`; mac_version: `platform.mac_ver()[0]` ("" off macOS);
@@ -299,9 +311,7 @@ def decoder_role(point_coords: np.ndarray, point_labels: np.ndarray) -> str:
     coords = np.asarray(point_coords)
     labels = np.asarray(point_labels)
     if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
-        raise ValueError(
-            f"point_coords must be (1, N, 2) and point_labels (1, N); got {coords.shape}, {labels.shape}"
-        )
+        raise ValueError(f"point_coords must be (1, N, 2) and point_labels (1, N); got {coords.shape}, {labels.shape}")
     n = coords.shape[1]
     if n == 0:
         raise PromptError("a prompt needs a box or at least one point")
@@ -326,9 +336,7 @@ def _load_mlmodel(package: Path, compute_units: str) -> Any:
     try:
         model = ct.models.MLModel(str(package), compute_units=ct.ComputeUnit[compute_units])
     except Exception as e:
-        raise ModelArtifactError(
-            f"{package}: CoreML cannot load it ({e}); rebuild with `{REBUILD}`"
-        ) from None
+        raise ModelArtifactError(f"{package}: CoreML cannot load it ({e}); rebuild with `{REBUILD}`") from None
     if getattr(model, "__proxy__", None) is None:
         error = getattr(model, "_framework_error", None) or "unknown error"
         raise ModelArtifactError(f"{package}: CoreML cannot compile it ({error}); rebuild with `{REBUILD}`")
@@ -356,16 +364,13 @@ class CoreMLBackend:
         self.packages = CoreMLPackages.in_dir(Path(model_dir))
         expected = dict(expected_sha256 or {})
         self.digests = {
-            role: verify_package(path, role, expected.get(role))
-            for role, path in self.packages.roles().items()
+            role: verify_package(path, role, expected.get(role)) for role, path in self.packages.roles().items()
         }
         self.encoder_id: str = self.digests["encoder"]
         ok, why = available()
         if not ok:
             raise CoreMLUnavailableError(why)
-        self._models = {
-            role: _load_mlmodel(path, compute_units) for role, path in self.packages.roles().items()
-        }
+        self._models = {role: _load_mlmodel(path, compute_units) for role, path in self.packages.roles().items()}
 
     available = staticmethod(available)
 

@@ -86,10 +86,7 @@ def predict_masks_batch1(
     src = src.transpose(1, 2).reshape(b, c, h, w)
     upscaled_embedding = decoder.output_upscaling(src)
     hyper_in = torch.stack(
-        [
-            decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
-            for i in range(decoder.num_mask_tokens)
-        ],
+        [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(decoder.num_mask_tokens)],
         dim=1,
     )
     b, c, h, w = upscaled_embedding.shape
@@ -226,12 +223,28 @@ def package_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def canonicalise_spec(package: Path) -> None:
+    """Rewrite a package's model.mlmodel with deterministic protobuf serialisation (sorted map entries).
+
+    coremltools serialises protobuf maps (op attributes, metadata) in arbitrary order, so two conversions
+    of the same model differ in bytes though not in content; after this they are byte-identical.
+    """
+    from coremltools.libmodelpackage import ModelPackage
+    from coremltools.proto import Model_pb2
+
+    spec_file = Path(ModelPackage(str(package)).getRootModel().path())
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_file.read_bytes())
+    spec_file.write_bytes(spec.SerializeToString(deterministic=True))
+
+
 def _save(mlmodel: Any, path: Path) -> None:
     import shutil
 
     tmp = path.with_name(f".partial-{path.name}")  # coremltools insists on the .mlpackage suffix
     shutil.rmtree(tmp, ignore_errors=True)
     mlmodel.save(str(tmp))
+    canonicalise_spec(tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
