@@ -128,8 +128,9 @@ def mask_to_polygons(mask: np.ndarray, tolerance_px: float = 0.0) -> Polygons:
     tolerance_px > 0: the exact outline simplified with Douglas-Peucker in its topology-preserving
     form (no part or hole is dropped, rings do not cross); always re-derived from the mask.
 
-    Cost: about 3-6 ms for a 765x574 dermoscopy mask with one lesion (measured on the dev set on
-    2 cores); worst case (random noise, ~300k boundary edges) about 1 s.
+    Cost (CPU time, 2-core dev machine, the 65 dev masks of 600x450 to 768x576): median 3.6 ms,
+    max 7.5 ms; `polygons_to_mask` back: median 5.7 ms, max 10 ms. Worst case, a 765x574 mask of random
+    noise (29k parts, ~880k boundary edges): about 1.2 s.
     """
     mask = _as_bool_mask(mask)
     h, w = mask.shape
