@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
-
 from dermaseg.core.errors import CocoError
 from dermaseg.core.geometry import mask_to_polygons
+from PIL import Image
+from pycocotools import mask as mask_utils
 
 MAX_FILE_BYTES = 1 << 30  # refuse COCO files above 1 GiB before parsing
 MAX_SIDE = 100_000  # px; an image side above this is a typo or an attack, not a dermoscopy image
@@ -224,10 +223,12 @@ def write_json_atomic(data: Json, path: str | Path) -> None:
     """Write JSON to `path` through a temporary file in the same folder, so readers never see half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # json.dumps uses the C encoder; json.dump to a file streams through the slow Python one
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -364,9 +365,7 @@ def _parse_image(entry: Json, index: int) -> CocoImage:
         raise CocoError(f"{label}: 'file_name' must be a non-empty string")
     for key, v in (("width", w), ("height", h)):
         if not _is_int(v) or not 1 <= v <= MAX_SIDE:
-            raise CocoError(
-                f"{label}: '{key}' must be a whole number of pixels from 1 to {MAX_SIDE}, got {v!r:.40}"
-            )
+            raise CocoError(f"{label}: '{key}' must be a whole number of pixels from 1 to {MAX_SIDE}, got {v!r:.40}")
     if w * h > MAX_PIXELS:
         raise CocoError(f"{label}: {w}x{h} is above the limit of {MAX_PIXELS // 1_000_000} megapixels")
     extra = entry.get("dermaseg")
@@ -382,9 +381,7 @@ def _parse_category(entry: Json, index: int) -> CocoCategory:
     return CocoCategory(cid, name.strip())
 
 
-def _polygons_to_rle(
-    seg: list[Json], img: CocoImage, label: str
-) -> tuple[Rle, tuple[tuple[float, ...], ...]]:
+def _polygons_to_rle(seg: list[Json], img: CocoImage, label: str) -> tuple[Rle, tuple[tuple[float, ...], ...]]:
     parts: list[list[float]] = []
     total = 0
     for k, poly in enumerate(seg):
@@ -396,9 +393,7 @@ def _polygons_to_rle(
         if not all(_is_num(v) for v in poly):
             raise CocoError(f"{label}: polygon {k} holds something that is not a finite number")
         if len(poly) % 2:
-            raise CocoError(
-                f"{label}: polygon {k} has an odd count of numbers ({len(poly)}); need x, y pairs"
-            )
+            raise CocoError(f"{label}: polygon {k} has an odd count of numbers ({len(poly)}); need x, y pairs")
         xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
         bad = (xy[:, 0] < 0) | (xy[:, 0] > img.width) | (xy[:, 1] < 0) | (xy[:, 1] > img.height)
         if bad.any():
@@ -476,9 +471,7 @@ def _parse_annotation(
     if rle.area == 0:
         raise CocoError(f"{label}: the segmentation covers no pixel")
     extra = entry.get("dermaseg")
-    return CocoAnnotation(
-        aid, iid, cid, rle, kind, int(iscrowd), polygons, extra if isinstance(extra, dict) else {}
-    )
+    return CocoAnnotation(aid, iid, cid, rle, kind, int(iscrowd), polygons, extra if isinstance(extra, dict) else {})
 
 
 def _list(data: dict[str, Json], key: str) -> list[Json]:
@@ -507,8 +500,7 @@ def parse_coco(data: Json) -> CocoDataset:
     """
     if not isinstance(data, dict):
         raise CocoError(
-            "a COCO file is a JSON object with images, categories and annotations, "
-            f"not a {type(data).__name__}"
+            f"a COCO file is a JSON object with images, categories and annotations, not a {type(data).__name__}"
         )
     images = [_parse_image(e, i) for i, e in enumerate(_list(data, "images"))]
     _unique((i.id for i in images), "image")

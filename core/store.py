@@ -36,13 +36,12 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import CalibrationError, CocoError, StoreError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask
 from dermaseg.core.image import LesionImage, load_image
+from PIL import Image, UnidentifiedImageError
 
 DB_DIR = ".dermaseg"
 DB_NAME = "project.sqlite"
@@ -333,9 +332,7 @@ _ANN_COLUMNS = (
     "id, image_id, label, height, width, rle_counts, area, polygons_json, metrics_json, tolerance_px, "
     "created_utc, updated_utc"
 )
-_PROV_COLUMNS = (
-    "source, prompts_json, model_id, model_variant, embedding_sha256, annotator, tool_version, time_utc"
-)
+_PROV_COLUMNS = "source, prompts_json, model_id, model_variant, embedding_sha256, annotator, tool_version, time_utc"
 
 
 def _sqlite_error(e: sqlite3.Error, db: Path) -> StoreError:
@@ -453,9 +450,7 @@ class Project:
                     c.execute(stmt)
             c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             c.execute("INSERT INTO meta VALUES ('created_utc', ?)", (utc_now(),))
-            c.executemany(
-                "INSERT INTO labels(name, position) VALUES (?, ?)", [(n, i) for i, n in enumerate(labels)]
-            )
+            c.executemany("INSERT INTO labels(name, position) VALUES (?, ?)", [(n, i) for i, n in enumerate(labels)])
 
     @classmethod
     def open(cls, folder: str | Path, *, scan: bool = True, progress: Progress | None = None) -> Project:
@@ -463,9 +458,7 @@ class Project:
         root = cls._check_folder(folder)
         db_path = root / DB_DIR / DB_NAME
         if not db_path.is_file():
-            raise StoreError(
-                f"{root}: not a dermaseg project (no {DB_DIR}/{DB_NAME}); run `dermaseg project init`"
-            )
+            raise StoreError(f"{root}: not a dermaseg project (no {DB_DIR}/{DB_NAME}); run `dermaseg project init`")
         if not (os.access(db_path.parent, os.W_OK) and os.access(db_path, os.W_OK)):
             raise StoreError(f"{root}: the project folder is read-only; dermaseg saves every edit as you go")
         project = cls(root, db_path)
@@ -473,9 +466,7 @@ class Project:
             c = project._conn()
             ok = c.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
-                raise StoreError(
-                    f"{db_path}: the project database is corrupt ({ok}); restore it from a backup"
-                )
+                raise StoreError(f"{db_path}: the project database is corrupt ({ok}); restore it from a backup")
             version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if version is None or int(version[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{db_path}: unknown project database version {version and version[0]}")
@@ -530,9 +521,7 @@ class Project:
                 # isolation_level=None: no implicit transactions; we BEGIN/COMMIT ourselves.
                 # check_same_thread=False only so that close() may close it from another thread;
                 # each thread still uses its own connection.
-                c = sqlite3.connect(
-                    self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-                )
+                c = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
                 c.execute("PRAGMA synchronous=FULL")
                 c.execute("PRAGMA foreign_keys=ON")
                 c.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
@@ -610,9 +599,7 @@ class Project:
                 found[rel] = st
         known = {
             r[1]: r
-            for r in self._query(
-                "SELECT id, path, file_sha256, file_size, file_mtime_ns, width, height FROM images"
-            )
+            for r in self._query("SELECT id, path, file_sha256, file_size, file_mtime_ns, width, height FROM images")
         }
         to_hash = [
             rel
@@ -842,18 +829,13 @@ class Project:
             "(SELECT id FROM actions WHERE image_id = ? ORDER BY id DESC LIMIT ?)",
             (image_id, image_id, HISTORY_LIMIT - 1),
         )
-        cur = c.execute(
-            "INSERT INTO actions(image_id, kind, time_utc) VALUES (?, ?, ?)", (image_id, kind, utc_now())
-        )
+        cur = c.execute("INSERT INTO actions(image_id, kind, time_utc) VALUES (?, ?, ?)", (image_id, kind, utc_now()))
         return int(cur.lastrowid)
 
     @staticmethod
-    def _record(
-        c: sqlite3.Connection, action_id: int, ann_id: int, before: str | None, after: str | None
-    ) -> None:
+    def _record(c: sqlite3.Connection, action_id: int, ann_id: int, before: str | None, after: str | None) -> None:
         c.execute(
-            "INSERT INTO action_changes(action_id, annotation_id, before_json, after_json) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO action_changes(action_id, annotation_id, before_json, after_json) VALUES (?, ?, ?, ?)",
             (action_id, ann_id, before, after),
         )
 
@@ -976,9 +958,7 @@ class Project:
             mask = polygons_to_mask(polygons, rec.height, rec.width)
         m = self._check_mask(rec, mask) if mask is not None else None
         if m is not None and polygons is None:
-            tol = (
-                DEFAULT_TOLERANCE_PX if tolerance_px is self._UNSET or tolerance_px is None else tolerance_px
-            )
+            tol = DEFAULT_TOLERANCE_PX if tolerance_px is self._UNSET or tolerance_px is None else tolerance_px
             polygons, tolerance_px = default_polygons(m, tol), tol
         with self._write() as c:
             before = self._snapshot(c, ann_id)
@@ -1055,11 +1035,7 @@ class Project:
 
     def history_depth(self, image_id: int) -> tuple[int, int]:
         """(steps that can be undone, steps that can be redone) for the image."""
-        rows = dict(
-            self._query(
-                "SELECT undone, COUNT(*) FROM actions WHERE image_id = ? GROUP BY undone", (image_id,)
-            )
-        )
+        rows = dict(self._query("SELECT undone, COUNT(*) FROM actions WHERE image_id = ? GROUP BY undone", (image_id,)))
         return int(rows.get(0, 0)), int(rows.get(1, 0))
 
     # ---- summary
@@ -1098,11 +1074,7 @@ class Project:
         """
         progress = progress or _no_progress
         masks = Path(masks_dir).resolve() if masks_dir is not None else None
-        if (
-            masks is not None
-            and masks.is_relative_to(self.root)
-            and not masks.is_relative_to(self.root / DB_DIR)
-        ):
+        if masks is not None and masks.is_relative_to(self.root) and not masks.is_relative_to(self.root / DB_DIR):
             raise StoreError(
                 f"{masks}: the masks folder is inside the project folder, where its PNGs would be taken "
                 "for images to annotate; choose a folder outside it"
@@ -1215,9 +1187,7 @@ class Project:
             prepared.setdefault(targets[a.image_id].id, []).append(
                 (label, a.rle, pj, _dumps(metrics) if isinstance(metrics, dict) else None, tol, prov)
             )
-        statuses = {
-            targets[ci.id].id: ci.extra["status"] for ci in ds.images if ci.extra.get("status") in STATUSES
-        }
+        statuses = {targets[ci.id].id: ci.extra["status"] for ci in ds.images if ci.extra.get("status") in STATUSES}
         added = replaced = skipped = 0
         now = utc_now()
         with self._write() as c:
@@ -1257,8 +1227,7 @@ class Project:
                 except (TypeError, ValueError, CalibrationError):
                     continue
                 c.execute(
-                    "UPDATE images SET mm_per_px = ?, calibration_source = ? "
-                    "WHERE id = ? AND mm_per_px IS NULL",
+                    "UPDATE images SET mm_per_px = ?, calibration_source = ? WHERE id = ? AND mm_per_px IS NULL",
                     (cal.mm_per_px, cal.source, targets[ci.id].id),
                 )
         return ImportReport(len(prepared), added, replaced, skipped, new_labels)

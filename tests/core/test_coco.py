@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dermaseg.core import coco
+from dermaseg.core.errors import CocoError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -18,9 +20,6 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-
-from dermaseg.core import coco
-from dermaseg.core.errors import CocoError
 
 
 def _quiet(fn, *args, **kwargs):
@@ -47,9 +46,7 @@ def _with_hole(mask: np.ndarray) -> np.ndarray:
     return m
 
 
-def _dev_dataset(
-    dev_data, tmp_path: Path, *, force_rle: bool = False, holes_every: int = 5
-) -> tuple[Path, dict]:
+def _dev_dataset(dev_data, tmp_path: Path, *, force_rle: bool = False, holes_every: int = 5) -> tuple[Path, dict]:
     """COCO file for all dev cases (file_name relative to the dev folder); every 5th mask gets a hole."""
     root = dev_data[0].image.parents[1]
     images, anns, masks = [], [], {}
@@ -141,9 +138,7 @@ def test_pycocotools_reads_dev_export_exactly(dev_data, tmp_path):
     path, masks = _dev_dataset(dev_data, tmp_path)
     data = json.loads(path.read_text())
     kinds = [a["dermaseg"]["encoding"] for a in data["annotations"]]
-    assert kinds.count("rle") == len(dev_data) // 5 and kinds.count("polygon") == len(kinds) - kinds.count(
-        "rle"
-    )
+    assert kinds.count("rle") == len(dev_data) // 5 and kinds.count("polygon") == len(kinds) - kinds.count("rle")
     gt = _quiet(COCO, str(path))
     for ann_id, m in masks.items():
         ann = gt.anns[ann_id]
@@ -180,9 +175,7 @@ def test_cocoeval_scores_our_export_against_itself_as_1(dev_data, tmp_path):
     # A real check, not a tautology: shifting every mask by 40 px lowers AP.
     shifted = []
     for r in results:
-        m = np.roll(
-            mask_utils.decode({**r["segmentation"], "counts": r["segmentation"]["counts"].encode()}), 40, 1
-        )
+        m = np.roll(mask_utils.decode({**r["segmentation"], "counts": r["segmentation"]["counts"].encode()}), 40, 1)
         shifted.append({**r, "segmentation": coco.Rle.from_mask(m).to_coco()})
     assert _eval_segm(gt, shifted) < 0.9
 
