@@ -1,0 +1,141 @@
+"""`dermaseg project ...`: create, inspect, export and import annotation projects from the shell.
+
+    dermaseg project init FOLDER [--label NAME ...]
+    dermaseg project status FOLDER [--json]
+    dermaseg project export-coco FOLDER --out FILE.json [--masks DIR] [--rle] [--status STATUS ...]
+    dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
+
+Thin: each command is one `dermaseg.core.store.Project` call; errors are `DermasegError`s that the
+main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dermaseg.core.store import STATUSES, Project, ScanReport
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def register(subparsers: Any) -> None:
+    """Add the `project` command and its actions to the main CLI's subparsers."""
+    project = subparsers.add_parser("project", help="annotation projects: init, status, COCO export/import")
+    psub = project.add_subparsers(metavar="ACTION")
+
+    p = psub.add_parser("init", help="make FOLDER a project (or rescan one) and list what was found")
+    p.add_argument("folder", type=Path)
+    p.add_argument(
+        "--label", action="append", dest="labels", metavar="NAME", help="a label of a new project (repeatable)"
+    )
+    p.set_defaults(run=_init)
+
+    p = psub.add_parser("status", help="images by status, annotations by label, changes in the folder")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=_status)
+
+    p = psub.add_parser("export-coco", help="write COCO JSON (and PNG masks) of the project")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the COCO JSON file to write")
+    p.add_argument("--masks", type=Path, help="also write one 0/255 PNG mask per image into this folder")
+    p.add_argument("--rle", action="store_true", help="write every mask as RLE (default: polygons unless holes)")
+    p.add_argument("--status", action="append", choices=STATUSES, dest="statuses", help="only images with this status")
+    p.set_defaults(run=_export)
+
+    p = psub.add_parser("import-coco", help="add the annotations of a COCO JSON file to the project")
+    p.add_argument("folder", type=Path)
+    p.add_argument("file", type=Path)
+    p.add_argument("--replace", action="store_true", help="replace the annotations of the images in the file")
+    p.add_argument("--annotator", help="name recorded for annotations without provenance")
+    p.set_defaults(run=_import)
+
+    project.set_defaults(run=lambda args: _help(project))
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _bar(it: Iterable[T], total: int, desc: str) -> Iterable[T]:
+    # disable=None: bars only on a terminal, so logs and tests stay clean
+    return tqdm(it, total=total, desc=desc, unit="item", disable=None, leave=False, file=sys.stderr)
+
+
+def _print_scan(report: ScanReport) -> None:
+    print(f"scan: {report.summary()}")
+    for title, items in (
+        ("moved", [f"{a} -> {b}" for a, b in report.moved]),
+        ("changed (same path, new content)", report.changed),
+        ("missing", report.missing),
+        ("unreadable", report.unreadable),
+        ("refused (link outside the folder)", report.refused),
+    ):
+        if items:
+            print(f"  {title}:")
+            for item in items:
+                print(f"    {item}")
+
+
+def _init(args: argparse.Namespace) -> int:
+    with Project.init(args.folder, labels=args.labels, progress=_bar) as p:
+        s = p.summary()
+        print(f"project {p.root}: {s['images']} images, labels: {', '.join(s['labels'])}")
+        _print_scan(p.scan_report)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, progress=_bar) as p:
+        s = p.summary()
+        r = p.scan_report
+        if args.json:
+            s["scan"] = {
+                "added": list(r.added),
+                "moved": [list(m) for m in r.moved],
+                "changed": list(r.changed),
+                "missing": list(r.missing),
+                "unreadable": list(r.unreadable),
+                "refused": list(r.refused),
+            }
+            print(json.dumps(s, indent=2))
+            return 0
+        print(f"project {p.root}")
+        print(f"images: {s['images']} (" + ", ".join(f"{k} {v}" for k, v in s["by_status"].items()) + ")")
+        by_label = ", ".join(f"{k} {v}" for k, v in sorted(s["by_label"].items())) or "none"
+        print(f"annotations: {s['annotations']} ({by_label})")
+        print(f"labels: {', '.join(s['labels'])}")
+        _print_scan(r)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, progress=_bar) as p:
+        rep = p.export_coco(args.out, masks_dir=args.masks, force_rle=args.rle, statuses=args.statuses, progress=_bar)
+    print(
+        f"wrote {rep.coco_path}: {rep.images} images, {rep.annotations} annotations "
+        f"({rep.polygon_annotations} polygons, {rep.rle_annotations} RLE)"
+    )
+    if rep.masks_dir is not None:
+        print(f"masks in {rep.masks_dir}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, progress=_bar) as p:
+        rep = p.import_coco(args.file, replace=args.replace, annotator=args.annotator, progress=_bar)
+    print(
+        f"imported {rep.added} annotations on {rep.images} images"
+        + (f", replaced {rep.replaced}" if rep.replaced else "")
+        + (f", skipped {rep.skipped_duplicates} already present" if rep.skipped_duplicates else "")
+    )
+    if rep.new_labels:
+        print(f"new labels: {', '.join(rep.new_labels)}")
+    return 0
