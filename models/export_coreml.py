@@ -238,7 +238,8 @@ def canonicalise_spec(package: Path) -> None:
     spec_file.write_bytes(spec.SerializeToString(deterministic=True))
 
 
-def _save(mlmodel: Any, path: Path) -> None:
+def save_package(mlmodel: Any, path: Path) -> None:
+    """Save an ML program to `path` (an .mlpackage dir) atomically, with canonical spec bytes."""
     import shutil
 
     tmp = path.with_name(f".partial-{path.name}")  # coremltools insists on the .mlpackage suffix
@@ -286,7 +287,7 @@ def export_coreml(model: nn.Module, out_dir: Path, progress: Progress | None = N
         say(f"CoreML: converting {path.name}")
         start = time.perf_counter()
         mlmodel = job()
-        _save(mlmodel, path)
+        save_package(mlmodel, path)
         packages[role] = _describe(path, mlmodel.get_spec(), time.perf_counter() - start)
         say(f"CoreML: wrote {path.name} ({packages[role]['size_bytes'] / 1e6:.1f} MB)")
     return {
