@@ -1,7 +1,7 @@
 """CoreML backend (Apple hardware): the LiteMedSAM encoder and prompt decoders as ML programs.
 
-Same duck-typed interface as the ONNX backend: `name`, `encoder_id`, `encode`, `decode`. Three packages
-built by `dermaseg models build` (see `dermaseg.models.export_coreml`):
+Same duck-typed interface as the ONNX backend: `name`, `model_id`, `encoder_id`, `encode`, `decode`.
+Three packages built by `dermaseg models build` (see `dermaseg.models.export_coreml`):
 
 - `encoder-fp16.mlpackage`: image (1, 3, 256, 256) -> image_embeddings (1, 256, 64, 64).
 - `decoder-box-fp16.mlpackage`: exactly 2 points labelled [2, 3] (a box).
@@ -367,12 +367,29 @@ class CoreMLBackend:
             role: verify_package(path, role, expected.get(role)) for role, path in self.packages.roles().items()
         }
         self.encoder_id: str = self.digests["encoder"]
+        self.model_id: str = "litemedsam/coreml-fp16/" + "-".join(self.digests[r][:12] for r in PACKAGE_NAMES)
         ok, why = available()
         if not ok:
             raise CoreMLUnavailableError(why)
         self._models = {role: _load_mlmodel(path, compute_units) for role, path in self.packages.roles().items()}
 
     available = staticmethod(available)
+
+    @classmethod
+    def open(cls, models_dir: Path, compute_units: str = "ALL") -> CoreMLBackend:
+        """The backend over `models_dir`, each package checked against the build manifest's digest.
+
+        Raises ModelArtifactError when the manifest is missing or records no CoreML build.
+        """
+        from dermaseg.core.artifacts import read_manifest
+
+        info = read_manifest(Path(models_dir)).get("coreml") or {}
+        packages = info.get("packages") if info.get("built") else None
+        if not isinstance(packages, dict) or set(packages) != set(PACKAGE_NAMES):
+            reason = info.get("reason", "not in the manifest")
+            raise ModelArtifactError(f"no CoreML packages in {models_dir} ({reason}); build them with `{REBUILD}`")
+        expected = {role: str(packages[role]["sha256"]) for role in PACKAGE_NAMES}
+        return cls(models_dir, compute_units=compute_units, expected_sha256=expected)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """float32 (1, 3, 256, 256) preprocessed image (see core.preprocess) -> float32 (1, 256, 64, 64)."""
@@ -407,6 +424,11 @@ class CoreMLBackend:
             _array(out["low_res_logits"], _LOGITS_SHAPE, "low_res_logits"),
             _array(out["iou_predictions"], _IOU_SHAPE, "iou_predictions"),
         )
+
+
+def artifacts_present(models_dir: Path) -> bool:
+    """Whether all three package directories exist in `models_dir` (a cheap check: nothing is hashed)."""
+    return all(p.is_dir() for p in CoreMLPackages.in_dir(Path(models_dir)).roles().values())
 
 
 def verify_package(package: Path, role: str, expected_sha256: str | None = None) -> str:

@@ -253,6 +253,55 @@ def test_backend_off_macos_verifies_then_says_why(fake_models: Path) -> None:
     assert str(e.value) == WHY_NOT
 
 
+def _write_manifest(models: Path, coreml: dict) -> None:
+    (models / "manifest.json").write_text(json.dumps({"format": 1, "coreml": coreml}))
+
+
+def _coreml_entry(models: Path) -> dict:
+    packages = bc.CoreMLPackages.in_dir(models).roles()
+    return {"built": True, "packages": {role: {"sha256": bc.package_digest(p)} for role, p in packages.items()}}
+
+
+def test_artifacts_present(models_copy: Path, tmp_path: Path) -> None:
+    assert bc.artifacts_present(models_copy)
+    assert not bc.artifacts_present(tmp_path / "nothing")
+    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_points"])
+    assert not bc.artifacts_present(models_copy)
+
+
+@pytest.mark.parametrize(
+    "coreml", [None, {"built": False, "reason": "disabled (--no-coreml)"}, {"built": True, "packages": {}}]
+)
+def test_open_without_a_coreml_build(models_copy: Path, coreml: dict | None) -> None:
+    _write_manifest(models_copy, coreml)
+    with pytest.raises(ModelArtifactError, match="no CoreML packages") as e:
+        bc.CoreMLBackend.open(models_copy)
+    _assert_rebuild_error(e)
+    if coreml and "reason" in coreml:
+        assert coreml["reason"] in str(e.value)
+
+
+def test_open_checks_the_manifest_digests(models_copy: Path) -> None:
+    entry = _coreml_entry(models_copy)
+    entry["packages"]["decoder_points"]["sha256"] = "f" * 64
+    _write_manifest(models_copy, entry)
+    with pytest.raises(ModelArtifactError, match="checksum mismatch") as e:
+        bc.CoreMLBackend.open(models_copy)
+    assert bc.PACKAGE_NAMES["decoder_points"] in str(e.value)
+
+
+def test_open_without_manifest(models_copy: Path) -> None:
+    with pytest.raises(ModelArtifactError, match="dermaseg models build"):
+        bc.CoreMLBackend.open(models_copy)
+
+
+@pytest.mark.skipif(ON_MAC, reason="CoreML is available here")
+def test_open_off_macos_says_why(models_copy: Path) -> None:
+    _write_manifest(models_copy, _coreml_entry(models_copy))
+    with pytest.raises(bc.CoreMLUnavailableError, match="only on macOS"):
+        bc.CoreMLBackend.open(models_copy)
+
+
 # ---------------------------------------------------------------- routing
 
 
@@ -317,6 +366,7 @@ def backend(fake_models: Path) -> bc.CoreMLBackend:
 def test_encode_shape_dtype_and_values(backend: bc.CoreMLBackend, fake_models: Path) -> None:
     assert backend.name == "coreml"
     assert backend.encoder_id == bc.package_digest(_encoder(fake_models))
+    assert backend.model_id.startswith("litemedsam/coreml-fp16/" + backend.encoder_id[:12])
     x = np.random.default_rng(1).random((1, 3, 256, 256), dtype=np.float32)
     emb = backend.encode(x)
     assert emb.shape == (1, 256, 64, 64) and emb.dtype == np.float32
