@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMAND_MODULES = ("cli_project",)
+SUBCOMMAND_MODULES = ("cli_project", "cli_serve")
 
 
 def _subcommand_modules() -> list:

@@ -1,0 +1,357 @@
+"""The dermaseg page: Gradio layout and event wiring over `handlers` (no segmentation logic here).
+
+`build_app(engine, project, settings)` makes the Blocks; `launch(app, ...)` serves it offline: analytics
+and run history off, system fonts, loopback by default, Gradio's files under the cache folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from dermaseg.core.errors import DermasegError
+from dermaseg.core.segmenter import Engine
+from dermaseg.core.settings import Settings
+from dermaseg.core.store import Project
+from dermaseg.webui import handlers as h
+from dermaseg.webui.canvas import STATIC, Canvas
+
+THEME_FONTS = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+SHORTCUTS = (
+    "Shortcuts: B box · C lesion click · X not-lesion click (or Alt/Shift-click) · E edit outline · "
+    "R ruler · Ctrl+Z / Ctrl+Shift+Z undo / redo · Esc clear · A accept · ← / → previous / next image"
+)
+
+
+def webui_dir(settings: Settings) -> Path:
+    """Where the page keeps its files: display JPEGs, exports, Gradio's temporary files."""
+    return settings.cache_dir / "webui"
+
+
+def configure_environment(settings: Settings) -> None:
+    """Offline and private Gradio settings; call before building the app."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["GRADIO_RUN_HISTORY"] = "False"
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(webui_dir(settings) / "gradio"))
+    for var in ("NO_PROXY", "no_proxy"):
+        have = [v for v in os.environ.get(var, "").split(",") if v]
+        os.environ[var] = ",".join(dict.fromkeys([*have, "127.0.0.1", "localhost"]))
+
+
+def scratch_project(settings: Settings) -> Project:
+    """The project used when none is given: uploads land in `<cache>/scratch/uploads/`."""
+    folder = settings.cache_dir / "scratch"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Project.init(folder)
+
+
+def file_url(path: Path) -> str:
+    """A URL the page can load `path` from (relative, so it works under a root path too)."""
+    return f"gradio_api/file={path}"
+
+
+@contextlib.contextmanager
+def reported(s: h.Session | None = None) -> Iterator[None]:
+    """Show a user error in the page (toast and canvas status) instead of failing the event."""
+    try:
+        yield
+    except DermasegError as e:
+        if s is not None:
+            s.message = f"⚠ {e}"
+        gr.Warning(str(e))
+
+
+def build_app(engine: Engine, project: Project | None = None, settings: Settings | None = None) -> gr.Blocks:
+    """The annotation page for `project` (a scratch project when None), served by `launch`."""
+    settings = settings or Settings.from_env()
+    configure_environment(settings)
+    project = project or scratch_project(settings)
+    base = webui_dir(settings)
+    views_dir, exports_dir = base / "views", base / "exports"
+    prefetcher = h.Prefetcher(engine)
+
+    def new_session() -> h.Session:
+        return h.Session(engine.segmenter(), project, views_dir)
+
+    def canvas_out(s: h.Session) -> str:
+        return h.view_json(s, file_url)
+
+    def head_update(s: h.Session) -> dict[str, Any]:
+        return gr.update(choices=h.candidate_choices(s), value=str(s.head))
+
+    def list_update(s: h.Session) -> dict[str, Any]:
+        return gr.update(choices=h.gallery_choices(project), value=s.image_id)
+
+    def open_outputs(s: h.Session) -> tuple[Any, ...]:
+        labels = list(project.labels())
+        ann = project.annotations(s.image_id) if s.image_id is not None else []
+        label = ann[-1].label if ann else labels[0]
+        cal = s.image.calibration if s.image else None
+        return (
+            canvas_out(s),
+            list_update(s),
+            h.progress_summary(project),
+            h.metrics_html(s.metrics),
+            head_update(s),
+            h.calibration_text(s),
+            gr.update(value=cal.mm_per_px if cal else None),
+            gr.update(choices=labels, value=label),
+        )
+
+    def open_id(s: h.Session, image_id: int | None, progress: gr.Progress) -> tuple[Any, ...]:
+        with reported(s):
+            if image_id is None:
+                raise DermasegError("this project has no images yet: upload one or add files to the folder")
+            image = project.load_image(int(image_id))
+            if h.needs_encoding(engine, image):
+                progress(0.1, desc="Computing the image embedding (first time for this image)…")
+            h.open_project_image(s, int(image_id))
+            prefetcher.schedule(project, int(image_id))
+        return open_outputs(s)
+
+    def on_load(s: h.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        todo = project.images(("not_started", "in_progress")) or project.images()
+        return open_id(s, todo[0].id if todo else None, progress)
+
+    def on_pick(s: h.Session, image_id: int | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        return open_id(s, image_id, progress)
+
+    def on_step(step: int):
+        def go(s: h.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+            return open_id(s, h.neighbour_id(project, s.image_id, step), progress)
+
+        return go
+
+    def on_upload(s: h.Session, path: str | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        if not path:
+            return open_outputs(s)
+        with reported(s):
+            data = Path(path).read_bytes()
+            return open_id(s, h.add_upload(project, data, Path(path).name, settings.max_pixels), progress)
+        return open_outputs(s)
+
+    def on_gesture(s: h.Session, payload: str) -> str:
+        with reported(s):
+            for w in h.handle_gesture(s, payload):
+                gr.Info(w)
+        return canvas_out(s)
+
+    def on_measure(s: h.Session) -> tuple[Any, ...]:
+        with reported(s):
+            h.measurements(s)
+        return canvas_out(s), h.metrics_html(s.metrics), head_update(s)
+
+    def on_click_api(s: h.Session, x: float, y: float, positive: bool) -> str:
+        with reported(s):
+            h.prompt_click(s, x, y, positive)
+        return canvas_out(s)
+
+    def on_box_api(s: h.Session, x0: float, y0: float, x1: float, y1: float) -> str:
+        with reported(s):
+            h.prompt_box(s, (x0, y0, x1, y1))
+        return canvas_out(s)
+
+    def simple(action):
+        def run(s: h.Session, *args: Any) -> str:
+            with reported(s):
+                action(s, *args)
+            return canvas_out(s)
+
+        return run
+
+    def on_heatmap(s: h.Session, on: bool) -> str:
+        s.heatmap = bool(on)
+        return canvas_out(s)
+
+    def on_calibrate(action):
+        def run(s: h.Session, value: float | None) -> tuple[Any, ...]:
+            with reported(s):
+                if value is None:
+                    raise DermasegError("enter a number first")
+                action(s, value)
+            return canvas_out(s), h.calibration_text(s), h.metrics_html(s.metrics)
+
+        return run
+
+    def on_accept(s: h.Session, label: str) -> tuple[Any, ...]:
+        with reported(s):
+            h.accept(s, label)
+            gr.Info(s.message)
+        return canvas_out(s), list_update(s), h.progress_summary(project)
+
+    def on_labels(s: h.Session, text: str) -> dict[str, Any]:
+        with reported(s):
+            project.set_labels([t.strip() for t in text.split(",") if t.strip()])
+        return gr.update(choices=list(project.labels()), value=project.labels()[0])
+
+    def session_exports(s: h.Session) -> Path:
+        return exports_dir / uuid.uuid4().hex[:12]
+
+    def on_export_project(s: h.Session) -> list[str] | None:
+        with reported(s):
+            return [str(p) for p in h.export_project(project, session_exports(s))]
+        return None
+
+    def on_export_image(s: h.Session) -> list[str] | None:
+        with reported(s):
+            return [str(p) for p in h.export_image(s, session_exports(s))]
+        return None
+
+    with gr.Blocks(title="dermaseg", analytics_enabled=False) as app:
+        state = gr.State(new_session)
+        with gr.Row(elem_id="ds-header", equal_height=True):
+            gr.Markdown("### dermaseg · skin lesion annotation", elem_id="ds-title")
+            summary = gr.Markdown(h.progress_summary(project), elem_id="ds-summary")
+        with gr.Row(elem_id="ds-main"):
+            with gr.Column(scale=3, min_width=600):
+                canvas = Canvas(elem_id="ds-canvas")
+                with gr.Row(elem_id="ds-prompt-tools"):
+                    undo = gr.Button("↶ Undo", size="sm", elem_id="ds-undo")
+                    redo = gr.Button("↷ Redo", size="sm", elem_id="ds-redo")
+                    clear = gr.Button("✕ Clear prompts", size="sm", elem_id="ds-clear")
+                    heatmap = gr.Checkbox(label="Probability heatmap", value=False, elem_id="ds-heatmap")
+                gr.Markdown(SHORTCUTS, elem_id="ds-shortcuts")
+            with gr.Column(scale=2, min_width=380, elem_id="ds-side"):
+                with gr.Group():
+                    image_list = gr.Dropdown(
+                        choices=h.gallery_choices(project),
+                        label=f"Images in {project.root.name}  (○ not started · ◐ in progress · ● done)",
+                        elem_id="ds-images",
+                        interactive=True,
+                    )
+                    with gr.Row():
+                        prev_btn = gr.Button("← Previous", size="sm", elem_id="ds-prev")
+                        next_btn = gr.Button("Next →", size="sm", elem_id="ds-next")
+                with gr.Group(), gr.Row(equal_height=True):
+                    label = gr.Dropdown(choices=list(project.labels()), label="Label", scale=2, elem_id="ds-label")
+                    accept_btn = gr.Button("✓ Accept & save", variant="primary", scale=1, elem_id="ds-accept")
+                with gr.Tabs():
+                    with gr.Tab("Measurements", id="measure"):
+                        metrics = gr.HTML(h.metrics_html(None), elem_id="ds-metrics")
+                    with gr.Tab("Mask", id="mask"):
+                        head = gr.Radio(
+                            choices=h.candidate_choices(new_session_stub()),
+                            value="0",
+                            label="Candidate mask (decoder head)",
+                            elem_id="ds-head",
+                        )
+                        tolerance = gr.Slider(
+                            0, 5, value=h.DEFAULT_TOLERANCE_PX, step=0.25,
+                            label="Outline simplification (px)", elem_id="ds-tolerance",
+                        )  # fmt: skip
+                    with gr.Tab("Calibration", id="calibration"):
+                        cal_text = gr.Markdown("Not calibrated: sizes in pixels only.", elem_id="ds-cal-text")
+                        with gr.Row(equal_height=True):
+                            mm_px = gr.Number(label="mm per pixel", minimum=0, elem_id="ds-mmpx")
+                            set_mm = gr.Button("Set", size="sm", elem_id="ds-set-mmpx")
+                        with gr.Row(equal_height=True):
+                            ruler_mm = gr.Number(label="Ruler: distance between the 2 points (mm)", minimum=0,
+                                                 elem_id="ds-ruler-mm")  # fmt: skip
+                            use_ruler = gr.Button("Use ruler", size="sm", elem_id="ds-use-ruler")
+                    with gr.Tab("Open & export", id="files"):
+                        upload = gr.File(
+                            label="Open an image file (JPEG, PNG, TIFF, BMP)",
+                            file_types=[".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"],
+                            elem_id="ds-upload",
+                            height=110,
+                        )
+                        with gr.Row():
+                            export_img = gr.Button("Export this image", size="sm", elem_id="ds-export-image")
+                            export_all = gr.Button("Export project", size="sm", elem_id="ds-export-project")
+                        downloads = gr.File(label="COCO JSON and PNG masks", file_count="multiple",
+                                            elem_id="ds-downloads", interactive=False)  # fmt: skip
+                        labels_text = gr.Textbox(
+                            value=", ".join(project.labels()), label="Label list (comma-separated)",
+                            elem_id="ds-labels",
+                        )  # fmt: skip
+        # API-only endpoints: (x, y) prompts for gradio_client (the canvas sends gestures instead).
+        with gr.Row(visible=False):
+            api_x, api_y, api_x1, api_y1 = (gr.Number() for _ in range(4))
+            api_pos = gr.Checkbox(value=True)
+            api_click, api_box = gr.Button(), gr.Button()
+
+        opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label]
+        measured = [canvas, metrics, head]
+        app.load(on_load, [state], opened, api_name="load", show_progress="full")
+        image_list.input(on_pick, [state, image_list], opened, api_name="open_image")
+        prev_btn.click(on_step(-1), [state], opened, api_name="previous")
+        next_btn.click(on_step(+1), [state], opened, api_name="next")
+        upload.upload(on_upload, [state, upload], opened, api_name="upload")
+
+        canvas.gesture(on_gesture, [state, canvas], [canvas], api_name="gesture", show_progress="hidden").then(
+            on_measure, [state], measured, show_progress="hidden"
+        )
+        api_click.click(on_click_api, [state, api_x, api_y, api_pos], [canvas], api_name="click").then(
+            on_measure, [state], measured
+        )
+        api_box.click(on_box_api, [state, api_x, api_y, api_x1, api_y1], [canvas], api_name="box").then(
+            on_measure, [state], measured
+        )
+        for btn, action, name in ((undo, h.undo_prompt, "undo"), (redo, h.redo_prompt, "redo"),
+                                  (clear, h.clear_prompts, "clear")):  # fmt: skip
+            btn.click(simple(action), [state], [canvas], api_name=name).then(on_measure, [state], measured)
+        head.input(simple(h.choose_head), [state, head], [canvas], api_name="head").then(on_measure, [state], measured)
+        tolerance.release(simple(h.set_tolerance), [state, tolerance], [canvas], api_name="tolerance").then(
+            on_measure, [state], measured
+        )
+        heatmap.input(on_heatmap, [state, heatmap], [canvas], api_name="heatmap")
+        set_mm.click(on_calibrate(h.set_mm_per_px), [state, mm_px], [canvas, cal_text, metrics], api_name="mm_per_px")
+        use_ruler.click(
+            on_calibrate(h.calibrate_from_ruler), [state, ruler_mm], [canvas, cal_text, metrics], api_name="ruler"
+        )
+        accept_btn.click(on_accept, [state, label], [canvas, image_list, summary], api_name="accept")
+        labels_text.submit(on_labels, [state, labels_text], [label], api_name="labels")
+        export_img.click(on_export_image, [state], [downloads], api_name="export_image")
+        export_all.click(on_export_project, [state], [downloads], api_name="export_project")
+    app.dermaseg_prefetcher = prefetcher  # type: ignore[attr-defined]
+    app.dermaseg_allowed = [views_dir, exports_dir]  # type: ignore[attr-defined]
+    return app
+
+
+def new_session_stub() -> Any:
+    """A stand-in with no result, for the initial candidate labels."""
+
+    class _Stub:
+        result = None
+
+    return _Stub()
+
+
+def launch(
+    app: gr.Blocks,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    auth: tuple[str, str] | None = None,
+    block: bool = True,
+    quiet: bool = False,
+) -> str:
+    """Serve the app offline; returns the local URL (and blocks unless `block` is False)."""
+    allowed = [str(p) for p in getattr(app, "dermaseg_allowed", [])]
+    for p in allowed:
+        Path(p).mkdir(parents=True, exist_ok=True)
+    app.queue(default_concurrency_limit=1)  # one event of a kind at a time: sessions are not locked
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        auth=auth,
+        inbrowser=False,
+        prevent_thread_lock=not block,
+        show_error=True,
+        quiet=quiet,
+        allowed_paths=allowed,
+        theme=gr.themes.Default(primary_hue="blue", **THEME_FONTS),
+        css=(STATIC / "app.css").read_text(encoding="utf-8"),
+        footer_links=[],
+        run_history=False,  # Gradio would keep inputs (medical images) in the browser's localStorage
+        ssr_mode=False,
+        enable_monitoring=False,
+        max_file_size="200mb",
+    )
+    return app.local_url

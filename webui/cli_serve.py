@@ -1,0 +1,76 @@
+"""`dermaseg serve`: the annotation page on this computer."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from pathlib import Path
+
+from dermaseg.core.errors import DermasegError
+
+LOOPBACK_NAMES = {"localhost"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)")
+    p.add_argument("--project", type=Path, help="project folder (created if needed; default: a scratch project)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this login; needed to listen beyond loopback")
+    p.add_argument("--cache-dir", type=Path, default=argparse.SUPPRESS, help="models and embeddings")
+    p.add_argument("--variant", default=argparse.SUPPRESS, help="model variant")
+    p.add_argument("--backend", choices=["auto", "onnx", "coreml"], default=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(value: str | None, host: str) -> tuple[str, str] | None:
+    """USER:PASS -> (user, password); required (and never defaulted) when `host` is not loopback."""
+    if value is None:
+        if not is_loopback(host):
+            raise DermasegError(
+                f"listening on {host} exposes patient images to the network: give --auth USER:PASS "
+                "(choose your own password), or keep the default --host 127.0.0.1"
+            )
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or len(password) < 8:
+        raise DermasegError("--auth must be USER:PASS with a password of at least 8 characters")
+    return user, password
+
+
+def run(args: argparse.Namespace) -> int:
+    from dermaseg.core.artifacts import read_manifest
+    from dermaseg.core.errors import ModelArtifactError
+    from dermaseg.core.segmenter import Engine
+    from dermaseg.core.store import Project
+    from dermaseg.webui.cli import settings_from
+
+    auth = parse_auth(args.auth, args.host)
+    settings = settings_from(args)
+    try:
+        read_manifest(settings.models_dir)
+    except ModelArtifactError as e:
+        raise DermasegError(f"the model is not built yet ({e}); run `dermaseg models build` first") from None
+    engine = Engine.open(settings)
+    project = None
+    if args.project is not None:
+        args.project.mkdir(parents=True, exist_ok=True)
+        project = Project.init(args.project)
+        print(f"project {project.root}: {project.scan_report.summary()}")
+
+    from dermaseg.webui.app import build_app, launch
+
+    app = build_app(engine, project, settings)
+    print("dermaseg is starting; open the URL below in your browser (Ctrl+C to stop)", flush=True)
+    launch(app, host=args.host, port=args.port, auth=auth, block=True)
+    return 0
