@@ -1,0 +1,36 @@
+"""Fixtures for the page's tests: a small project of real dev images in a temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT_CASES = 3
+
+
+@pytest.fixture(scope="module")
+def project_dir(dev_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the first PROJECT_CASES dev images (copied to a temp folder, never the repo)."""
+    folder = tmp_path_factory.mktemp("project")
+    for case in dev_data[:PROJECT_CASES]:
+        shutil.copy(case.image, folder / case.image.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def project(project_dir: Path):
+    from dermaseg.core.store import Project
+
+    p = Project.init(project_dir)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def web_settings(tmp_path_factory: pytest.TempPathFactory):
+    """Settings whose cache folder (display images, exports, Gradio temp) is private to the module."""
+    from dermaseg.core.settings import Settings
+
+    return Settings.from_env(cache_dir=tmp_path_factory.mktemp("webcache"))
