@@ -247,10 +247,10 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                     with gr.Tab("Calibration", id="calibration"):
                         cal_text = gr.Markdown("Not calibrated: sizes in pixels only.", elem_id="ds-cal-text")
                         with gr.Row(equal_height=True):
-                            mm_px = gr.Number(label="mm per pixel", minimum=0, elem_id="ds-mmpx")
+                            mm_px = gr.Number(label="mm per pixel", elem_id="ds-mmpx")
                             set_mm = gr.Button("Set", size="sm", elem_id="ds-set-mmpx")
                         with gr.Row(equal_height=True):
-                            ruler_mm = gr.Number(label="Ruler: distance between the 2 points (mm)", minimum=0,
+                            ruler_mm = gr.Number(label="Ruler: distance between the 2 points (mm)",
                                                  elem_id="ds-ruler-mm")  # fmt: skip
                             use_ruler = gr.Button("Use ruler", size="sm", elem_id="ds-use-ruler")
                     with gr.Tab("Open & export", id="files"):

@@ -73,6 +73,11 @@ class Session:
     def prompts(self) -> Prompts:
         return self.history[-1]
 
+    def __deepcopy__(self, memo: dict) -> Session:
+        # Gradio deep-copies a new session's state; ours holds live resources (ONNX sessions, SQLite),
+        # and every session is created fresh by the app's factory, so the copy is the object itself.
+        return self
+
     def require_image(self) -> LesionImage:
         if self.image is None:
             raise DermasegError("open an image first (choose one from the project list or upload one)")

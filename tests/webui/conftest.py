@@ -34,3 +34,14 @@ def web_settings(tmp_path_factory: pytest.TempPathFactory):
     from dermaseg.core.settings import Settings
 
     return Settings.from_env(cache_dir=tmp_path_factory.mktemp("webcache"))
+
+
+@pytest.fixture(scope="module")
+def served(engine, project, web_settings):
+    """The app launched in-process on 127.0.0.1 (one launch per test module); yields (app, url)."""
+    from dermaseg.webui.app import build_app, launch
+
+    app = build_app(engine, project, web_settings)
+    url = launch(app, block=False, quiet=True)
+    yield app, url
+    app.close()
