@@ -134,6 +134,28 @@ def test_op_counts(coreml_export: tuple[Path, dict]) -> None:
     assert not any("repeat" in op for op in box)
 
 
+def _token_dims(spec: Any) -> tuple[int, int]:
+    """(ops with a symbolic output dimension, ops with an output dimension of 7 = 5 tokens + 2 points)."""
+    symbolic = seven = 0
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                dims = [d for o in op.outputs for d in o.type.tensorType.dimensions]
+                symbolic += any(d.WhichOneof("dimension") == "unknown" for d in dims)
+                seven += any(d.WhichOneof("dimension") == "constant" and d.constant.size == 7 for d in dims)
+    return symbolic, seven
+
+
+@pytest.mark.slow
+def test_point_count_is_not_baked_into_the_points_model(coreml_export: tuple[Path, dict]) -> None:
+    """The trace ran with N = 2; in the RangeDim package no op may have kept the 7 tokens as a constant."""
+    out, _ = coreml_export
+    symbolic, seven = _token_dims(bc.load_checked_spec(out / bc.PACKAGE_NAMES["decoder_points"], "decoder_points"))
+    assert symbolic > 50 and seven == 0
+    symbolic, seven = _token_dims(bc.load_checked_spec(out / bc.PACKAGE_NAMES["decoder_box"], "decoder_box"))
+    assert symbolic == 0 and seven > 50
+
+
 @pytest.mark.slow
 def test_digest_is_stable_across_conversions(
     coreml_export: tuple[Path, dict], torch_model: torch.nn.Module, tmp_path: Path
