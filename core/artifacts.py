@@ -68,9 +68,7 @@ def verify_files(models_dir: Path, manifest: dict, names: list[str] | None = Non
         if not path.is_file():
             raise ModelArtifactError(f"{path} is missing: {REBUILD_HINT}")
         if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
-            raise ModelArtifactError(
-                f"{path} does not match its checksum (corrupt or replaced): {REBUILD_HINT}"
-            )
+            raise ModelArtifactError(f"{path} does not match its checksum (corrupt or replaced): {REBUILD_HINT}")
 
 
 def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = True) -> VariantFiles:
@@ -79,9 +77,7 @@ def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = T
     variants = manifest.get("variants", {})
     name = manifest.get("default") if variant == "default" else variant
     if name not in variants:
-        raise ModelArtifactError(
-            f"unknown model variant {variant!r}; built variants: {', '.join(sorted(variants))}"
-        )
+        raise ModelArtifactError(f"unknown model variant {variant!r}; built variants: {', '.join(sorted(variants))}")
     enc, dec = variants[name]["encoder"], variants[name]["decoder"]
     if verify:
         verify_files(models_dir, manifest, [enc, dec])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+
 from dermaseg.core.artifacts import REBUILD_HINT, VariantFiles
 from dermaseg.core.errors import ModelArtifactError
 

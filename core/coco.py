@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dermaseg.core.errors import CocoError
-from dermaseg.core.geometry import mask_to_polygons
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from dermaseg.core.errors import CocoError
+from dermaseg.core.geometry import mask_to_polygons
 
 MAX_FILE_BYTES = 1 << 30  # refuse COCO files above 1 GiB before parsing
 MAX_SIDE = 100_000  # px; an image side above this is a typo or an attack, not a dermoscopy image

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from dermaseg.core.preprocess import EMBEDDING_SHAPE
 
 log = logging.getLogger(__name__)

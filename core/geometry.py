@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import shapely
-from dermaseg.core.errors import GeometryError
 from shapely.geometry import MultiPolygon
 from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.validation import explain_validity
+
+from dermaseg.core.errors import GeometryError
 
 Point = tuple[float, float]
 Ring = tuple[Point, ...]

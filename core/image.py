@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import ImageLoadError
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "BMP"})
 MIN_SIDE = 16
@@ -52,9 +53,7 @@ class LesionImage:
         return LesionImage(self.rgb, self.sha256, self.name, calibration)
 
     @classmethod
-    def from_array(
-        cls, rgb: np.ndarray, name: str = "image", calibration: Calibration | None = None
-    ) -> LesionImage:
+    def from_array(cls, rgb: np.ndarray, name: str = "image", calibration: Calibration | None = None) -> LesionImage:
         """Wrap an (H, W, 3) uint8 array (or (H, W) grey, or (H, W, 4) RGBA) after validation."""
         arr = np.asarray(rgb)
         if arr.ndim == 2:
@@ -115,18 +114,14 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, float 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageLoadError(
-            f"{name}: not a recognised image; supported formats are JPEG, PNG, TIFF and BMP"
-        ) from None
+        raise ImageLoadError(f"{name}: not a recognised image; supported formats are JPEG, PNG, TIFF and BMP") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"{name}: refused as a decompression bomb ({e})") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file to the user
         raise ImageLoadError(f"{name}: cannot be read as an image ({e})") from None
     with img:
         if img.format not in SUPPORTED_FORMATS:
-            raise ImageLoadError(
-                f"{name}: {img.format or 'this'} images are not supported; use JPEG, PNG, TIFF or BMP"
-            )
+            raise ImageLoadError(f"{name}: {img.format or 'this'} images are not supported; use JPEG, PNG, TIFF or BMP")
         if getattr(img, "n_frames", 1) > 1 and img.format != "MPO":
             raise ImageLoadError(
                 f"{name}: has {img.n_frames} frames or pages; save the one to annotate as a single image"
@@ -173,9 +168,7 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         if icc:
             try:
                 src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-                return np.asarray(
-                    ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
-                )
+                return np.asarray(ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB"))
             except (ImageCms.PyCMSError, OSError):
                 pass  # fall back to Pillow's naive conversion
         return np.asarray(img.convert("RGB"))

@@ -34,12 +34,13 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from dermaseg.core.calibration import Calibration
-from dermaseg.core.errors import GeometryError
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 from skimage.color import rgb2lab
 from skimage.measure import find_contours
+
+from dermaseg.core.calibration import Calibration
+from dermaseg.core.errors import GeometryError
 
 DECISION_AID_NOTICE = (
     "Measurements are decision aids computed from the outline and the image. They are not a medical "

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from dermaseg.core.metrics import ASYMMETRY_THRESHOLD, asymmetry_indices, asymmetry_score
 from PIL import Image
 from scipy.stats import spearmanr
+
+from dermaseg.core.metrics import ASYMMETRY_THRESHOLD, asymmetry_indices, asymmetry_score
 
 DEFAULT_DEV_DIR = Path("../shared/data/dermoscopy-dev")
 

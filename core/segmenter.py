@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+
 from dermaseg.core.artifacts import resolve_variant
 from dermaseg.core.embedding_cache import CacheKey, EmbeddingCache, Source
 from dermaseg.core.errors import DermasegError, PromptError
@@ -84,9 +85,7 @@ class Engine:
 
     def embedding(self, image: LesionImage) -> tuple[np.ndarray, Source]:
         """float32 (1, 256, 64, 64) for `image`, from memory, disk or the encoder."""
-        return self.cache.get_or_compute(
-            self.key(image), lambda: self.backend.encode(encoder_input(image.rgb)[0])
-        )
+        return self.cache.get_or_compute(self.key(image), lambda: self.backend.encode(encoder_input(image.rgb)[0]))
 
     def segmenter(self) -> Segmenter:
         return Segmenter(self)

@@ -36,12 +36,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import CalibrationError, CocoError, StoreError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask
 from dermaseg.core.image import LesionImage, load_image
-from PIL import Image, UnidentifiedImageError
 
 DB_DIR = ".dermaseg"
 DB_NAME = "project.sqlite"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from dermaseg.core.artifacts import MANIFEST, MANIFEST_FORMAT, file_sha256, read_manifest, verify_files
 from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.image import LesionImage
@@ -19,7 +21,6 @@ from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import decoder_points
 from dermaseg.models import export_onnx
 from dermaseg.models.litemedsam import CHECKPOINT_SHA256, checkpoint_path, load_model, reference_decode
-from tqdm import tqdm
 
 # Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
 EXPORT_VERSION = 1
@@ -87,15 +88,9 @@ def build(
     export_onnx.export_decoder(model, models_dir / "decoder-fp32.onnx")
     steps.update()
     step("quantise")
-    export_onnx.quantize_matmul(
-        models_dir / "encoder-fp32.onnx", models_dir / "encoder-uint8.onnx", signed=False
-    )
-    export_onnx.quantize_matmul(
-        models_dir / "encoder-fp32.onnx", models_dir / "encoder-int8.onnx", signed=True
-    )
-    export_onnx.quantize_matmul(
-        models_dir / "decoder-fp32.onnx", models_dir / "decoder-int8.onnx", signed=True
-    )
+    export_onnx.quantize_matmul(models_dir / "encoder-fp32.onnx", models_dir / "encoder-uint8.onnx", signed=False)
+    export_onnx.quantize_matmul(models_dir / "encoder-fp32.onnx", models_dir / "encoder-int8.onnx", signed=True)
+    export_onnx.quantize_matmul(models_dir / "decoder-fp32.onnx", models_dir / "decoder-int8.onnx", signed=True)
     steps.update()
     step("fp16")
     export_onnx.convert_fp16(models_dir / "encoder-fp32.onnx", models_dir / "encoder-fp16.onnx")
@@ -133,9 +128,7 @@ def build(
             name: {"sha256": file_sha256(models_dir / name), "bytes": (models_dir / name).stat().st_size}
             for name in onnx_files
         },
-        "variants": {
-            v: {"encoder": enc, "decoder": dec, "parity": parity[v]} for v, (enc, dec) in VARIANTS.items()
-        },
+        "variants": {v: {"encoder": enc, "decoder": dec, "parity": parity[v]} for v, (enc, dec) in VARIANTS.items()},
         "default": DEFAULT_VARIANT,
         "parity_cases": len(cases),
         "coreml": coreml_info,
@@ -151,10 +144,7 @@ def build(
 def _up_to_date(models_dir: Path) -> dict | None:
     try:
         manifest = read_manifest(models_dir)
-        if (
-            manifest.get("export_version") != EXPORT_VERSION
-            or manifest["source"]["sha256"] != CHECKPOINT_SHA256
-        ):
+        if manifest.get("export_version") != EXPORT_VERSION or manifest["source"]["sha256"] != CHECKPOINT_SHA256:
             return None
         verify_files(models_dir, manifest)
     except (ModelArtifactError, KeyError, TypeError):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
+
 from dermaseg.core.preprocess import ENCODER_SIZE
 from dermaseg.models.litemedsam import PromptDecoder
-from torch import nn
 
 OPSET = 17
 

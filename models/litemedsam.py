@@ -14,8 +14,9 @@ import types
 from pathlib import Path
 
 import torch
-from dermaseg.core.errors import ModelArtifactError
 from torch import nn
+
+from dermaseg.core.errors import ModelArtifactError
 
 CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 CHECKPOINT_SIZE = 39_370_479

@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from dermaseg.core.errors import DermasegError
-from dermaseg.core.settings import Settings
 from PIL import Image
 from tqdm import tqdm
+
+from dermaseg.core.errors import DermasegError
+from dermaseg.core.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="build the model artifacts", parents=[common])
     msub = models.add_subparsers(metavar="ACTION")
-    b = msub.add_parser(
-        "build", help="export ONNX/CoreML artifacts from the bundled checkpoint", parents=[common]
-    )
+    b = msub.add_parser("build", help="export ONNX/CoreML artifacts from the bundled checkpoint", parents=[common])
     b.add_argument("--force", action="store_true", help="rebuild even if the manifest is valid")
     b.add_argument("--no-coreml", action="store_true", help="skip the CoreML packages")
     b.add_argument("--parity-data", type=Path, help="dataset folder (manifest.csv) for the parity check")
@@ -94,9 +93,7 @@ def _subcommand_modules() -> list:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        **{k: getattr(args, k, None) for k in ("cache_dir", "variant", "backend", "threads")}
-    )
+    return Settings.from_env(**{k: getattr(args, k, None) for k in ("cache_dir", "variant", "backend", "threads")})
 
 
 def _models_build(args: argparse.Namespace) -> int:
@@ -112,10 +109,7 @@ def _models_build(args: argparse.Namespace) -> int:
         from dermaseg.core.dataset import box_from_mask, read_dataset
         from dermaseg.core.image import load_image
 
-        cases = [
-            ParityCase(load_image(c.image), box_from_mask(c.load_mask()))
-            for c in read_dataset(args.parity_data)
-        ]
+        cases = [ParityCase(load_image(c.image), box_from_mask(c.load_mask())) for c in read_dataset(args.parity_data)]
     settings = settings_from(args)
     build(settings.models_dir, force=args.force, coreml=not args.no_coreml, parity_cases=cases)
     return 0
@@ -137,9 +131,7 @@ def _segment(args: argparse.Namespace) -> int:
     seg.set_image(image)
     result = seg.predict(prompts, head=head)
     save_mask_png(result.mask, args.out)
-    print(
-        f"{args.out}: {int(result.mask.sum())} lesion pixels, predicted IoU {result.score:.3f}, {result.model_id}"
-    )
+    print(f"{args.out}: {int(result.mask.sum())} lesion pixels, predicted IoU {result.score:.3f}, {result.model_id}")
     return 0
 
 

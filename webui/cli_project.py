@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dermaseg.core.store import STATUSES, Project, ScanReport
 from tqdm import tqdm
+
+from dermaseg.core.store import STATUSES, Project, ScanReport
 
 T = TypeVar("T")
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dermaseg.core import coco
-from dermaseg.core.errors import CocoError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -20,6 +18,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from dermaseg.core import coco
+from dermaseg.core.errors import CocoError
 
 
 def _quiet(fn, *args, **kwargs):

@@ -8,6 +8,10 @@ import time
 import numpy as np
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
 from dermaseg.core.errors import GeometryError
 from dermaseg.core.geometry import (
     Polygon,
@@ -20,9 +24,6 @@ from dermaseg.core.geometry import (
     repair_polygon,
     repair_polygons,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 
 def _grid(text: str) -> np.ndarray:

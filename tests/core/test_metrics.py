@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import GeometryError
 from dermaseg.core.metrics import (

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
 from dermaseg.core import store as store_mod
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import CocoError, StoreError
 from dermaseg.core.geometry import Polygons, mask_to_polygons
 from dermaseg.core.store import Project, Provenance
-from PIL import Image
-from pycocotools.coco import COCO
 
 HERE = Path(__file__).resolve().parent
 
