@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
 
 ENCODER_INPUT = "image"

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from dermaseg.core.backend_coreml import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -35,7 +37,6 @@ from dermaseg.core.backend_coreml import (
 )
 from dermaseg.core.preprocess import ENCODER_SIZE, LOW_RES_SIZE
 from dermaseg.models.litemedsam import PromptDecoder
-from torch import nn
 
 BOX_POINTS = 2  # the box model's fixed N: two corners labelled 2 and 3
 # coremltools stamps the conversion day into the spec; dropped so that a rebuild gives the same digest.

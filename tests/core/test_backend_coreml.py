@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from dermaseg.core import backend_coreml as bc
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
 

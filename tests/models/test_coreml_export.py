@@ -16,11 +16,12 @@ import pytest
 torch = pytest.importorskip("torch")
 ct = pytest.importorskip("coremltools")
 
+from PIL import Image  # noqa: E402
+
 from dermaseg.core import backend_coreml as bc  # noqa: E402
 from dermaseg.core.preprocess import encoder_input, mask_from_logits  # noqa: E402
 from dermaseg.models import export_coreml as ex  # noqa: E402
 from dermaseg.models.litemedsam import PromptDecoder, load_model  # noqa: E402
-from PIL import Image  # noqa: E402
 
 ON_MAC, WHY_NOT = bc.available()
 ROLES = ("encoder", "decoder_box", "decoder_points")
