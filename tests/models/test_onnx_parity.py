@@ -1,0 +1,150 @@
+"""Every ONNX variant against the torch model on real dev images: box, points, mask input; the build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dermaseg.core.artifacts import VariantFiles, resolve_variant
+from dermaseg.core.backend_onnx import OnnxBackend
+from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.errors import ModelArtifactError
+from dermaseg.core.image import load_image
+from dermaseg.core.preprocess import encoder_input, mask_from_logits
+from dermaseg.core.prompts import Prompts
+from dermaseg.core.segmenter import decoder_points
+from dermaseg.models.build import DEFAULT_VARIANT, VARIANTS, build, mask_iou
+from dermaseg.models.litemedsam import load_model, reference_decode
+
+# Minimum box-prompt mask IoU vs torch fp32 on every dev image (README, "Model variants").
+MIN_BOX_IOU = {"fp32": 0.999, "fp16": 0.99, "uint8": 0.95, "int8": 0.93}
+SUBSET = 16  # images per non-default variant: the default variant is checked on all of them
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.set_num_threads(2)
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def reference(model, dev_data) -> list[dict]:
+    """Per dev image: input, transform, torch embedding and torch head-0 mask for the GT box + 5 px."""
+    out = []
+    with torch.no_grad():
+        for case in dev_data:
+            image = load_image(case.image)
+            x, t = encoder_input(image.rgb)
+            emb = model.image_encoder(torch.from_numpy(x))
+            box = box_from_mask(case.load_mask(), 5)
+            bt = torch.from_numpy(t.to_model(np.array(box).reshape(2, 2)).reshape(1, 4))
+            logits, _ = reference_decode(model, emb, None, None, bt, None)
+            out.append(
+                {
+                    "id": case.id,
+                    "x": x,
+                    "t": t,
+                    "emb": emb,
+                    "box": box,
+                    "mask": mask_from_logits(logits[0, 0].numpy(), t),
+                }
+            )
+    return out
+
+
+def _decode(backend: OnnxBackend, emb: np.ndarray, prompts: Prompts, t, mask_input=None) -> np.ndarray:
+    coords, labels = decoder_points(prompts, t)
+    has = np.zeros(1, np.float32) if mask_input is None else np.ones(1, np.float32)
+    mask = np.zeros((1, 1, 256, 256), np.float32) if mask_input is None else mask_input[None, None]
+    return backend.decode(emb, coords, labels, mask, has)[0]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_box_mask_iou_vs_torch(variant: str, models_dir: Path, reference: list[dict]) -> None:
+    backend = OnnxBackend(resolve_variant(models_dir, variant))
+    cases = reference if variant in (DEFAULT_VARIANT, "fp32") else reference[:: max(1, len(reference) // SUBSET)]
+    ious = {}
+    for ref in cases:
+        logits = _decode(backend, backend.encode(ref["x"]), Prompts(box=ref["box"]), ref["t"])
+        ious[ref["id"]] = mask_iou(mask_from_logits(logits[0, 0], ref["t"]), ref["mask"])
+    worst = min(ious, key=ious.get)
+    print(f"{variant}: box IoU vs torch fp32 min {ious[worst]:.4f} ({worst}), mean {np.mean(list(ious.values())):.4f}")
+    assert ious[worst] >= MIN_BOX_IOU[variant]
+
+
+def test_fp32_embedding_and_decoder_match_torch(models_dir: Path, model, reference: list[dict]) -> None:
+    backend = OnnxBackend(resolve_variant(models_dir, "fp32"))
+    for ref in reference[:4]:
+        emb = backend.encode(ref["x"])
+        assert np.abs(emb - ref["emb"].numpy()).max() < 1e-3
+        t = ref["t"]
+        x0, y0, x1, y1 = ref["box"]
+        centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+        corner = (x0 + 3, y0 + 3)
+        prev = _decode(backend, emb, Prompts(box=ref["box"]), t)[0, 0]
+        for prompts, mask_input in [
+            (Prompts(points=(centre,), labels=(1,)), None),
+            (Prompts(points=(centre, corner), labels=(1, 0)), None),
+            (Prompts(box=ref["box"], points=(corner,), labels=(0,)), None),
+            (Prompts(box=ref["box"]), prev),
+        ]:
+            ours = _decode(backend, emb, prompts, t, mask_input)
+            coords = (
+                torch.from_numpy(t.to_model(np.array(prompts.points).reshape(-1, 2))[None]) if prompts.points else None
+            )
+            labels = torch.tensor([prompts.labels], dtype=torch.float32) if prompts.points else None
+            box = (
+                None
+                if prompts.box is None
+                else torch.from_numpy(t.to_model(np.array(prompts.box).reshape(2, 2)).reshape(1, 4))
+            )
+            mi = None if mask_input is None else torch.from_numpy(mask_input[None, None])
+            theirs, _ = reference_decode(model, ref["emb"], coords, labels, box, mi)
+            theirs = theirs.numpy()
+            assert np.abs(ours - theirs).max() < 1e-2, prompts
+            for head in range(4):
+                assert mask_iou(mask_from_logits(ours[0, head], t), mask_from_logits(theirs[0, head], t)) > 0.995
+
+
+def test_build_is_idempotent_and_detects_tampering(models_dir: Path, tmp_path: Path) -> None:
+    messages: list[str] = []
+    before = {p.name: p.stat().st_mtime_ns for p in models_dir.iterdir()}
+    build(models_dir, coreml=False, log=messages.append)
+    assert "up to date" in messages[-1]
+    assert {p.name: p.stat().st_mtime_ns for p in models_dir.iterdir()} == before
+
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    dec = manifest["variants"]["fp32"]["decoder"]
+    with open(copy / dec, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ModelArtifactError, match="dermaseg models build"):
+        resolve_variant(copy, "fp32")
+    (copy / dec).unlink()
+    with pytest.raises(ModelArtifactError, match="missing"):
+        resolve_variant(copy, "fp32")
+    with pytest.raises(ModelArtifactError, match="unknown model variant"):
+        resolve_variant(models_dir, "nope")
+
+
+def test_manifest_records_contract_and_parity(models_dir: Path) -> None:
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    assert manifest["source"]["sha256"].startswith("79d8c9dc")
+    assert "min-max" in manifest["preprocess"]["normalise"]
+    assert set(manifest["variants"]) == set(VARIANTS) and manifest["default"] == DEFAULT_VARIANT
+    for variant in manifest["variants"].values():
+        assert 0.9 <= variant["parity"]["box_iou_min"] <= 1.0
+
+
+def test_broken_onnx_file_is_a_model_artifact_error(tmp_path: Path) -> None:
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelArtifactError, match="cannot be loaded"):
+        OnnxBackend(VariantFiles("x", bad, bad, "0" * 64, "0" * 64))
