@@ -57,6 +57,19 @@ def reference(model, dev_data) -> list[dict]:
     return out
 
 
+def _torch_decode(model, emb: torch.Tensor, prompts: Prompts, t, mask_input) -> np.ndarray:
+    """The upstream prompt encoder (which pads point-only prompts itself) and mask decoder."""
+    coords = labels = box = mi = None
+    if prompts.points:
+        coords = torch.from_numpy(t.to_model(np.array(prompts.points).reshape(-1, 2))[None])
+        labels = torch.tensor([prompts.labels], dtype=torch.float32)
+    if prompts.box is not None:
+        box = torch.from_numpy(t.to_model(np.array(prompts.box).reshape(2, 2)).reshape(1, 4))
+    if mask_input is not None:
+        mi = torch.from_numpy(mask_input[None, None])
+    return reference_decode(model, emb, coords, labels, box, mi)[0].numpy()
+
+
 def _decode(backend: OnnxBackend, emb: np.ndarray, prompts: Prompts, t, mask_input=None) -> np.ndarray:
     coords, labels = decoder_points(prompts, t)
     has = np.zeros(1, np.float32) if mask_input is None else np.ones(1, np.float32)
