@@ -76,20 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMAND_MODULES = ("cli_project", "cli_serve")
+SUBCOMMAND_MODULES = ("cli_project", "cli_serve", "cli_evaluate")
 
 
 def _subcommand_modules() -> list:
     import importlib
 
-    modules = []
-    for name in SUBCOMMAND_MODULES:
-        try:  # TODO(lead): drop this guard once every subcommand module has landed
-            modules.append(importlib.import_module(f"dermaseg.webui.{name}"))
-        except ModuleNotFoundError as e:
-            if e.name != f"dermaseg.webui.{name}":
-                raise
-    return modules
+    return [importlib.import_module(f"dermaseg.webui.{name}") for name in SUBCOMMAND_MODULES]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
