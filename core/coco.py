@@ -44,6 +44,8 @@ MAX_PIXELS = 200_000_000  # width x height of one image
 MAX_ID = 2**53  # ids must survive a round trip through JavaScript and SQLite
 MAX_POLYGON_NUMBERS = 2_000_000  # per annotation, all parts together
 MIN_POLYGON_NUMBERS = 6  # 3 points; pycocotools reads a 4-number list as a bbox
+MAX_DEPTH = 64  # nesting of arrays/objects; COCO needs about 8, dermaseg's extras about 10
+MAX_STRING_CHARS = 4096  # a file_name or category name; longer is not a path or a label
 
 Json = Any  # a value as `json.loads` returns it
 
@@ -364,6 +366,8 @@ def _parse_image(entry: Json, index: int) -> CocoImage:
     name, w, h = entry["file_name"], entry["width"], entry["height"]
     if not isinstance(name, str) or not name.strip() or "\x00" in name:
         raise CocoError(f"{label}: 'file_name' must be a non-empty string")
+    if len(name) > MAX_STRING_CHARS:
+        raise CocoError(f"{label}: 'file_name' is {len(name)} characters long (at most {MAX_STRING_CHARS})")
     for key, v in (("width", w), ("height", h)):
         if not _is_int(v) or not 1 <= v <= MAX_SIDE:
             raise CocoError(f"{label}: '{key}' must be a whole number of pixels from 1 to {MAX_SIDE}, got {v!r:.40}")
@@ -379,6 +383,8 @@ def _parse_category(entry: Json, index: int) -> CocoCategory:
     name = entry["name"]
     if not isinstance(name, str) or not name.strip():
         raise CocoError(f"category id {cid}: 'name' must be a non-empty string")
+    if len(name) > MAX_STRING_CHARS:
+        raise CocoError(f"category id {cid}: 'name' is {len(name)} characters long (at most {MAX_STRING_CHARS})")
     return CocoCategory(cid, name.strip())
 
 
@@ -492,6 +498,17 @@ def _unique(ids: Iterable[int], what: str) -> None:
         seen.add(i)
 
 
+def _check_depth(data: Json) -> None:
+    """CocoError when arrays/objects nest deeper than MAX_DEPTH (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Json, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise CocoError(f"the JSON is nested more than {MAX_DEPTH} levels deep; a COCO file needs about 8")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
+
+
 def parse_coco(data: Json) -> CocoDataset:
     """Validate parsed COCO JSON (from `load_json`) into a `CocoDataset`, or raise `CocoError`.
 
@@ -503,6 +520,7 @@ def parse_coco(data: Json) -> CocoDataset:
         raise CocoError(
             f"a COCO file is a JSON object with images, categories and annotations, not a {type(data).__name__}"
         )
+    _check_depth(data)
     images = [_parse_image(e, i) for i, e in enumerate(_list(data, "images"))]
     _unique((i.id for i in images), "image")
     categories = [_parse_category(e, i) for i, e in enumerate(_list(data, "categories"))]

@@ -32,6 +32,8 @@ from dermaseg.core.errors import GeometryError
 Point = tuple[float, float]
 Ring = tuple[Point, ...]
 
+# Larger image sides are typos or attacks (and overflow GEOS' coordinate arithmetic), not photographs.
+MAX_SIDE_PX = 1_000_000
 # Relative area change below which a repair is not worth a warning (float noise of GEOS operations).
 _AREA_EPS = 1e-9
 
@@ -78,8 +80,8 @@ class Polygons:
                 )
                 for i, p in enumerate(data["parts"])
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise GeometryError(f"malformed polygon data ({e.__class__.__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise GeometryError(f"malformed polygon data ({e.__class__.__name__}: {str(e):.200})") from None
         return cls(parts, width, height)
 
     def to_shapely(self) -> MultiPolygon:
@@ -367,8 +369,10 @@ def repair_polygons(polys: Polygons) -> RepairResult:
     - overlapping or touching-along-an-edge parts are merged, reported;
     - an empty result raises `GeometryError`.
     """
-    if polys.width <= 0 or polys.height <= 0:
-        raise GeometryError(f"the image size must be positive, got {polys.width}x{polys.height}")
+    if not (0 < polys.width <= MAX_SIDE_PX and 0 < polys.height <= MAX_SIDE_PX):
+        raise GeometryError(
+            f"the image size must be positive and at most {MAX_SIDE_PX} px a side, got {polys.width}x{polys.height}"
+        )
     if not polys.parts:
         raise GeometryError("the outline is empty: draw at least one polygon")
     warnings: list[str] = []

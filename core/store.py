@@ -106,6 +106,17 @@ def _dumps(v: Any) -> str:
     return json.dumps(_to_json_value(v), separators=(",", ":"), allow_nan=False)
 
 
+def _finite_or_none(v: Json) -> float | None:
+    """A JSON number as a finite float, else None (also for bools and ints beyond float range)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _loads(s: str | None) -> Json:
     return None if s is None else json.loads(s)
 
@@ -343,6 +354,11 @@ def _sqlite_error(e: sqlite3.Error, db: Path) -> StoreError:
         return StoreError(
             f"{db}: the project database is corrupt ({msg}); move it aside and run "
             "`dermaseg project init` again, or restore it from a backup"
+        )
+    if "disk is full" in low or "disk i/o error" in low:
+        return StoreError(
+            f"{db}: cannot save to the project database ({msg}); the last change was NOT saved. "
+            "Free some disk space and try again"
         )
     if "readonly" in low or "read-only" in low or "unable to open" in low:
         return StoreError(f"{db}: cannot write the project database ({msg}); is the folder read-only?")
@@ -1116,7 +1132,13 @@ class Project:
                 n_poly += ann["dermaseg"]["encoding"] == "polygon"
                 coco_anns.append(ann)
             if masks is not None and (by_image.get(rec.id) or rec.status == "done"):
-                coco.write_png_mask(union, masks / PurePosixPath(rec.path).with_suffix(".png"))
+                png = masks / PurePosixPath(rec.path).with_suffix(".png")
+                try:
+                    coco.write_png_mask(union, png)
+                except OSError as e:
+                    raise StoreError(
+                        f"{png}: cannot write the mask ({e.strerror or e}); is the disk full or the folder read-only?"
+                    ) from None
         info = {
             "description": f"dermaseg project {self.root.name}",
             "version": tool_version(),
@@ -1124,7 +1146,12 @@ class Project:
         }
         data = coco.dataset_dict(coco_images, coco_anns, [(i, n) for n, i in cats.items()], info)
         out = Path(coco_path)
-        coco.write_json_atomic(data, out)
+        try:
+            coco.write_json_atomic(data, out)
+        except OSError as e:
+            raise StoreError(
+                f"{out}: cannot write the COCO file ({e.strerror or e}); is the disk full or the folder read-only?"
+            ) from None
         return ExportReport(out, masks, len(coco_images), len(coco_anns), n_poly, len(coco_anns) - n_poly)
 
     def import_coco(
@@ -1225,7 +1252,7 @@ class Project:
                 mm, src = ci.extra.get("mm_per_px"), ci.extra.get("calibration_source")
                 try:
                     cal = Calibration(float(mm), src if src in ("user", "metadata", "ruler") else "user")
-                except (TypeError, ValueError, CalibrationError):
+                except (TypeError, ValueError, OverflowError, CalibrationError):
                     continue
                 c.execute(
                     "UPDATE images SET mm_per_px = ?, calibration_source = ? WHERE id = ? AND mm_per_px IS NULL",
@@ -1250,5 +1277,5 @@ class Project:
             if (polys.width, polys.height) != (a.rle.width, a.rle.height):
                 raise CocoError(f"{label}: dermaseg polygons are for a {polys.width}x{polys.height} image")
             tol = a.extra.get("tolerance_px")
-            return _dumps(polys), float(tol) if isinstance(tol, (int, float)) and math.isfinite(tol) else None
+            return _dumps(polys), _finite_or_none(tol)
         return _dumps(default_polygons(a.rle.decode(), DEFAULT_TOLERANCE_PX)), DEFAULT_TOLERANCE_PX

@@ -28,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DermasegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, read-only folder, permission: the environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -118,6 +122,8 @@ def _segment(args: argparse.Namespace) -> int:
         points=tuple((x, y) for x, y in args.point + args.negative),
         labels=(1,) * len(args.point) + (0,) * len(args.negative),
     )
+    if args.head != "best" and args.head not in ("0", "1", "2", "3"):
+        raise DermasegError(f"--head must be 0, 1, 2, 3 or best, got {args.head!r}")
     head = "best" if args.head == "best" else int(args.head)
     image = load_image(args.image)
     seg = Segmenter.open(settings_from(args))
