@@ -371,7 +371,8 @@ def repair_polygons(polys: Polygons) -> RepairResult:
     """
     if not (0 < polys.width <= MAX_SIDE_PX and 0 < polys.height <= MAX_SIDE_PX):
         raise GeometryError(
-            f"the image size must be positive and at most {MAX_SIDE_PX} px a side, got {polys.width}x{polys.height}"
+            f"the image size must be positive and at most {MAX_SIDE_PX} px a side, "
+            f"got {polys.width!s:.20}x{polys.height!s:.20}"
         )
     if not polys.parts:
         raise GeometryError("the outline is empty: draw at least one polygon")

@@ -117,6 +117,8 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, float 
         raise ImageLoadError(f"{name}: not a recognised image; supported formats are JPEG, PNG, TIFF and BMP") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"{name}: refused as a decompression bomb ({e})") from None
+    except OSError as e:  # the header was recognised but the file ends or breaks inside it
+        raise ImageLoadError(f"{name}: the file is truncated or corrupt ({e})") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file to the user
         raise ImageLoadError(f"{name}: cannot be read as an image ({e})") from None
     with img:
