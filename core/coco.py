@@ -331,6 +331,8 @@ def load_json(source: str | Path | bytes) -> Json:
     except json.JSONDecodeError as e:
         raise CocoError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except ValueError as e:  # NaN/Infinity, or an integer with more digits than Python will parse
+        if "integer string conversion" in str(e):
+            raise CocoError(f"{where}: not valid COCO JSON (a number with thousands of digits)") from None
         raise CocoError(f"{where}: not valid COCO JSON ({e})") from None
 
 
@@ -339,7 +341,12 @@ def _is_int(v: Json) -> bool:
 
 
 def _is_num(v: Json) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond float range (JSON allows any number of digits)
+        return False
 
 
 def _id(entry: Json, what: str, index: int) -> int:
