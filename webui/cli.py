@@ -126,6 +126,7 @@ def _segment(args: argparse.Namespace) -> int:
         raise DermasegError(f"--head must be 0, 1, 2, 3 or best, got {args.head!r}")
     head = "best" if args.head == "best" else int(args.head)
     image = load_image(args.image)
+    prompts.validated(image.width, image.height)  # a bad prompt fails before the models load
     seg = Segmenter.open(settings_from(args))
     seg.set_image(image)
     result = seg.predict(prompts, head=head)
