@@ -7,13 +7,15 @@ and run history off, system fonts, loopback by default, Gradio's files under the
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.segmenter import Engine
 from dermaseg.core.settings import Settings
@@ -114,19 +116,23 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             prefetcher.schedule(project, int(image_id))
         return open_outputs(s)
 
+    @bound
     def on_load(s: h.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         todo = project.images(("not_started", "in_progress")) or project.images()
         return open_id(s, todo[0].id if todo else None, progress)
 
+    @bound
     def on_pick(s: h.Session, image_id: int | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         return open_id(s, image_id, progress)
 
     def on_step(step: int):
+        @bound
         def go(s: h.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
             return open_id(s, h.neighbour_id(project, s.image_id, step), progress)
 
         return go
 
+    @bound
     def on_upload(s: h.Session, path: str | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         if not path:
             return open_outputs(s)
@@ -135,28 +141,33 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             return open_id(s, h.add_upload(project, data, Path(path).name, settings.max_pixels), progress)
         return open_outputs(s)
 
+    @bound
     def on_gesture(s: h.Session, payload: str) -> str:
         with reported(s):
             for w in h.handle_gesture(s, payload):
                 gr.Info(w)
         return canvas_out(s)
 
+    @bound
     def on_measure(s: h.Session) -> tuple[Any, ...]:
         with reported(s):
             h.measurements(s)
         return canvas_out(s), h.metrics_html(s.metrics), head_update(s)
 
+    @bound
     def on_click_api(s: h.Session, x: float, y: float, positive: bool) -> str:
         with reported(s):
             h.prompt_click(s, x, y, positive)
         return canvas_out(s)
 
+    @bound
     def on_box_api(s: h.Session, x0: float, y0: float, x1: float, y1: float) -> str:
         with reported(s):
             h.prompt_box(s, (x0, y0, x1, y1))
         return canvas_out(s)
 
     def simple(action):
+        @bound
         def run(s: h.Session, *args: Any) -> str:
             with reported(s):
                 action(s, *args)
@@ -164,11 +175,13 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
 
         return run
 
+    @bound
     def on_heatmap(s: h.Session, on: bool) -> str:
         s.heatmap = bool(on)
         return canvas_out(s)
 
     def on_calibrate(action):
+        @bound
         def run(s: h.Session, value: float | None) -> tuple[Any, ...]:
             with reported(s):
                 if value is None:
@@ -178,12 +191,14 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
 
         return run
 
+    @bound
     def on_accept(s: h.Session, label: str) -> tuple[Any, ...]:
         with reported(s):
             h.accept(s, label)
             gr.Info(s.message)
         return canvas_out(s), list_update(s), h.progress_summary(project)
 
+    @bound
     def on_labels(s: h.Session, text: str) -> dict[str, Any]:
         with reported(s):
             project.set_labels([t.strip() for t in text.split(",") if t.strip()])
@@ -192,18 +207,22 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
     def session_exports(s: h.Session) -> Path:
         return exports_dir / uuid.uuid4().hex[:12]
 
+    @bound
     def on_export_project(s: h.Session) -> list[str] | None:
         with reported(s):
             return [str(p) for p in h.export_project(project, session_exports(s))]
         return None
 
+    @bound
     def on_export_image(s: h.Session) -> list[str] | None:
         with reported(s):
             return [str(p) for p in h.export_image(s, session_exports(s))]
         return None
 
     with gr.Blocks(title="dermaseg", analytics_enabled=False) as app:
-        state = gr.State(new_session)
+        # Not a callable: Gradio would re-run a callable state at page load, racing `on_load` and
+        # replacing the session it just opened. Gradio deep-copies this value once per browser session.
+        state = gr.State(SessionRef(new_session))
         with gr.Row(elem_id="ds-header", equal_height=True):
             gr.Markdown("### dermaseg · skin lesion annotation", elem_id="ds-title")
             summary = gr.Markdown(h.progress_summary(project), elem_id="ds-summary")
@@ -275,42 +294,86 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             api_pos = gr.Checkbox(value=True)
             api_click, api_box = gr.Button(), gr.Button()
 
+        # Every event changes the one session; running them one at a time keeps its state consistent.
+        one = dict(concurrency_id="session", concurrency_limit=1)
         opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label]
         measured = [canvas, metrics, head]
-        app.load(on_load, [state], opened, api_name="load", show_progress="full")
-        image_list.input(on_pick, [state, image_list], opened, api_name="open_image")
-        prev_btn.click(on_step(-1), [state], opened, api_name="previous")
-        next_btn.click(on_step(+1), [state], opened, api_name="next")
-        upload.upload(on_upload, [state, upload], opened, api_name="upload")
+        app.load(on_load, [state], opened, api_name="load", **one, show_progress="full")
+        image_list.input(on_pick, [state, image_list], opened, api_name="open_image", **one)
+        prev_btn.click(on_step(-1), [state], opened, api_name="previous", **one)
+        next_btn.click(on_step(+1), [state], opened, api_name="next", **one)
+        upload.upload(on_upload, [state, upload], opened, api_name="upload", **one)
 
-        canvas.gesture(on_gesture, [state, canvas], [canvas], api_name="gesture", show_progress="hidden").then(
-            on_measure, [state], measured, show_progress="hidden"
+        canvas.gesture(
+            on_gesture,
+            [state, canvas],
+            [canvas],
+            api_name="gesture",
+            **one,
+            show_progress="hidden",
+            trigger_mode="multiple",
+        ).then(on_measure, [state], measured, **one, show_progress="hidden")
+        api_click.click(on_click_api, [state, api_x, api_y, api_pos], [canvas], api_name="click", **one).then(
+            on_measure, [state], measured, **one
         )
-        api_click.click(on_click_api, [state, api_x, api_y, api_pos], [canvas], api_name="click").then(
-            on_measure, [state], measured
-        )
-        api_box.click(on_box_api, [state, api_x, api_y, api_x1, api_y1], [canvas], api_name="box").then(
-            on_measure, [state], measured
+        api_box.click(on_box_api, [state, api_x, api_y, api_x1, api_y1], [canvas], api_name="box", **one).then(
+            on_measure, [state], measured, **one
         )
         for btn, action, name in ((undo, h.undo_prompt, "undo"), (redo, h.redo_prompt, "redo"),
                                   (clear, h.clear_prompts, "clear")):  # fmt: skip
-            btn.click(simple(action), [state], [canvas], api_name=name).then(on_measure, [state], measured)
-        head.input(simple(h.choose_head), [state, head], [canvas], api_name="head").then(on_measure, [state], measured)
-        tolerance.release(simple(h.set_tolerance), [state, tolerance], [canvas], api_name="tolerance").then(
-            on_measure, [state], measured
+            btn.click(simple(action), [state], [canvas], api_name=name, **one).then(
+                on_measure, [state], measured, **one
+            )
+        head.input(simple(h.choose_head), [state, head], [canvas], api_name="head", **one).then(
+            on_measure, [state], measured, **one
         )
-        heatmap.input(on_heatmap, [state, heatmap], [canvas], api_name="heatmap")
-        set_mm.click(on_calibrate(h.set_mm_per_px), [state, mm_px], [canvas, cal_text, metrics], api_name="mm_per_px")
+        tolerance.release(simple(h.set_tolerance), [state, tolerance], [canvas], api_name="tolerance", **one).then(
+            on_measure, [state], measured, **one
+        )
+        heatmap.input(on_heatmap, [state, heatmap], [canvas], api_name="heatmap", **one)
+        set_mm.click(
+            on_calibrate(h.set_mm_per_px), [state, mm_px], [canvas, cal_text, metrics], api_name="mm_per_px", **one
+        )
         use_ruler.click(
-            on_calibrate(h.calibrate_from_ruler), [state, ruler_mm], [canvas, cal_text, metrics], api_name="ruler"
+            on_calibrate(h.calibrate_from_ruler),
+            [state, ruler_mm],
+            [canvas, cal_text, metrics],
+            api_name="ruler",
+            **one,
         )
-        accept_btn.click(on_accept, [state, label], [canvas, image_list, summary], api_name="accept")
-        labels_text.submit(on_labels, [state, labels_text], [label], api_name="labels")
-        export_img.click(on_export_image, [state], [downloads], api_name="export_image")
-        export_all.click(on_export_project, [state], [downloads], api_name="export_project")
+        accept_btn.click(on_accept, [state, label], [canvas, image_list, summary], api_name="accept", **one)
+        labels_text.submit(on_labels, [state, labels_text], [label], api_name="labels", **one)
+        export_img.click(on_export_image, [state], [downloads], api_name="export_image", **one)
+        export_all.click(on_export_project, [state], [downloads], api_name="export_project", **one)
     app.dermaseg_prefetcher = prefetcher  # type: ignore[attr-defined]
     app.dermaseg_allowed = [views_dir, exports_dir]  # type: ignore[attr-defined]
     return app
+
+
+class SessionRef:
+    """A `gr.State` value: Gradio deep-copies it for each browser session; the copy makes its Session lazily."""
+
+    def __init__(self, make: Callable[[], h.Session]) -> None:
+        self.make = make
+        self.session: h.Session | None = None
+
+    def __deepcopy__(self, memo: dict) -> SessionRef:
+        return SessionRef(self.make)
+
+    def get(self) -> h.Session:
+        if self.session is None:
+            self.session = self.make()
+        return self.session
+
+
+def bound(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Let a handler written for a Session take the `SessionRef` that Gradio's state holds."""
+
+    @functools.wraps(fn)
+    def run(ref: SessionRef, *args: Any, **kwargs: Any) -> Any:
+        return fn(ref.get() if isinstance(ref, SessionRef) else ref, *args, **kwargs)
+
+    return run
 
 
 def new_session_stub() -> Any:

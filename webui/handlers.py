@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import DermasegError, GeometryError
@@ -30,7 +32,6 @@ from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import Engine, MaskResult, Segmenter
 from dermaseg.core.store import Project, Provenance
-from PIL import Image
 
 DISPLAY_MAX_SIDE = 2048  # px; larger images are shown downscaled (prompts stay in full-res pixels)
 DEFAULT_TOLERANCE_PX = 1.0

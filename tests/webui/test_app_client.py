@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from dermaseg.core.dataset import box_from_mask
 from gradio_client import Client
+
+from dermaseg.core.dataset import box_from_mask
 
 
 @pytest.fixture(scope="module")

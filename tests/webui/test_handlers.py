@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from dermaseg.core.dataset import box_from_mask
 from dermaseg.core.errors import CalibrationError, DermasegError, ImageLoadError, PromptError
 from dermaseg.core.metrics import DECISION_AID_NOTICE

@@ -160,6 +160,7 @@ function draw() {
   drawHandles();
   statusEl.textContent = view.message || "";
   root.dataset.ack = String(view.ack);
+  if (view.axes || !(view.polygons || []).length) root.dataset.measured = String(view.ack);
 }
 
 function onView() {

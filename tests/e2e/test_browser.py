@@ -1,0 +1,156 @@
+"""End to end in Debian's Chromium: open a real dev image, box, negative click, drag a vertex,
+calibrate, accept, export COCO (checked with pycocotools), with zero requests beyond 127.0.0.1.
+Saves 1280x800 screenshots to docs/screenshots/ for the README."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from dermaseg.core.dataset import box_from_mask
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "docs" / "screenshots"
+
+
+def save_shot(page, name: str) -> None:
+    """A 1280x800 screenshot, reduced to 256 colours so the committed PNG stays small."""
+    from PIL import Image
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+@pytest.fixture(scope="module")
+def project_dir(dev_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("e2e-project")
+    for case in dev_data[:3]:
+        shutil.copy(case.image, folder / case.image.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def served(engine, project_dir, tmp_path_factory):
+    from dermaseg.core.settings import Settings
+    from dermaseg.core.store import Project
+    from dermaseg.webui.app import build_app, launch
+
+    project = Project.init(project_dir)
+    app = build_app(engine, project, Settings.from_env(cache_dir=tmp_path_factory.mktemp("e2e-cache")))
+    url = launch(app, block=False, quiet=True)
+    yield project, url
+    app.close()
+    project.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pw_api = pytest.importorskip("playwright.sync_api")
+    from dermaseg.webui.bench_browser import CHROMIUM, launch_chromium
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    with pw_api.sync_playwright() as pw:
+        b = launch_chromium(pw)
+        yield b
+        b.close()
+
+
+def test_annotation_session(served, browser, dev_data, tmp_path):
+    import pycocotools.coco
+
+    from dermaseg.webui.bench_browser import VIEWPORT, drag_box, image_to_client, rendered, wait_measured, wait_rendered
+
+    project, url = served
+    rec = project.images()[0]
+    expert = next(c for c in dev_data if c.image.name == rec.path).load_mask()
+    page = browser.new_page(viewport=VIEWPORT)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url, wait_until="load")
+    page.wait_for_selector(".ds-svg image.ds-img[href]", timeout=60000)
+
+    # box around the lesion -> outline
+    ack = drag_box(page, box_from_mask(expert, margin=10))
+    wait_measured(page, ack)
+    assert len(page.locator(".ds-mask").get_attribute("d")) > 50
+    # negative click: "Not lesion" tool, on skin inside the box
+    page.get_by_role("button", name="− Not lesion").click()
+    x0, y0, x1, y1 = box_from_mask(expert, margin=10)
+    ys, xs = np.nonzero(~expert[int(y0) : int(y1), int(x0) : int(x1)])
+    before = rendered(page)
+    page.mouse.click(*image_to_client(page, x0 + xs[0] + 2, y0 + ys[0] + 2))
+    wait_measured(page, wait_rendered(page, before))
+    assert page.locator(".ds-prompts .ds-neg").count() == 1
+    save_shot(page, "annotate")
+
+    # drag a polygon vertex outwards
+    page.get_by_role("button", name="✎ Edit outline").click()
+    handle = page.locator(".ds-handle").first
+    hb = handle.bounding_box()
+    d_before = page.locator(".ds-mask").get_attribute("d")
+    before = rendered(page)
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(hb["x"] - 25, hb["y"] - 25, steps=5)
+    page.mouse.up()
+    wait_measured(page, wait_rendered(page, before))
+    assert page.locator(".ds-mask").get_attribute("d") != d_before
+    assert "outline edited" in page.locator(".ds-status").text_content()
+    save_shot(page, "edit-outline")
+
+    # calibration: 0.02 mm per pixel
+    page.get_by_role("tab", name="Calibration").click()
+    page.locator("#ds-mmpx input").fill("0.02")
+    page.locator("#ds-set-mmpx").click()
+    page.wait_for_function("document.querySelector('#ds-cal-text').textContent.includes('0.02000 mm/px')")
+    page.get_by_role("tab", name="Measurements").click()
+    page.wait_for_function("document.querySelector('#ds-metrics').textContent.includes('mm²')")
+    text = page.locator("#ds-metrics").text_content()
+    assert "decision aids" in text and "diagnosis" not in text.lower()
+    save_shot(page, "measurements")
+
+    # accept: saved at once
+    page.locator("#ds-accept").click()
+    try:
+        page.wait_for_function(
+            "document.querySelector('#ds-summary').textContent.includes('1 of 3 done')", timeout=40000
+        )
+    except Exception:
+        pytest.fail(f"accept not confirmed; status: {page.locator('.ds-status').text_content()!r}")
+    assert project.image(rec.id).status == "done" and len(project.annotations(rec.id)) == 1
+
+    # export COCO for this image and read it back with pycocotools
+    page.get_by_role("tab", name="Open & export").click()
+    page.locator("#ds-export-image").click()
+    link = page.locator("#ds-downloads a[href*='coco']").first
+    link.wait_for(timeout=20000)
+    body = page.request.get(link.get_attribute("href")).body()
+    (tmp_path / "coco.json").write_bytes(body)
+    gt = pycocotools.coco.COCO(str(tmp_path / "coco.json"))
+    saved = project.annotations(rec.id)[0].mask()
+    ann = gt.loadAnns(gt.getAnnIds(imgIds=[rec.id]))[0]
+    assert np.array_equal(gt.annToMask(ann).astype(bool), saved)
+    save_shot(page, "export")
+
+    # keyboard: next image (focus on the page, not in a field)
+    page.locator("#ds-title").click()
+    page.keyboard.press("ArrowRight")
+    nxt = project.images()[1].path
+    try:
+        page.wait_for_function(f"document.querySelector('.ds-status').textContent.startsWith({nxt!r})", timeout=60000)
+    except Exception:
+        pytest.fail(f"next image not shown; status: {page.locator('.ds-status').text_content()!r}")
+
+    outside = [u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
+               and urlparse(u).hostname not in ("127.0.0.1",)]  # fmt: skip
+    assert requests and not outside, outside
+    page.close()
