@@ -355,11 +355,13 @@ def _sqlite_error(e: sqlite3.Error, db: Path) -> StoreError:
             f"{db}: the project database is corrupt ({msg}); move it aside and run "
             "`dermaseg project init` again, or restore it from a backup"
         )
-    if "disk is full" in low or "disk i/o error" in low:
+    if "disk is full" in low:
         return StoreError(
             f"{db}: cannot save to the project database ({msg}); the last change was NOT saved. "
             "Free some disk space and try again"
         )
+    if "disk i/o error" in low:
+        return StoreError(f"{db}: cannot use the project database ({msg}); is the disk full or failing?")
     if "readonly" in low or "read-only" in low or "unable to open" in low:
         return StoreError(f"{db}: cannot write the project database ({msg}); is the folder read-only?")
     if "locked" in low or "busy" in low:
