@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dermaseg.core.backend_onnx import OnnxBackend
 from dermaseg.core.embedding_cache import EmbeddingCache
 from dermaseg.core.image import LesionImage, load_image
 from dermaseg.core.preprocess import encoder_input
@@ -52,9 +51,13 @@ def _cases(images: Path | None, limit: int) -> list[tuple[LesionImage, tuple[flo
     return [(load_image(c.image), box_from_mask(c.load_mask(), 5)) for c in read_dataset(images)[:limit]]
 
 
+def _decoder_call(backend, emb: np.ndarray, points: tuple[np.ndarray, np.ndarray]) -> Callable[[], object]:
+    no_mask, no = np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32)
+    return lambda: backend.decode(emb, *points, no_mask, no)
+
+
 def measure_onnx(settings: Settings, cases: list, repeats: int) -> dict[str, dict]:
-    engine = Engine.open(settings)
-    backend = engine.backend
+    backend = Engine.open(settings).backend
     enc, dec, p2m, mem_hit, disk_hit = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(backend, EmbeddingCache(Path(tmp)))
@@ -64,10 +67,8 @@ def measure_onnx(settings: Settings, cases: list, repeats: int) -> dict[str, dic
             enc += _timed(lambda x=x: backend.encode(x), 3)
             seg = engine.segmenter()
             seg.set_image(image)
-            emb = seg._embedding
-            coords, labels = decoder_points(Prompts(box=box), t)
-            zeros, no = np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32)
-            dec += _timed(lambda: backend.decode(emb, coords, labels, zeros, no), repeats)
+            emb, _ = engine.embedding(image)
+            dec += _timed(_decoder_call(backend, emb, decoder_points(Prompts(box=box), t)), repeats)
             p2m += _timed(lambda seg=seg, box=box: seg.predict(Prompts(box=box)), repeats)
             mem_hit += _timed(lambda seg=seg, image=image: seg.set_image(image), 5)
             disk_hit += _timed(
