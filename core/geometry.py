@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from shapely.errors import GEOSException
 from shapely.geometry import MultiPolygon
 from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.validation import explain_validity
@@ -32,7 +33,8 @@ from dermaseg.core.errors import GeometryError
 Point = tuple[float, float]
 Ring = tuple[Point, ...]
 
-# Larger image sides are typos or attacks (and overflow GEOS' coordinate arithmetic), not photographs.
+# Larger image sides are typos or attacks (and overflow GEOS' coordinate arithmetic), not photographs;
+# vertices farther than this outside the image are refused for the same reason.
 MAX_SIDE_PX = 1_000_000
 # Relative area change below which a repair is not worth a warning (float noise of GEOS operations).
 _AREA_EPS = 1e-9
@@ -379,9 +381,12 @@ def repair_polygons(polys: Polygons) -> RepairResult:
     warnings: list[str] = []
     frame = shapely.box(0, 0, polys.width, polys.height)
     pieces = []
-    for i, part in enumerate(polys.parts):
-        pieces.append(_repair_part(part, i + 1, frame, polys.width, polys.height, warnings))
-    merged = shapely.union_all(pieces)
+    try:
+        for i, part in enumerate(polys.parts):
+            pieces.append(_repair_part(part, i + 1, frame, polys.width, polys.height, warnings))
+        merged = shapely.union_all(pieces)
+    except GEOSException as e:  # a topology GEOS cannot settle: the user redraws
+        raise GeometryError(f"the outline cannot be repaired ({e}): redraw it") from None
     n_in = sum(len(_polygonal_parts(p)) for p in pieces)
     n_out = len(_polygonal_parts(merged))
     if n_out < n_in:
@@ -405,6 +410,13 @@ def _repair_part(part: Polygon, n: int, frame: ShapelyPolygon, width: int, heigh
         arr = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
         if not np.isfinite(arr).all():
             raise GeometryError(f"part {n} {what}: a vertex is not a finite number")
+        far = (arr < -MAX_SIDE_PX) | (arr[:, :1] > width + MAX_SIDE_PX) | (arr[:, 1:] > height + MAX_SIDE_PX)
+        if far.any():
+            x, y = arr[int(np.argmax(far.any(axis=1)))]
+            raise GeometryError(
+                f"part {n} {what}: vertex ({x:.4g}, {y:.4g}) is more than {MAX_SIDE_PX} px outside the "
+                f"{width}x{height} image: move it or redraw the part"
+            )
         distinct = len({(float(x), float(y)) for x, y in arr})
         if distinct < 3:
             raise GeometryError(

@@ -214,6 +214,11 @@ def bad_polygons() -> list[Case]:
         Case("zero-width-spike", _polys([[0, 0], [10, 0], [20, 0], [10, 0]]), "encloses no area"),
         Case("nan-vertex", _polys([[0, 0], [float("nan"), 0], [5, 5]]), "not a finite number"),
         Case("outside-image", _polys([[100, 100], [120, 100], [120, 120]]), "entirely outside the 64x48"),
+        Case(
+            "vertex-1e307-away",  # found by test_fuzz: GEOS' make_valid threw a TopologyException
+            _polys([[0, 0], [0, 8.98846567431158e307], [0, 0], [2, 35953862697245.0], [-5e294, 0]], width=1, height=1),
+            "more than 1000000 px outside the 1x1 image",
+        ),
         Case("no-parts", _polys(), "outline is empty"),
         Case("huge-image", _polys(SQUARE, width=10**400), "at most 1000000 px"),
         Case("negative-size", _polys(SQUARE, width=-5), "must be positive"),

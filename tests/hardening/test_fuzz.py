@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 from corpus import IMAGE_H, IMAGE_W, base_image, coco_doc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dermaseg.core.coco import parse_coco, read_coco
@@ -196,6 +196,9 @@ def polygon_json(draw: st.DrawFn) -> Any:
 
 @budget("polygons")
 @given(polygon_json())
+@example(  # found by this test: GEOS threw TopologyException from make_valid on coordinates near 1e308
+    {"width": 1, "height": 1, "parts": [{"exterior": [[0, 0], [0, 8.9e307], [0, 0], [2, 3.6e13], [-5e294, 0]]}]}
+)
 def test_random_polygons_only_raise_geometry_error(doc: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # GEOS overflow on 1e308 is a warning
