@@ -9,12 +9,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.segmenter import Engine
@@ -28,6 +32,10 @@ SHORTCUTS = (
     "Shortcuts: B box · C lesion click · X not-lesion click (or Alt/Shift-click) · E edit outline · "
     "R ruler · Ctrl+Z / Ctrl+Shift+Z undo / redo · Esc clear · A accept · ← / → previous / next image"
 )
+MAX_UPLOAD = "200mb"  # Gradio refuses larger uploads; the core pixel limit (Settings.max_pixels) applies after
+# Gradio routes that make the server fetch a URL: `/file=<http URL>` (streamed through the server) and
+# `/proxy=` (for gr.load, unused here). An offline tool must never reach out, whatever a page asks.
+OUTSIDE_FETCH = re.compile(r"/(?:file=|file/|proxy=)(?:[A-Za-z][A-Za-z0-9+.-]*:|//|\\\\)")
 
 
 def webui_dir(settings: Settings) -> Path:
@@ -39,6 +47,7 @@ def configure_environment(settings: Settings) -> None:
     """Offline and private Gradio settings; call before building the app."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["GRADIO_RUN_HISTORY"] = "False"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # huggingface_hub (a Gradio dependency) never calls home
     os.environ.setdefault("GRADIO_TEMP_DIR", str(webui_dir(settings) / "gradio"))
     for var in ("NO_PROXY", "no_proxy"):
         have = [v for v in os.environ.get(var, "").split(",") if v]
@@ -55,6 +64,38 @@ def scratch_project(settings: Settings) -> Project:
 def file_url(path: Path) -> str:
     """A URL the page can load `path` from (relative, so it works under a root path too)."""
     return f"gradio_api/file={path}"
+
+
+class LocalOnly:
+    """ASGI middleware: refuse the Gradio routes that would make this server fetch a URL (see OUTSIDE_FETCH)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and OUTSIDE_FETCH.search(scope.get("path", "")):
+            refused = PlainTextResponse("dermaseg is offline: it serves local files only", status_code=403)
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class LocalFile(gr.File):
+    """A file upload that only takes files sent from the browser, never a URL for the server to download."""
+
+    is_template = True  # drawn by the page as the plain File component
+
+    def _refuse_url(self, path: str | None) -> None:
+        if isinstance(path, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+            raise gr.Error("dermaseg is offline: upload a file from this computer, not a URL")
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
+        self._refuse_url(str(url_or_file_path) if url_or_file_path is not None else None)
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
+
+    def move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
+        self._refuse_url(str(url_or_file_path) if url_or_file_path is not None else None)
+        return super().move_resource_to_block_cache(url_or_file_path)
 
 
 @contextlib.contextmanager
@@ -192,9 +233,9 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         return run
 
     @bound
-    def on_accept(s: h.Session, label: str) -> tuple[Any, ...]:
+    def on_accept(s: h.Session, label: str, annotator: str | None = None) -> tuple[Any, ...]:
         with reported(s):
-            h.accept(s, label)
+            h.accept(s, label, annotator)
             gr.Info(s.message)
         return canvas_out(s), list_update(s), h.progress_summary(project)
 
@@ -249,6 +290,10 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                 with gr.Group(), gr.Row(equal_height=True):
                     label = gr.Dropdown(choices=list(project.labels()), label="Label", scale=2, elem_id="ds-label")
                     accept_btn = gr.Button("✓ Accept & save", variant="primary", scale=1, elem_id="ds-accept")
+                annotator = gr.Textbox(
+                    label="Annotator (saved with each annotation)", placeholder="your name", max_lines=1,
+                    elem_id="ds-annotator",
+                )  # fmt: skip
                 with gr.Tabs():
                     with gr.Tab("Measurements", id="measure"):
                         metrics = gr.HTML(h.metrics_html(None), elem_id="ds-metrics")
@@ -273,7 +318,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                                                  elem_id="ds-ruler-mm")  # fmt: skip
                             use_ruler = gr.Button("Use ruler", size="sm", elem_id="ds-use-ruler")
                     with gr.Tab("Open & export", id="files"):
-                        upload = gr.File(
+                        upload = LocalFile(
                             label="Open an image file (JPEG, PNG, TIFF, BMP)",
                             file_types=[".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"],
                             elem_id="ds-upload",
@@ -341,7 +386,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             api_name="ruler",
             **one,
         )
-        accept_btn.click(on_accept, [state, label], [canvas, image_list, summary], api_name="accept", **one)
+        accept_btn.click(on_accept, [state, label, annotator], [canvas, image_list, summary], api_name="accept", **one)
         labels_text.submit(on_labels, [state, labels_text], [label], api_name="labels", **one)
         export_img.click(on_export_image, [state], [downloads], api_name="export_image", **one)
         export_all.click(on_export_project, [state], [downloads], api_name="export_project", **one)
@@ -393,8 +438,13 @@ def launch(
     auth: tuple[str, str] | None = None,
     block: bool = True,
     quiet: bool = False,
+    max_file_size: str | int = MAX_UPLOAD,
 ) -> str:
-    """Serve the app offline; returns the local URL (and blocks unless `block` is False)."""
+    """Serve the app offline; returns the local URL (and blocks unless `block` is False).
+
+    Gradio may serve only the page's own folders (display images, exports) and its upload folder;
+    the routes that would fetch a URL are refused (`LocalOnly`), and uploads above `max_file_size` too.
+    """
     allowed = [str(p) for p in getattr(app, "dermaseg_allowed", [])]
     for p in allowed:
         Path(p).mkdir(parents=True, exist_ok=True)
@@ -415,6 +465,7 @@ def launch(
         run_history=False,  # Gradio would keep inputs (medical images) in the browser's localStorage
         ssr_mode=False,
         enable_monitoring=False,
-        max_file_size="200mb",
+        max_file_size=max_file_size,
+        app_kwargs={"middleware": [Middleware(LocalOnly)]},
     )
     return app.local_url

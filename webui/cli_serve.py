@@ -48,6 +48,17 @@ def parse_auth(value: str | None, host: str) -> tuple[str, str] | None:
     return user, password
 
 
+def startup_notice(host: str, auth: tuple[str, str] | None) -> str:
+    """What `serve` says about who can reach the page, printed before it starts."""
+    if is_loopback(host):
+        return f"listening on {host} only: the page is reachable from this computer, not from the network"
+    user = auth[0] if auth else "?"
+    return (
+        f"listening on {host}: the page is reachable from the network; "
+        f"every visitor must log in as {user!r} with the password given in --auth"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from dermaseg.core.artifacts import read_manifest
     from dermaseg.core.errors import ModelArtifactError
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from dermaseg.webui.app import build_app, launch
 
     app = build_app(engine, project, settings)
+    print(startup_notice(args.host, auth), flush=True)
     print("dermaseg is starting; open the URL below in your browser (Ctrl+C to stop)", flush=True)
     launch(app, host=args.host, port=args.port, auth=auth, block=True)
     return 0

@@ -41,11 +41,20 @@ UPLOADS_DIR = "uploads"
 PREFETCH_AHEAD = 2
 
 
+@dataclass(frozen=True)
+class Step:
+    """One undoable state: the prompts, and the outline edited by hand (None: the model's mask for them)."""
+
+    prompts: Prompts
+    outline: Polygons | None = None
+
+
 @dataclass
 class Session:
     """One browser tab: its segmenter, the open image and everything drawn on it.
 
-    history: prompt states, the last one current (starts with an empty `Prompts`); redo: undone states.
+    history: undoable states (prompts and outline edits), the last one current (starts with no prompts);
+    redo: undone states.
     mask: the current lesion mask, bool (H, W), from the model or rasterised from edited polygons.
     polygons: the editable outline shown on the page (simplified with `tolerance_px`).
     """
@@ -55,8 +64,8 @@ class Session:
     views_dir: Path
     image: LesionImage | None = None
     image_id: int | None = None
-    history: list[Prompts] = field(default_factory=lambda: [Prompts()])
-    redo: list[Prompts] = field(default_factory=list)
+    history: list[Step] = field(default_factory=lambda: [Step(Prompts())])
+    redo: list[Step] = field(default_factory=list)
     head: int | str = 0
     result: MaskResult | None = None
     mask: np.ndarray | None = None
@@ -72,7 +81,7 @@ class Session:
 
     @property
     def prompts(self) -> Prompts:
-        return self.history[-1]
+        return self.history[-1].prompts
 
     def __deepcopy__(self, memo: dict) -> Session:
         # Gradio deep-copies a new session's state; ours holds live resources (ONNX sessions, SQLite),
@@ -127,6 +136,7 @@ def open_project_image(s: Session, image_id: int) -> str:
         s.mask = ann.mask()
         s.polygons = Polygons.from_json(ann.polygons) if ann.polygons else mask_to_polygons(s.mask, s.tolerance_px)
         s.edited = True
+        s.history = [Step(Prompts(), s.polygons)]  # undo comes back to the saved outline
         _remeasure(s)
     s.message = f"{image.name}: {image.width}×{image.height} px, embedding from {source}"
     if saved:
@@ -154,7 +164,7 @@ def add_upload(project: Project, data: bytes, name: str, max_pixels: int) -> int
 
 def _reset(s: Session, image: LesionImage, image_id: int | None) -> None:
     s.image, s.image_id = image, image_id
-    s.history, s.redo = [Prompts()], []
+    s.history, s.redo = [Step(Prompts())], []
     s.result = s.mask = s.polygons = s.metrics = None
     s.edited = False
     s.ruler = ()
@@ -220,27 +230,39 @@ def _push(s: Session, prompts: Prompts) -> None:
     image = s.require_image()
     prompts = prompts.validated(image.width, image.height)  # reject before it enters the history
     _predict(s, prompts)
-    s.history.append(prompts)
+    s.history.append(Step(prompts))
     s.redo.clear()
 
 
 def undo_prompt(s: Session) -> None:
+    """Undo the last prompt or outline edit."""
     if len(s.history) <= 1:
         raise DermasegError("nothing to undo")
     s.redo.append(s.history.pop())
-    _predict(s, s.prompts)
+    _restore(s, s.history[-1])
 
 
 def redo_prompt(s: Session) -> None:
+    """Redo the last undone prompt or outline edit."""
     if not s.redo:
         raise DermasegError("nothing to redo")
     s.history.append(s.redo.pop())
-    _predict(s, s.prompts)
+    _restore(s, s.history[-1])
+
+
+def _restore(s: Session, step: Step) -> None:
+    """Make `step` current: the model's mask for its prompts, then its hand-edited outline if any."""
+    _predict(s, step.prompts)
+    if step.outline is not None and s.image is not None:
+        s.polygons = step.outline
+        s.mask = polygons_to_mask(step.outline, s.image.height, s.image.width)
+        s.edited, s.metrics = True, None
+        s.message = f"outline: {int(s.mask.sum()):,} px (edited by hand)"
 
 
 def clear_prompts(s: Session) -> None:
     s.require_image()
-    s.history, s.redo = [Prompts()], []
+    s.history, s.redo = [Step(Prompts())], []
     _predict(s, s.prompts)
     s.ruler = ()
 
@@ -294,6 +316,8 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
     s.polygons = repaired.polygons
     s.mask = polygons_to_mask(repaired.polygons, image.height, image.width)
     s.edited, s.metrics = True, None
+    s.history.append(Step(s.prompts, repaired.polygons))  # undoable like a prompt
+    s.redo.clear()
     s.message = f"outline edited: {int(s.mask.sum()):,} px" + (
         f" ({len(repaired.warnings)} repair(s))" if repaired.warnings else ""
     )
@@ -309,6 +333,7 @@ def set_tolerance(s: Session, tolerance_px: float) -> None:
         s.polygons = mask_to_polygons(s.mask, s.tolerance_px)
         if s.edited:  # the edit is baked into the mask; keep mask and outline in agreement
             s.mask = polygons_to_mask(s.polygons, s.mask.shape[0], s.mask.shape[1])
+            s.history[-1] = Step(s.prompts, s.polygons)
         n = sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in s.polygons.parts)
         s.message = f"outline simplified at {s.tolerance_px:g} px: {n} vertices"
 
@@ -421,7 +446,10 @@ def _esc(v: str) -> str:
 
 
 def accept(s: Session, label: str, annotator: str | None = None) -> int:
-    """Save the current outline with `label` (committed at once), mark the image done; returns its id."""
+    """Save the current outline with `label` (committed at once), mark the image done; returns its id.
+
+    annotator: the person's name for the provenance (blank: none recorded).
+    """
     image = s.require_image()
     if s.image_id is None:
         raise DermasegError("this image is not in the project; reopen it from the list")
@@ -432,7 +460,7 @@ def accept(s: Session, label: str, annotator: str | None = None) -> int:
         source="manual" if s.edited else "model",
         prompts=_prompts_json(s.prompts),
         model_id=s.result.model_id if s.result else None,
-        annotator=annotator,
+        annotator=(annotator or "").strip() or None,
     )
     kw = dict(polygons=s.polygons, metrics=metrics.to_dict() if metrics else None, provenance=prov)
     existing = {a.id for a in s.project.annotations(s.image_id)}
