@@ -43,10 +43,14 @@ PREFETCH_AHEAD = 2
 
 @dataclass(frozen=True)
 class Step:
-    """One undoable state: the prompts, and the outline edited by hand (None: the model's mask for them)."""
+    """One undoable state: the prompts, and the outline edited by hand (None: the model's mask for them).
+
+    mask: the exact mask of a saved annotation (else the outline is rasterised when the step is restored).
+    """
 
     prompts: Prompts
     outline: Polygons | None = None
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -87,6 +91,10 @@ class Session:
         # Gradio deep-copies a new session's state; ours holds live resources (ONNX sessions, SQLite),
         # and every session is created fresh by the app's factory, so the copy is the object itself.
         return self
+
+    def mask_shape(self) -> tuple[int, int]:
+        image = self.require_image()
+        return image.height, image.width
 
     def require_image(self) -> LesionImage:
         if self.image is None:
@@ -136,7 +144,7 @@ def open_project_image(s: Session, image_id: int) -> str:
         s.mask = ann.mask()
         s.polygons = Polygons.from_json(ann.polygons) if ann.polygons else mask_to_polygons(s.mask, s.tolerance_px)
         s.edited = True
-        s.history = [Step(Prompts(), s.polygons)]  # undo comes back to the saved outline
+        s.history = [Step(Prompts(), s.polygons, s.mask)]  # undo comes back to the saved annotation
         _remeasure(s)
     s.message = f"{image.name}: {image.width}×{image.height} px, embedding from {source}"
     if saved:
@@ -255,7 +263,7 @@ def _restore(s: Session, step: Step) -> None:
     _predict(s, step.prompts)
     if step.outline is not None and s.image is not None:
         s.polygons = step.outline
-        s.mask = polygons_to_mask(step.outline, s.image.height, s.image.width)
+        s.mask = step.mask if step.mask is not None else polygons_to_mask(step.outline, *s.mask_shape())
         s.edited, s.metrics = True, None
         s.message = f"outline: {int(s.mask.sum()):,} px (edited by hand)"
 
