@@ -235,20 +235,26 @@ def local_edits(result: MaskResult, prompts: Prompts, reach: float) -> np.ndarra
     mask = result.mask.copy()
     h, w = mask.shape
     logits = upscale_logits(result.low_res_logits, Transform(h, w))
-    yy, xx = np.ogrid[:h, :w]
     for (x, y), label in zip(prompts.points, prompts.labels, strict=True):
         px, py = min(int(x), w - 1), min(int(y), h - 1)
         positive = label == POSITIVE
         if mask[py, px] == positive:
             continue
-        outside = ~mask if positive else mask  # the side of the edge the click is on
-        d = float(ndimage.distance_transform_edt(outside)[py, px])
-        disk = (xx - px) ** 2 + (yy - py) ** 2 <= (reach * max(d, 2.0)) ** 2
+        other = np.argwhere(mask if positive else ~mask)  # (N, 2) rows, cols across the edge
+        d = float(np.sqrt(((other - (py, px)) ** 2).sum(axis=1).min())) if len(other) else max(h, w)
+        r = reach * max(d, 2.0)
+        y0, y1 = max(0, int(py - r)), min(h, int(py + r) + 1)
+        x0, x1 = max(0, int(px - r)), min(w, int(px + r) + 1)
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        window = logits[y0:y1, x0:x1]
         v = logits[py, px]
-        candidate = disk & ((logits >= v) if positive else (logits <= v))
+        candidate = ((xx - px) ** 2 + (yy - py) ** 2 <= r * r) & ((window >= v) if positive else (window <= v))
         labelled, _ = ndimage.label(candidate)
-        region = labelled == labelled[py, px]
-        mask = (mask | region) if positive else (mask & ~region)
+        region = labelled == labelled[py - y0, px - x0]
+        if positive:
+            mask[y0:y1, x0:x1] |= region
+        else:
+            mask[y0:y1, x0:x1] &= ~region
     return mask
 
 

@@ -24,13 +24,13 @@ PROTOCOLS = ("box", "clicks", "box-clicks")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to run. jitter: click jitter std in px (methods run with ideal clicks and, when > 0,
-    jittered); box_jitter: fraction of the box side for jittered/loosened boxes; seed: all randomness."""
+    """What to run. jitter: click jitter std in px (0: ideal clicks; in box-clicks, > 0 also jitters
+    the starting box); box_jitter: fraction of the box side for jittered/loosened boxes; seed: all randomness."""
 
     protocol: str
     methods: tuple[str, ...] = ("translate",)
     max_clicks: int = 20
-    jitter: float = 10.0
+    jitter: float = 0.0
     box_jitter: float = 0.1
     seed: int = 0
     save_masks: bool = False
@@ -68,7 +68,7 @@ def run(engine: Engine, cases: list[DatasetCase], config: EvalConfig, out: Path)
                 _save(config, out, kind, case, mask)
             continue
         for method in config.methods:
-            for jitter in (0.0, config.jitter) if config.jitter > 0 else (0.0,):
+            for jitter in (config.jitter,):
                 name = method if jitter == 0 else f"{method}+jitter{jitter:g}px"
                 box = None
                 if config.protocol == "box-clicks":

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method", action="append", choices=["translate", "points"], help="click method(s) (default translate)"
     )
     e.add_argument("--max-clicks", type=int, default=20)
-    e.add_argument("--jitter", type=float, default=10.0, help="click jitter std in px; 0 = ideal clicks only")
+    e.add_argument("--jitter", type=float, default=0.0, help="click jitter std in px (default 0: ideal clicks)")
     e.add_argument("--box-jitter", type=float, default=0.1, help="box edge jitter / loosening, fraction of side")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
