@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -81,20 +82,29 @@ class LocalOnly:
 
 
 class LocalFile(gr.File):
-    """A file upload that only takes files sent from the browser, never a URL for the server to download."""
+    """A file upload that takes only files the browser sent to Gradio's upload folder.
+
+    Through the API a caller may name any path or URL as the "uploaded" file; Gradio itself accepts
+    files under the working directory and the system temp folder, and downloads URLs. Both are refused.
+    """
 
     is_template = True  # drawn by the page as the plain File component
 
-    def _refuse_url(self, path: str | None) -> None:
-        if isinstance(path, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+    def _check_source(self, path: str | Path | None) -> None:
+        if path is None:
+            return
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)):
             raise gr.Error("dermaseg is offline: upload a file from this computer, not a URL")
+        resolved = Path(path).resolve()  # symlinks followed: a link in the upload folder may lead anywhere
+        if not resolved.is_relative_to(Path(get_upload_folder()).resolve()):
+            raise gr.Error("only files sent from the browser can be opened (use the upload box)")
 
     async def async_move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
-        self._refuse_url(str(url_or_file_path) if url_or_file_path is not None else None)
+        self._check_source(url_or_file_path)
         return await super().async_move_resource_to_block_cache(url_or_file_path)
 
     def move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
-        self._refuse_url(str(url_or_file_path) if url_or_file_path is not None else None)
+        self._check_source(url_or_file_path)
         return super().move_resource_to_block_cache(url_or_file_path)
 
 
