@@ -5,7 +5,9 @@ gradio_client (open image -> box -> accept, on successive images, with an annota
 with SIGKILL after a random delay. After every kill: `PRAGMA integrity_check` is ok, and every annotation
 the page reported as saved is in the database with its image, label, annotator and a non-empty mask,
 its image marked done. The next round's restart is the recovery check; a final restart opens a saved
-annotation. Rounds: $DERMASEG_KILL_ROUNDS (default 6; the README's figure uses 20).
+annotation. Bounded: at most $DERMASEG_KILL_ROUNDS rounds (default 10), no new round after
+$DERMASEG_KILL_SECONDS (default 75) once MIN_ROUNDS are done. The README's figure:
+DERMASEG_KILL_ROUNDS=20 DERMASEG_KILL_SECONDS=100000.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from dermaseg.webui import load_test
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = int(os.environ.get("DERMASEG_KILL_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("DERMASEG_KILL_ROUNDS", "10"))
+TIME_BUDGET_S = float(os.environ.get("DERMASEG_KILL_SECONDS", "75"))
+MIN_ROUNDS = 3
 IMAGES = 3
 KILL_DELAY_S = (0.5, 6.0)  # after the session's client has connected
 LABEL, ANNOTATOR = "lesion", "Dr Kill Test"
@@ -109,7 +113,10 @@ def test_kill_9_loses_no_saved_annotation(dev_data, models_dir: Path, tmp_path: 
     rng = random.Random(6)
     saved: list[dict] = []
     kills, during = 0, {}
-    for _ in range(ROUNDS):
+    t0 = time.monotonic()
+    for r in range(ROUNDS):
+        if r >= MIN_ROUNDS and time.monotonic() - t0 > TIME_BUDGET_S:
+            break
         server = load_test.start_server(project_dir, cache)
         started, phase = threading.Event(), {"now": "connect"}
         driver = threading.Thread(target=drive, args=(server.url, images, saved, started, phase), daemon=True)
@@ -135,4 +142,4 @@ def test_kill_9_loses_no_saved_annotation(dev_data, models_dir: Path, tmp_path: 
         server.stop()
     check_database(db, saved)
     print(f"\n{kills} kills survived (during: {during}), {len(saved)} saves reported, all in the database")
-    assert kills == ROUNDS
+    assert kills >= min(MIN_ROUNDS, ROUNDS)
