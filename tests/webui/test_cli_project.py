@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from dermaseg.core.store import Project
 from dermaseg.webui.cli import main
-from PIL import Image
 
 
 @pytest.fixture
