@@ -12,6 +12,9 @@ user's prompts into box-centred decoder prompts:
 3. Later positive clicks outside the box grow the box to include them (with a margin relative to the
    box size); positive clicks inside the box are not sent to the decoder (they make it worse).
 4. Negative clicks go to the decoder as negative points with the box.
+5. Each click decodes a few candidates (the box, the box with its edge nearest the click moved, and
+   the previous mask); the highest decoder-predicted IoU wins. Then `local_edits` makes the mask honour
+   every click by moving the decision threshold locally along the decoder's own logits.
 
 Coordinates are image pixels (x, y); see `dermaseg.core.prompts`.
 """
@@ -57,7 +60,7 @@ class TranslationConfig:
     edge_moves: bool = True
     mask_input: bool = False
     all_heads: bool = False
-    violation_cost: float = 0.1
+    violation_cost: float = 0.0
     decoder_negatives: bool = True
     local_edits: bool = True
     edit_reach: float = 2.0

@@ -134,6 +134,7 @@ def plot_curves(curves: dict[str, list[float]], path: Path, title: str = "") -> 
         ax.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
     ax.axhline(0.9, color="grey", lw=0.6, ls="--")
     ax.set(xlabel="number of clicks", ylabel="mIoU", title=title, ylim=(0, 1))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
