@@ -1,4 +1,4 @@
-"""Export LiteMedSAM to ONNX (encoder and prompt decoder) and derive the quantised variants."""
+"""Export LiteMedSAM to ONNX (encoder and prompt decoder) and derive the fp16 variant."""
 
 from __future__ import annotations
 
@@ -66,20 +66,6 @@ def _export(
         )
     onnx.checker.check_model(str(tmp))
     tmp.replace(path)
-
-
-def quantize_matmul(src: Path, dst: Path, signed: bool) -> None:
-    """Dynamic 8-bit quantisation of MatMul weights only (int8 if `signed`, else uint8)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = dst.with_suffix(".tmp.onnx")
-    quantize_dynamic(
-        str(src),
-        str(tmp),
-        op_types_to_quantize=["MatMul"],
-        weight_type=QuantType.QInt8 if signed else QuantType.QUInt8,
-    )
-    tmp.replace(dst)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:

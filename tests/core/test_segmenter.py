@@ -148,7 +148,7 @@ def test_memory_cache_is_bounded_in_bytes(engine: Engine, dev_data) -> None:
 def test_entry_of_one_variant_is_never_served_to_another(models_dir, dev_data, tmp_path) -> None:
     image = load_image(dev_data[0].image)
     fp32 = Engine(OnnxBackend(resolve_variant(models_dir, "fp32")), EmbeddingCache(tmp_path))
-    quant = Engine(OnnxBackend(resolve_variant(models_dir, "uint8")), EmbeddingCache(tmp_path))
+    quant = Engine(OnnxBackend(resolve_variant(models_dir, "fp16")), EmbeddingCache(tmp_path))
     assert fp32.backend.encoder_id != quant.backend.encoder_id
     assert fp32.embedding(image)[1] == "computed"
     emb_q, source = quant.embedding(image)
