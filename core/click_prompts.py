@@ -111,6 +111,8 @@ class ClickSession:
         image = self.segmenter.image
         assert image is not None
         key = (image.sha256, prompts)
+        if self._steps and next(iter(self._steps))[0] != image.sha256:
+            self._steps.clear()  # another image: the cached steps of the last one are done with
         if key in self._steps:
             return self._steps[key]
         prefix = Prompts(prompts.box, prompts.points[:-1], prompts.labels[:-1])

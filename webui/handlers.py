@@ -24,6 +24,7 @@ from PIL import Image
 
 from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
+from dermaseg.core.click_prompts import ClickSession
 from dermaseg.core.errors import DermasegError, GeometryError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
@@ -82,6 +83,10 @@ class Session:
     annotation_id: int | None = None
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
+    clicks: ClickSession = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.clicks = ClickSession(self.segmenter)
 
     @property
     def prompts(self) -> Prompts:
@@ -288,7 +293,9 @@ def _predict(s: Session, prompts: Prompts) -> None:
         s.edited = False
         s.message = "Draw a box around the lesion, or click on it."
         return
-    r = s.segmenter.predict(prompts, head=s.head)
+    # Clicks go through click translation (the weights answer boxes, not points); a box alone goes to
+    # the decoder head the user chose.
+    r = s.clicks.predict(prompts) if prompts.points else s.segmenter.predict(prompts, head=s.head)
     s.result, s.mask, s.edited, s.metrics = r, r.mask, False, None
     s.polygons = mask_to_polygons(r.mask, s.tolerance_px) if r.mask.any() else None
     n = int(r.mask.sum())

@@ -47,6 +47,16 @@ def test_box_gives_lesion_mask_and_geometry_view(session, expert):
     json.loads(h.view_json(session, url))
 
 
+def test_a_single_click_on_the_lesion_segments_it(session, expert):
+    """Clicks go through click translation: a raw positive point gives these weights an empty mask."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(expert)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    h.prompt_click(session, float(x), float(y), positive=True)
+    assert session.mask is not None and iou(session.mask, expert) > 0.6
+
+
 def test_negative_click_undo_redo_clear(session, expert):
     h.prompt_box(session, box_from_mask(expert))
     boxed = session.mask.copy()
