@@ -7,7 +7,6 @@ registered before the import; embeddings match a build with real timm bit for bi
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 import types
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dermaseg.core.artifacts import file_sha256
 from dermaseg.core.errors import ModelArtifactError
 
 CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
@@ -73,14 +73,6 @@ def checkpoint_path() -> Path:
     if not path.is_file() or path.stat().st_size != CHECKPOINT_SIZE or file_sha256(path) != CHECKPOINT_SHA256:
         raise ModelArtifactError(f"{path}: the LiteMedSAM checkpoint is missing or fails its SHA-256 check")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_model() -> nn.Module:
