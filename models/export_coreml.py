@@ -99,16 +99,9 @@ def predict_masks_batch1(
 class Batch1PromptDecoder(PromptDecoder):
     """`PromptDecoder` whose mask prediction is `predict_masks_batch1`: same inputs, outputs and bits."""
 
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
+    def _predict_masks(
+        self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_mask(mask_input, has_mask_input)
         return predict_masks_batch1(self.mask_decoder, image_embeddings, self.image_pe, sparse, dense)
 
 

@@ -129,6 +129,11 @@ class PromptDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         sparse = self._embed_points(point_coords, point_labels)
         dense = self._embed_mask(mask_input, has_mask_input)
+        return self._predict_masks(image_embeddings, sparse, dense)
+
+    def _predict_masks(
+        self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mask_decoder.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=self.image_pe,
