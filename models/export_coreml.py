@@ -16,7 +16,7 @@ import platform
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -180,20 +180,19 @@ def convert_decoder(model: nn.Module, min_points: int, max_points: int) -> Any:
     return _convert(traced, inputs, list(DECODER_OUTPUTS))
 
 
+def _operations(spec: Any) -> Iterator[Any]:
+    """Every MIL operation of an mlprogram spec, nested blocks included."""
+    functions = spec.mlProgram.functions.values()
+    stack = [block for function in functions for block in function.block_specializations.values()]
+    while stack:
+        for op in stack.pop().operations:
+            yield op
+            stack.extend(op.blocks)
+
+
 def op_counts(spec: Any) -> dict[str, int]:
     """MIL operation types -> count over the `main` function, nested blocks included."""
-    counts: Counter[str] = Counter()
-
-    def walk(block: Any) -> None:
-        for op in block.operations:
-            counts[op.type] += 1
-            for inner in op.blocks:
-                walk(inner)
-
-    for function in spec.mlProgram.functions.values():
-        for block in function.block_specializations.values():
-            walk(block)
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(op.type for op in _operations(spec)).items()))
 
 
 def weight_dtypes(spec: Any) -> dict[str, int]:
@@ -201,19 +200,11 @@ def weight_dtypes(spec: Any) -> dict[str, int]:
     from coremltools.proto import MIL_pb2
 
     counts: Counter[str] = Counter()
-
-    def walk(block: Any) -> None:
-        for op in block.operations:
-            if op.type == "const" and "val" in op.attributes:
-                val = op.attributes["val"]
-                if val.WhichOneof("value") == "blobFileValue":
-                    counts[MIL_pb2.DataType.Name(val.type.tensorType.dataType)] += 1
-            for inner in op.blocks:
-                walk(inner)
-
-    for function in spec.mlProgram.functions.values():
-        for block in function.block_specializations.values():
-            walk(block)
+    for op in _operations(spec):
+        if op.type == "const" and "val" in op.attributes:
+            val = op.attributes["val"]
+            if val.WhichOneof("value") == "blobFileValue":
+                counts[MIL_pb2.DataType.Name(val.type.tensorType.dataType)] += 1
     return dict(sorted(counts.items()))
 
 
