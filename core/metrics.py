@@ -256,15 +256,22 @@ def box_counting_dimension(contours: list[np.ndarray], feret_max_px: float) -> f
         return None
     pts = np.vstack([_densify(c, 0.25) for c in contours])
     pts = pts - pts.min(axis=0)
-    counts = [
-        np.mean([len(np.unique(np.floor(pts / e + off).astype(np.int64), axis=0)) for off in _BOX_OFFSETS])
-        for e in sizes
-    ]
+    counts = [np.mean([_occupied_boxes(pts, e, off) for off in _BOX_OFFSETS]) for e in sizes]
     slope = np.polyfit(np.log(1.0 / np.asarray(sizes)), np.log(np.asarray(counts, dtype=np.float64)), 1)[0]
     return float(slope)
 
 
 _BOX_OFFSETS = ((0.0, 0.0), (0.5, 0.5), (0.25, 0.75), (0.75, 0.25))  # in box sizes
+
+
+def _occupied_boxes(pts: np.ndarray, size: float, offset: tuple[float, float]) -> int:
+    """Number of distinct boxes of side `size` px (grid shifted by `offset` box sizes) that hold a point.
+
+    pts: (N, 2) float (x, y) >= 0. Each box is one int64 key i * (max j + 1) + j, so counting is a 1-D
+    unique (np.unique over rows, axis=0, sorts structured rows and is ~8x slower).
+    """
+    ij = np.floor(pts / size + np.asarray(offset)).astype(np.int64)
+    return len(np.unique(ij[:, 0] * (int(ij[:, 1].max()) + 1) + ij[:, 1]))
 
 
 def _densify(ring: np.ndarray, step: float) -> np.ndarray:
