@@ -402,8 +402,18 @@ def skin_ring(mask: np.ndarray) -> np.ndarray:
     eqd = math.sqrt(4.0 * mask.sum() / math.pi)
     gap = max(3.0, 0.05 * eqd)
     width = max(5.0, 0.15 * eqd)
-    dist = ndimage.distance_transform_edt(~mask)
-    return (dist > gap) & (dist <= gap + width)
+    # The distance transform runs on the lesion's bounding box grown by the band: every lesion pixel
+    # lies inside it, so distances there are exact, and pixels outside are farther than the band.
+    reach = math.ceil(gap + width) + 1
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    window = (
+        slice(max(int(rows[0]) - reach, 0), int(rows[-1]) + reach + 1),
+        slice(max(int(cols[0]) - reach, 0), int(cols[-1]) + reach + 1),
+    )
+    dist = ndimage.distance_transform_edt(~mask[window])
+    ring = np.zeros_like(mask)
+    ring[window] = (dist > gap) & (dist <= gap + width)
+    return ring
 
 
 def colour_shares(mask: np.ndarray, rgb: np.ndarray) -> dict[str, float]:
