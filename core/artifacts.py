@@ -2,7 +2,8 @@
 
 Layout of `<cache>/models/`: ONNX files, CoreML packages and `manifest.json`:
 {"format": 1, "source": {...checkpoint sha256...}, "preprocess": {...}, "export": {...},
- "files": {name: {"sha256", "bytes"}}, "variants": {id: {"encoder", "decoder", "parity"}},
+ "files": {name: {"sha256", "bytes"}},
+ "variants": {id: {"encoder", "decoder", "parity", optional "clicks_decoder", "clicks_parity"}},
  "default": id, "coreml": {...}}
 """
 
@@ -22,17 +23,24 @@ REBUILD_HINT = "run `dermaseg models build` to (re)build the model artifacts"
 
 @dataclass(frozen=True)
 class VariantFiles:
-    """One runnable encoder/decoder pair. `model_id` names it in provenance and cache keys."""
+    """One runnable encoder and its decoders. `model_id` names them in provenance and cache keys.
+
+    clicks_decoder: a decoder fine-tuned for clicks (`dermaseg models train-clicks`), or None when the
+    variant answers clicks through prompt translation with its box decoder.
+    """
 
     variant: str
     encoder: Path
     decoder: Path
     encoder_sha256: str
     decoder_sha256: str
+    clicks_decoder: Path | None = None
+    clicks_decoder_sha256: str = ""
 
     @property
     def model_id(self) -> str:
-        return f"litemedsam/{self.variant}/{self.encoder_sha256[:12]}-{self.decoder_sha256[:12]}"
+        clicks = f"-{self.clicks_decoder_sha256[:12]}" if self.clicks_decoder is not None else ""
+        return f"litemedsam/{self.variant}/{self.encoder_sha256[:12]}-{self.decoder_sha256[:12]}{clicks}"
 
 
 def file_sha256(path: Path) -> str:
@@ -78,8 +86,16 @@ def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = T
     name = manifest.get("default") if variant == "default" else variant
     if name not in variants:
         raise ModelArtifactError(f"unknown model variant {variant!r}; built variants: {', '.join(sorted(variants))}")
-    enc, dec = variants[name]["encoder"], variants[name]["decoder"]
+    enc, dec, clicks = variants[name]["encoder"], variants[name]["decoder"], variants[name].get("clicks_decoder")
     if verify:
-        verify_files(models_dir, manifest, [enc, dec])
+        verify_files(models_dir, manifest, [enc, dec] + ([clicks] if clicks else []))
     files = manifest["files"]
-    return VariantFiles(name, models_dir / enc, models_dir / dec, files[enc]["sha256"], files[dec]["sha256"])
+    return VariantFiles(
+        name,
+        models_dir / enc,
+        models_dir / dec,
+        files[enc]["sha256"],
+        files[dec]["sha256"],
+        models_dir / clicks if clicks else None,
+        files[clicks]["sha256"] if clicks else "",
+    )

@@ -189,9 +189,9 @@ class ClickSession:
         best: tuple[float, Step] | None = (self._value(previous.result, prompts), previous)
         for b, p, mask_input in options:
             results = (
-                self.segmenter.candidates(p, mask_input=mask_input)
+                self.segmenter.candidates(p, mask_input=mask_input, decoder="box")
                 if cfg.all_heads
-                else (self.segmenter.predict(p, mask_input=mask_input, head=0),)
+                else (self.segmenter.predict(p, mask_input=mask_input, head=0, decoder="box"),)
             )
             for r in results:
                 key = self._value(r, prompts)
@@ -299,8 +299,3 @@ def _covers(mask: np.ndarray, xy: Point) -> bool:
     h, w = mask.shape
     x, y = min(int(xy[0]), w - 1), min(int(xy[1]), h - 1)
     return bool(mask[y, x])
-
-
-def interactive_predict(segmenter: Segmenter, prompts: Prompts, session: ClickSession | None = None) -> MaskResult:
-    """One-shot form of `ClickSession(segmenter).predict(prompts)` (pass a session to reuse proposals)."""
-    return (session or ClickSession(segmenter)).predict(prompts)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermaseg.core.click_prompts import ClickSession
+from dermaseg.core.click_refine import RefineSession
 from dermaseg.core.clicks import Click, iou, jitter_click, next_click
 from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.interactive import click_session
 from dermaseg.core.prompts import Box, Prompts
 from dermaseg.core.segmenter import Segmenter
 
@@ -166,18 +168,22 @@ def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------- predictors
-METHODS = ("translate", "points")
-"""translate: `ClickSession` (clicks turned into prompts the box-trained model answers well, the
-product's path); points: the raw decoder given the clicks as points (the baseline)."""
+METHODS = ("auto", "translate", "refine", "points")
+"""auto: the product's path for the variant (`click_session`); translate: `ClickSession` (clicks turned
+into box prompts the box-trained decoder answers well); refine: `RefineSession` (the variant's
+click-trained decoder, fed its previous logits); points: the box decoder given the clicks as points."""
 
 
 def predictor(method: str, segmenter: Segmenter) -> Predictor:
     """A `Predictor` for `method` on the segmenter's current image."""
-    if method == "translate":
-        session = ClickSession(segmenter)
+    if method == "refine" and not segmenter.engine.backend.has_clicks_decoder:
+        raise ValueError("method 'refine' needs a model variant with a click-trained decoder")
+    sessions = {"auto": click_session, "translate": ClickSession, "refine": RefineSession}
+    if method in sessions:
+        session = sessions[method](segmenter)
         return lambda p: session.predict(p).mask
     if method == "points":
-        return lambda p: segmenter.predict(p, head=0).mask
+        return lambda p: segmenter.predict(p, head=0, decoder="box").mask
     raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
 
 

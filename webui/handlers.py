@@ -24,10 +24,10 @@ from PIL import Image
 
 from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.click_prompts import ClickSession
 from dermaseg.core.errors import DermasegError, GeometryError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
+from dermaseg.core.interactive import ClickMethod, click_session
 from dermaseg.core.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
 from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
@@ -83,10 +83,10 @@ class Session:
     annotation_id: int | None = None
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
-    clicks: ClickSession = field(init=False, repr=False)
+    clicks: ClickMethod = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.clicks = ClickSession(self.segmenter)
+        self.clicks = click_session(self.segmenter)
 
     @property
     def prompts(self) -> Prompts:
