@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,11 +200,12 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                 gr.Info(w)
         return canvas_out(s)
 
-    @bound
+    @functools.partial(bound, lock=False)
     def on_measure(s: h.Session) -> tuple[Any, ...]:
         with reported(s):
-            h.measurements(s)
-        return canvas_out(s), h.metrics_html(s.metrics), head_update(s)
+            h.measurements(s)  # measures outside the session's lock: the next prompt need not wait for it
+        with s.lock:
+            return canvas_out(s), h.metrics_html(s.metrics), head_update(s)
 
     @bound
     def on_click_api(s: h.Session, x: float, y: float, positive: bool) -> str:
@@ -349,8 +351,9 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             api_pos = gr.Checkbox(value=True)
             api_click, api_box = gr.Button(), gr.Button()
 
-        # Every event changes the one session; running them one at a time keeps its state consistent.
-        one = dict(concurrency_id="session", concurrency_limit=1)
+        # Different browser sessions run in parallel; one session's events run one at a time under its
+        # lock (`bound`), which keeps its state consistent.
+        one = dict(concurrency_id="session", concurrency_limit=None)
         opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label]
         measured = [canvas, metrics, head]
         app.load(on_load, [state], opened, api_name="load", **one, show_progress="full")
@@ -406,27 +409,33 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
 
 
 class SessionRef:
-    """A `gr.State` value: Gradio deep-copies it for each browser session; the copy makes its Session lazily."""
+    """A `gr.State` value: Gradio deep-copies it for each browser session; the copy makes its Session lazily
+    (once, even when two of the session's events arrive together)."""
 
     def __init__(self, make: Callable[[], h.Session]) -> None:
         self.make = make
         self.session: h.Session | None = None
+        self._lock = threading.Lock()
 
     def __deepcopy__(self, memo: dict) -> SessionRef:
         return SessionRef(self.make)
 
     def get(self) -> h.Session:
-        if self.session is None:
-            self.session = self.make()
-        return self.session
+        with self._lock:
+            if self.session is None:
+                self.session = self.make()
+            return self.session
 
 
-def bound(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Let a handler written for a Session take the `SessionRef` that Gradio's state holds."""
+def bound(fn: Callable[..., Any], lock: bool = True) -> Callable[..., Any]:
+    """Let a handler written for a Session take the `SessionRef` that Gradio's state holds, and run it under
+    the session's lock (lock=False: the handler takes the lock itself, around what needs it)."""
 
     @functools.wraps(fn)
     def run(ref: SessionRef, *args: Any, **kwargs: Any) -> Any:
-        return fn(ref.get() if isinstance(ref, SessionRef) else ref, *args, **kwargs)
+        s = ref.get() if isinstance(ref, SessionRef) else ref
+        with s.lock if lock else contextlib.nullcontext():
+            return fn(s, *args, **kwargs)
 
     return run
 
@@ -458,7 +467,7 @@ def launch(
     allowed = [str(p) for p in getattr(app, "dermaseg_allowed", [])]
     for p in allowed:
         Path(p).mkdir(parents=True, exist_ok=True)
-    app.queue(default_concurrency_limit=1)  # one event of a kind at a time: sessions are not locked
+    app.queue(default_concurrency_limit=1)  # events without their own limit (the page's have one: per-session locks)
     app.launch(
         server_name=host,
         server_port=port,

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import math
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable
@@ -62,11 +63,14 @@ class Session:
     redo: undone states.
     mask: the current lesion mask, bool (H, W), from the model or rasterised from edited polygons.
     polygons: the editable outline shown on the page (simplified with `tolerance_px`).
+    lock: held by every page event on this session (`app.bound`): one tab's events run one at a time,
+    different tabs in parallel. Re-entrant, so a handler may call another that takes it.
     """
 
     segmenter: Segmenter
     project: Project
     views_dir: Path
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     image: LesionImage | None = None
     image_id: int | None = None
     history: list[Step] = field(default_factory=lambda: [Step(Prompts())])
@@ -165,7 +169,7 @@ def add_upload(project: Project, data: bytes, name: str, max_pixels: int) -> int
     target = project.root / rel
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        write_atomically(target, lambda tmp: tmp.write_bytes(data))
     rec = project.image_by_path(rel)
     if rec is None:
         project.scan()
@@ -406,10 +410,22 @@ def _remeasure(s: Session) -> LesionMetrics | None:
 
 
 def measurements(s: Session) -> LesionMetrics | None:
-    """Measurements of the current mask (cached until the mask or calibration changes)."""
-    if s.metrics is None and s.image is not None and s.mask is not None and s.mask.any():
-        _remeasure(s)
-    return s.metrics
+    """Measurements of the current mask (cached until the mask or calibration changes).
+
+    The measuring itself (~60 ms) runs outside the session's lock, on the mask and image read under it,
+    so a prompt sent meanwhile is not held back; when the mask changed meanwhile, the new one is
+    measured (the result is always for the mask current when this returns).
+    """
+    while True:
+        with s.lock:
+            mask, image = s.mask, s.image
+            if s.metrics is not None or image is None or mask is None or not mask.any():
+                return s.metrics
+        metrics = measure(mask, image.rgb, image.calibration)
+        with s.lock:
+            if s.mask is mask and s.image is image:  # masks and images are replaced, never changed in place
+                s.metrics = metrics
+                return metrics
 
 
 def metrics_rows(m: LesionMetrics) -> list[tuple[str, str]]:
@@ -550,10 +566,19 @@ def display_image(image: LesionImage, views_dir: Path) -> Path:
         pil = Image.fromarray(image.rgb)
         if max(pil.size) > DISPLAY_MAX_SIDE:
             pil.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE), Image.Resampling.LANCZOS)
-        tmp = path.with_suffix(".tmp")
-        pil.save(tmp, "JPEG", quality=90)
-        tmp.replace(path)
+        write_atomically(path, lambda tmp: pil.save(tmp, "JPEG", quality=90))
     return path
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` then rename onto `path`: readers see no file or the whole file, and sessions writing
+    the same file at once (same image, same upload) each use a temporary name of their own."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def heatmap_data_url(result: MaskResult, height: int, width: int) -> str:
