@@ -79,47 +79,49 @@ function ringsPath(parts) {
   return d;
 }
 
-function drawPrompts() {
+// The draw* helpers take u = screen px per image px; draw() reads it once, before its DOM writes, as
+// each getScreenCTM() after a write forces the browser to lay the page out again.
+function drawPrompts(u = pxPerUnit()) {
   promptG.replaceChildren();
   const pr = view.prompts;
   if (!pr) return;
-  const r = 6 / pxPerUnit();
+  const r = 6 / u;
   if (pr.box) {
     const [x0, y0, x1, y1] = pr.box;
-    el("rect", { class: "ds-box", x: x0, y: y0, width: x1 - x0, height: y1 - y0, "stroke-width": 2 / pxPerUnit() }, promptG);
+    el("rect", { class: "ds-box", x: x0, y: y0, width: x1 - x0, height: y1 - y0, "stroke-width": 2 / u }, promptG);
   }
   pr.points.forEach((p, i) => {
     const pos = pr.labels[i] === 1;
-    el("circle", { class: pos ? "ds-pos" : "ds-neg", cx: p[0], cy: p[1], r: r, "stroke-width": 2 / pxPerUnit() }, promptG);
+    el("circle", { class: pos ? "ds-pos" : "ds-neg", cx: p[0], cy: p[1], r: r, "stroke-width": 2 / u }, promptG);
   });
 }
 
-function drawRuler() {
+function drawRuler(u = pxPerUnit()) {
   rulerG.replaceChildren();
   const pts = view.ruler || [];
-  const w = 2 / pxPerUnit();
+  const w = 2 / u;
   if (pts.length === 2) el("line", { x1: pts[0][0], y1: pts[0][1], x2: pts[1][0], y2: pts[1][1], "stroke-width": w }, rulerG);
-  for (const p of pts) el("circle", { cx: p[0], cy: p[1], r: 4 / pxPerUnit(), "stroke-width": w }, rulerG);
+  for (const p of pts) el("circle", { cx: p[0], cy: p[1], r: 4 / u, "stroke-width": w }, rulerG);
 }
 
-function drawAxes() {
+function drawAxes(u = pxPerUnit()) {
   axesG.replaceChildren();
   const a = view.axes;
   if (!a) return;
-  const w = 2 / pxPerUnit();
+  const w = 2 / u;
   for (const [name, seg] of [["major", a.major], ["minor", a.minor], ["feret", a.feret]]) {
     el("line", { class: "ds-axis-" + name, x1: seg[0][0], y1: seg[0][1], x2: seg[1][0], y2: seg[1][1], "stroke-width": w }, axesG);
   }
 }
 
-function drawHandles() {
+function drawHandles(u = pxPerUnit()) {
   handleG.replaceChildren();
   if (mode !== "edit" || !view.polygons) return;
-  const r = 4.5 / pxPerUnit();
+  const r = 4.5 / u;
   view.polygons.forEach((part, pi) => {
     [part.exterior].concat(part.holes || []).forEach((ring, ri) => {
       ring.forEach((p, vi) => {
-        const c = el("circle", { class: "ds-handle", cx: p[0], cy: p[1], r: r, "stroke-width": 1.5 / pxPerUnit() }, handleG);
+        const c = el("circle", { class: "ds-handle", cx: p[0], cy: p[1], r: r, "stroke-width": 1.5 / u }, handleG);
         c.dataset.ref = pi + "," + ri + "," + vi;
       });
     });
@@ -150,14 +152,15 @@ function draw() {
       im.setAttribute("height", height);
     }
   }
+  const u = pxPerUnit();
   if (view.heatmap) heat.setAttribute("href", view.heatmap);
   heat.style.display = view.heatmap ? "" : "none";
   maskPath.setAttribute("d", ringsPath(view.polygons || []));
-  maskPath.setAttribute("stroke-width", 2 / pxPerUnit());
-  drawPrompts();
-  drawRuler();
-  drawAxes();
-  drawHandles();
+  maskPath.setAttribute("stroke-width", 2 / u);
+  drawPrompts(u);
+  drawRuler(u);
+  drawAxes(u);
+  drawHandles(u);
   statusEl.textContent = view.message || "";
   root.dataset.ack = String(view.ack);
   if (view.axes || !(view.polygons || []).length) root.dataset.measured = String(view.ack);
