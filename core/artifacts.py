@@ -3,7 +3,7 @@
 Layout of `<cache>/models/`: ONNX files, CoreML packages and `manifest.json`:
 {"format": 1, "source": {...checkpoint sha256...}, "preprocess": {...}, "export": {...},
  "files": {name: {"sha256", "bytes"}},
- "variants": {id: {"encoder", "decoder", "parity", optional "clicks_decoder", "clicks_parity"}},
+ "variants": {id: {"encoder", "decoder", "parity", optional "tuned_decoder", "tuned_parity"}},
  "default": id, "coreml": {...}}
 """
 
@@ -25,8 +25,10 @@ REBUILD_HINT = "run `dermaseg models build` to (re)build the model artifacts"
 class VariantFiles:
     """One runnable encoder and its decoders. `model_id` names them in provenance and cache keys.
 
-    clicks_decoder: a decoder fine-tuned for clicks (`dermaseg models train-clicks`), or None when the
-    variant answers clicks through prompt translation with its box decoder.
+    decoder: the bundled Med-SAM prompt decoder (trained on boxes only).
+    tuned_decoder: that decoder fine-tuned on dermoscopy for clicks and hand-drawn boxes
+        (`dermaseg models train-clicks`); it answers every prompt when present. None: the variant answers
+        boxes with `decoder` and clicks through prompt translation.
     """
 
     variant: str
@@ -34,13 +36,13 @@ class VariantFiles:
     decoder: Path
     encoder_sha256: str
     decoder_sha256: str
-    clicks_decoder: Path | None = None
-    clicks_decoder_sha256: str = ""
+    tuned_decoder: Path | None = None
+    tuned_decoder_sha256: str = ""
 
     @property
     def model_id(self) -> str:
-        clicks = f"-{self.clicks_decoder_sha256[:12]}" if self.clicks_decoder is not None else ""
-        return f"litemedsam/{self.variant}/{self.encoder_sha256[:12]}-{self.decoder_sha256[:12]}{clicks}"
+        tuned = f"-{self.tuned_decoder_sha256[:12]}" if self.tuned_decoder is not None else ""
+        return f"litemedsam/{self.variant}/{self.encoder_sha256[:12]}-{self.decoder_sha256[:12]}{tuned}"
 
 
 def file_sha256(path: Path) -> str:
@@ -86,9 +88,9 @@ def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = T
     name = manifest.get("default") if variant == "default" else variant
     if name not in variants:
         raise ModelArtifactError(f"unknown model variant {variant!r}; built variants: {', '.join(sorted(variants))}")
-    enc, dec, clicks = variants[name]["encoder"], variants[name]["decoder"], variants[name].get("clicks_decoder")
+    enc, dec, tuned = variants[name]["encoder"], variants[name]["decoder"], variants[name].get("tuned_decoder")
     if verify:
-        verify_files(models_dir, manifest, [enc, dec] + ([clicks] if clicks else []))
+        verify_files(models_dir, manifest, [enc, dec] + ([tuned] if tuned else []))
     files = manifest["files"]
     return VariantFiles(
         name,
@@ -96,6 +98,6 @@ def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = T
         models_dir / dec,
         files[enc]["sha256"],
         files[dec]["sha256"],
-        models_dir / clicks if clicks else None,
-        files[clicks]["sha256"] if clicks else "",
+        models_dir / tuned if tuned else None,
+        files[tuned]["sha256"] if tuned else "",
     )

@@ -369,7 +369,7 @@ class CoreMLBackend:
         }
         self.encoder_id: str = self.digests["encoder"]
         self.model_id: str = "litemedsam/coreml-fp16/" + "-".join(self.digests[r][:12] for r in PACKAGE_NAMES)
-        self.has_clicks_decoder = False
+        self.has_tuned_decoder = False
         ok, why = available()
         if not ok:
             raise CoreMLUnavailableError(why)
@@ -405,11 +405,11 @@ class CoreMLBackend:
         point_labels: np.ndarray,
         mask_input: np.ndarray,
         has_mask_input: np.ndarray,
-        clicks: bool = False,
+        tuned: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run the prompt decoder; returns (low_res_logits (1, 4, 256, 256), iou_predictions (1, 4)) float32.
-        `clicks` is ignored: the CoreML packages carry the box-trained decoder only (clicks go through
-        prompt translation).
+        `tuned` is ignored: the CoreML packages carry the bundled decoder only (clicks go through prompt
+        translation).
 
         embedding (1, 256, 64, 64); point_coords (1, N, 2) in model input pixels (x, y); point_labels
         (1, N): 1 positive, 0 negative, 2/3 box corners; mask_input (1, 1, 256, 256) logits;

@@ -15,7 +15,7 @@ class OnnxBackend:
     encode: float32 (1, 3, 256, 256) -> float32 (1, 256, 64, 64)
     decode: embedding, point_coords (1, N, 2), point_labels (1, N), mask_input (1, 1, 256, 256),
             has_mask_input (1,) -> low_res_logits (1, 4, 256, 256), iou_predictions (1, 4);
-            clicks=True runs the variant's click-trained decoder (same signature) when it has one.
+            tuned=True runs the variant's fine-tuned decoder (same signature) when it has one.
     """
 
     name = "onnx"
@@ -28,13 +28,13 @@ class OnnxBackend:
         # decoder keeps it (off, its p90 went from 26 to 58 ms). Measured, see the model notes.
         self._encoder = _session(files.encoder, threads, mem_pattern=False)
         self._decoder = _session(files.decoder, threads, mem_pattern=True)
-        self._clicks_decoder = (
-            None if files.clicks_decoder is None else _session(files.clicks_decoder, threads, mem_pattern=True)
+        self._tuned_decoder = (
+            None if files.tuned_decoder is None else _session(files.tuned_decoder, threads, mem_pattern=True)
         )
 
     @property
-    def has_clicks_decoder(self) -> bool:
-        return self._clicks_decoder is not None
+    def has_tuned_decoder(self) -> bool:
+        return self._tuned_decoder is not None
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         return self._encoder.run(None, {"image": x})[0]
@@ -46,9 +46,9 @@ class OnnxBackend:
         point_labels: np.ndarray,
         mask_input: np.ndarray,
         has_mask_input: np.ndarray,
-        clicks: bool = False,
+        tuned: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        session = self._clicks_decoder if clicks and self._clicks_decoder is not None else self._decoder
+        session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._decoder
         logits, iou = session.run(
             None,
             {

@@ -189,9 +189,9 @@ class ClickSession:
         best: tuple[float, Step] | None = (self._value(previous.result, prompts), previous)
         for b, p, mask_input in options:
             results = (
-                self.segmenter.candidates(p, mask_input=mask_input, decoder="box")
+                self.segmenter.candidates(p, mask_input=mask_input, decoder="base")
                 if cfg.all_heads
-                else (self.segmenter.predict(p, mask_input=mask_input, head=0, decoder="box"),)
+                else (self.segmenter.predict(p, mask_input=mask_input, head=0, decoder="base"),)
             )
             for r in results:
                 key = self._value(r, prompts)
@@ -239,12 +239,14 @@ def local_edits(result: MaskResult, prompts: Prompts, reach: float) -> np.ndarra
     """
     mask = result.mask.copy()
     h, w = mask.shape
-    logits = upscale_logits(result.low_res_logits, Transform(h, w))
+    logits = None  # upscaled only when a click needs an edit (most clicks are already honoured)
     for (x, y), label in zip(prompts.points, prompts.labels, strict=True):
         px, py = min(int(x), w - 1), min(int(y), h - 1)
         positive = label == POSITIVE
         if mask[py, px] == positive:
             continue
+        if logits is None:
+            logits = upscale_logits(result.low_res_logits, Transform(h, w))
         other = np.argwhere(mask if positive else ~mask)  # (N, 2) rows, cols across the edge
         d = float(np.sqrt(((other - (py, px)) ** 2).sum(axis=1).min())) if len(other) else max(h, w)
         r = reach * max(d, 2.0)

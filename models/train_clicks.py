@@ -8,10 +8,11 @@ the prompt decoder SAM's interactive loop on the dev images, on the CPU, in one 
   shipped ONNX encoder through the runtime's own cache (computed once); truth masks are resized into
   the decoder's 256x256 frame.
 - A step takes `batch` samples and one prompt kind: a first click (the RITM ideal point or a random
-  interior point) or a jittered box. Then `rounds - 1` corrective clicks, simulated on the model's own
-  prediction by the evaluation's click simulator (jittered), each round fed the previous round's
-  logits as mask input (as SAM trains). Loss per round on head 0 within the image: BCE + Dice, plus
-  the MSE of the predicted IoU.
+  interior point) or a jittered box. Then up to `max_rounds - 1` corrective clicks, simulated on the
+  model's own prediction by the evaluation's click simulator (jittered), each round fed the previous
+  round's logits as mask input (as SAM trains). The last `grad_rounds` rounds are trained (the earlier
+  ones only simulate, without gradients, so long click sequences stay cheap). Loss on head 0 within
+  the image: BCE + Dice, plus the MSE of the predicted IoU.
 - Trained: the mask decoder and the prompt encoder's learned embeddings; AdamW, cosine schedule.
 
 Output: `<out>.npz` with float16 deltas from the bundled weights (state-dict name -> array) and
@@ -44,18 +45,19 @@ from dermaseg.core.segmenter import BOX_CORNER_LABELS, PAD_LABEL, Engine
 from dermaseg.models.litemedsam import PromptDecoder, load_model
 
 FLIPS = ((False, False), (True, False), (False, True), (True, True))  # (horizontal, vertical)
-CV_PROTOCOLS = ("clicks", "box-clicks")
+CV_PROTOCOLS = ("box", "clicks", "box-clicks")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The recipe. steps x batch samples; rounds: prompts per sample (first prompt + corrections)."""
 
-    steps: int = 400
+    steps: int = 500
     batch: int = 4
     lr: float = 1e-4
     weight_decay: float = 0.01
-    max_rounds: int = 4
+    max_rounds: int = 10
+    grad_rounds: int = 2
     box_share: float = 0.25
     ideal_first_share: float = 0.5
     click_jitter: float = 2.0  # px in the 256 frame
@@ -175,11 +177,14 @@ def train(samples: Sequence[Sample], cfg: TrainConfig, log: bool = True) -> dict
         prompts = [_first_prompt(s, kind, rng, cfg) for s in batch]
         clicked = [np.zeros_like(s.truth) for s in batch]
         mask_in, total = None, torch.zeros(())
+        trained_from = max(0, rounds - cfg.grad_rounds)
         for r in range(rounds):
             coords = torch.tensor([p[0] for p in prompts], dtype=torch.float32)
             labels = torch.tensor([p[1] for p in prompts], dtype=torch.float32)
-            low, iou_pred = decode_batch(decoder, emb, coords, labels, mask_in)
-            total = total + _loss(low, iou_pred, truth, valid)
+            with torch.set_grad_enabled(r >= trained_from):
+                low, iou_pred = decode_batch(decoder, emb, coords, labels, mask_in)
+            if r >= trained_from:
+                total = total + _loss(low, iou_pred, truth, valid)
             if r == rounds - 1:
                 break
             pred = (low[:, 0] > 0).detach().numpy() & np.stack([s.valid for s in batch])
@@ -192,7 +197,7 @@ def train(samples: Sequence[Sample], cfg: TrainConfig, log: bool = True) -> dict
                 prompts[b][0].insert(n, list(click.xy))
                 prompts[b][1].insert(n, 1.0 if click.positive else 0.0)
             mask_in = low[:, :1].detach()
-        loss = total / rounds
+        loss = total / (rounds - trained_from)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -208,33 +213,43 @@ def train(samples: Sequence[Sample], cfg: TrainConfig, log: bool = True) -> dict
 def cross_validate(engine: Engine, cases: Sequence[DatasetCase], cfg: TrainConfig, folds: int, out: Path) -> dict:
     """k-fold estimate of what the recipe gives on images it never saw. Row i of the dataset is in fold
     i % k; each fold's decoder is trained on the other folds, exported to ONNX and evaluated on its fold
-    by the product's own code (`dermaseg evaluate`'s report, method refine) under `out/fold<k>/<protocol>/`.
-    Returns {protocol: out-of-fold summary} (also written to `out/summary.json`, with a plot)."""
+    by the product's own code (`dermaseg evaluate`'s report: boxes, and clicks by method refine) under
+    `out/fold<k>/<protocol>/`. Returns the out-of-fold summaries by protocol and method (also written to
+    `out/summary.json`, with a plot of the click protocols)."""
     from dermaseg.core.artifacts import file_sha256
     from dermaseg.core.backend_onnx import OnnxBackend
-    from dermaseg.core.evaluation import summarise_clicks
+    from dermaseg.core.evaluation import Scores, summarise_clicks, summarise_scores
     from dermaseg.core.evaluation_report import EvalConfig, plot_curves, run
     from dermaseg.models.export_onnx import export_decoder
 
     samples = prepare(engine, cases)
-    curves: dict[str, list[list[float]]] = {p: [] for p in CV_PROTOCOLS}
+    rows: dict[str, list[dict]] = {p: [] for p in CV_PROTOCOLS}
     for k in range(folds):
         held_out = [c for i, c in enumerate(cases) if i % folds == k]
         ids = {c.id for c in held_out}
-        state = train([s for s in samples if s.case_id not in ids], cfg)
         decoder = PromptDecoder(load_model())
-        decoder.load_state_dict(state)
-        onnx = out / f"fold{k}" / "decoder-clicks-fp32.onnx"
+        decoder.load_state_dict(train([s for s in samples if s.case_id not in ids], cfg))
+        onnx = out / f"fold{k}" / "decoder-tuned-fp32.onnx"
         onnx.parent.mkdir(parents=True, exist_ok=True)
         export_decoder(decoder.eval(), onnx)
-        files = replace(engine.backend.files, clicks_decoder=onnx, clicks_decoder_sha256=file_sha256(onnx))
+        files = replace(engine.backend.files, tuned_decoder=onnx, tuned_decoder_sha256=file_sha256(onnx))
         fold_engine = Engine(OnnxBackend(files), engine.cache)
         for protocol in CV_PROTOCOLS:
             report = run(fold_engine, held_out, EvalConfig(protocol, methods=("refine",)), out / f"fold{k}" / protocol)
-            curves[protocol] += [[float(v) for v in str(r["ious"]).split()] for r in report.rows]
-    summary = {p: summarise_clicks(c, len(c[0])) for p, c in curves.items()}
+            rows[protocol] += report.rows
+    summary: dict[str, dict] = {}
+    for protocol, protocol_rows in rows.items():
+        for method in dict.fromkeys(str(r["method"]) for r in protocol_rows):
+            mine = [r for r in protocol_rows if r["method"] == method]
+            if protocol == "box":
+                scores = [Scores(r["dice"], r["jaccard"], r["thresholded_jaccard"]) for r in mine]
+                summary[f"box/{method}"] = summarise_scores(scores)
+            else:
+                curves = [[float(v) for v in str(r["ious"]).split()] for r in mine]
+                summary[protocol] = summarise_clicks(curves, len(curves[0]))
     (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "folds": folds, **summary}, indent=1) + "\n")
-    plot_curves({p: s["mIoU_curve"] for p, s in summary.items()}, out / "miou_vs_clicks.png", "refine, out of fold")
+    curves_by = {p: summary[p]["mIoU_curve"] for p in CV_PROTOCOLS if p in summary}
+    plot_curves(curves_by, out / "miou_vs_clicks.png", "refine, out of fold")
     return summary
 
 

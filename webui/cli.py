@@ -57,12 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train-clicks",
         help="fine-tune the prompt decoder for clicks on a dataset (CPU; encoder frozen)",
         description="Writes float16 deltas from the bundled weights (+ a JSON recipe); `models build` then "
-        "exports them as each variant's clicks decoder. --folds K instead estimates the recipe on unseen "
+        "exports them as each variant's tuned decoder. --folds K instead estimates the recipe on unseen "
         "images (K-fold, each fold evaluated by the product's code) and writes no weights.",
         parents=[common],
     )
     t.add_argument("dataset", type=Path, help="folder with manifest.csv, or images/ + masks/")
-    t.add_argument("--out", type=Path, help="weights .npz (default: the package's models/weights/clicks-decoder.npz)")
+    t.add_argument("--out", type=Path, help="weights .npz (default: the package's models/weights/tuned-decoder.npz)")
     t.add_argument("--steps", type=int, help="optimiser steps (default: the recipe's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--folds", type=int, help="cross-validate with K folds instead (reports under --cv-out)")
@@ -134,7 +134,7 @@ def _models_build(args: argparse.Namespace) -> int:
 def _models_train_clicks(args: argparse.Namespace) -> int:
     try:
         from dermaseg.models import train_clicks as tc
-        from dermaseg.models.build import CLICKS_WEIGHTS
+        from dermaseg.models.build import TUNED_WEIGHTS
     except ImportError as e:
         raise _export_extra(e) from None
     from dataclasses import replace
@@ -150,7 +150,7 @@ def _models_train_clicks(args: argparse.Namespace) -> int:
             print(protocol, {k: round(v, 4) for k, v in s.items() if isinstance(v, float)})
         print(f"wrote {args.cv_out}/summary.json, miou_vs_clicks.png and per-fold reports")
         return 0
-    out = args.out or CLICKS_WEIGHTS
+    out = args.out or TUNED_WEIGHTS
     tc.save_deltas(tc.train(tc.prepare(engine, cases), cfg), out, cfg, [c.id for c in cases])
     print(f"wrote {out} and {out.with_suffix('.json')}; `dermaseg models build` exports them")
     return 0

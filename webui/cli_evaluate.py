@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method",
         action="append",
         choices=list(METHODS),
-        help="click method(s); default auto: the variant's own (refine with a click-trained decoder, else translate)",
+        help="click method(s); default auto: the variant's own (refine with a fine-tuned decoder, else translate)",
     )
     e.add_argument("--max-clicks", type=int, default=20)
     e.add_argument("--jitter", type=float, default=0.0, help="click jitter std in px (default 0: ideal clicks)")

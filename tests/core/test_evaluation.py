@@ -186,7 +186,7 @@ def test_click_translation_beats_raw_points_and_keeps_the_box_path(engine, few) 
         click = next_click(gt, np.zeros_like(gt))
         one = Prompts().with_point(*click.xy)
         first_click.append(iou(gt, session.predict(one).mask))
-        raw_point.append(iou(gt, seg.predict(one, head=0, decoder="box").mask))
+        raw_point.append(iou(gt, seg.predict(one, head=0, decoder="base").mask))
     assert np.mean(first_click) > 0.75 > 0.1 > np.mean(raw_point)
 
 
