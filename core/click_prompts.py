@@ -85,6 +85,7 @@ class ClickSession:
     `predict(prompts)` takes everything the user gave so far (box and/or clicks in order) and returns
     the mask. It is a function of the prompts and the image; each click prefix's step is cached, so
     adding one click costs one step (a few decoder runs), and the first click's proposal ~2 x 27.
+    It always runs the bundled decoder (`decoder="base"`), the one the translation was designed for.
     """
 
     def __init__(self, segmenter: Segmenter, config: TranslationConfig = DEFAULT_CONFIG) -> None:
@@ -100,7 +101,7 @@ class ClickSession:
             return self.segmenter.predict(prompts)  # raises the usual "open an image first"
         prompts = prompts.validated(image.width, image.height)
         if not prompts.points:
-            return self.segmenter.predict(prompts, head=0)  # the plain box path, unchanged
+            return self.segmenter.predict(prompts, head=0, decoder="base")  # the plain box path, unchanged
         result = self.step(prompts).result
         if self.config.local_edits:
             result = replace(result, mask=local_edits(result, prompts, self.config.edit_reach), prompts=prompts)
@@ -126,7 +127,7 @@ class ClickSession:
             if previous is None:  # the user's box, then a first click
                 assert prompts.box is not None
                 box = prompts.box
-                result = self.segmenter.predict(Prompts(box=box), head=0)
+                result = self.segmenter.predict(Prompts(box=box), head=0, decoder="base")
                 previous = Step(box, Prompts(box=box), result)
             step = self._correct(previous, prompts, click, label == POSITIVE)
         self._steps[key] = step
@@ -140,17 +141,17 @@ class ClickSession:
         cfg = self.config
         best: Step | None = None
         for box in candidate_boxes(click, image.width, image.height, cfg.scales, cfg.aspects):
-            first = self.segmenter.predict(Prompts(box=box), head=0).mask
+            first = self.segmenter.predict(Prompts(box=box), head=0, decoder="base").mask
             if not first.any():
                 continue
             tight = tight_box(first, cfg.margin)
-            result = self.segmenter.predict(Prompts(box=tight), head=0)
+            result = self.segmenter.predict(Prompts(box=tight), head=0, decoder="base")
             key = (_covers(result.mask, click), result.score)
             if best is None or key > (_covers(best.result.mask, click), best.result.score):
                 best = Step(tight, Prompts(box=tight), result)
         if best is None:  # nothing anywhere: fall back to the middle-sized box
             box = candidate_boxes(click, image.width, image.height, (0.5,), (1.0,))[0]
-            best = Step(box, Prompts(box=box), self.segmenter.predict(Prompts(box=box), head=0))
+            best = Step(box, Prompts(box=box), self.segmenter.predict(Prompts(box=box), head=0, decoder="base"))
         return best
 
     def _value(self, result: MaskResult, prompts: Prompts) -> float:

@@ -297,8 +297,8 @@ def _predict(s: Session, prompts: Prompts) -> None:
         s.edited = False
         s.message = "Draw a box around the lesion, or click on it."
         return
-    # Clicks go through click translation (the weights answer boxes, not points); a box alone goes to
-    # the decoder head the user chose.
+    # Clicks go through the session's click method (the tuned decoder fed its last logits, or prompt
+    # translation for the bundled box-only decoder); a box alone goes to the decoder head the user chose.
     r = s.clicks.predict(prompts) if prompts.points else s.segmenter.predict(prompts, head=s.head)
     s.result, s.mask, s.edited, s.metrics = r, r.mask, False, None
     s.polygons = mask_to_polygons(r.mask, s.tolerance_px) if r.mask.any() else None

@@ -182,7 +182,7 @@ def test_click_translation_beats_raw_points_and_keeps_the_box_path(engine, few) 
         box = Prompts(box=box_from_mask(gt, 5))
         session = ClickSession(seg)
         # The box path is the plain decoder, bit for bit.
-        assert np.array_equal(session.predict(box).mask, seg.predict(box, head=0).mask)
+        assert np.array_equal(session.predict(box).mask, seg.predict(box, head=0, decoder="base").mask)
         click = next_click(gt, np.zeros_like(gt))
         one = Prompts().with_point(*click.xy)
         first_click.append(iou(gt, session.predict(one).mask))

@@ -48,7 +48,7 @@ def test_box_gives_lesion_mask_and_geometry_view(session, expert):
 
 
 def test_a_single_click_on_the_lesion_segments_it(session, expert):
-    """Clicks go through click translation: a raw positive point gives these weights an empty mask."""
+    """Clicks go through the session's click method (the bundled decoder alone gives a click an empty mask)."""
     from scipy import ndimage
 
     depth = ndimage.distance_transform_edt(expert)
