@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     for module in _subcommand_modules():
-        module.register(sub)
+        module.register(sub, common)
     return parser
 
 

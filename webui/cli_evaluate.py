@@ -9,21 +9,15 @@ from pathlib import Path
 from dermaseg.core.evaluation import METHODS
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     e = subparsers.add_parser(
         "evaluate",
         help="score box / click prompting on a dataset (manifest.csv or images/ + masks/)",
         description="Box protocol: ground-truth box + 5 px, jittered and loosened boxes. Clicks protocol: "
         "RITM/SAM click simulation (NoC@85/90, mIoU@1..5), ideal and jittered clicks. box-clicks: a box "
         "then corrective clicks.",
+        parents=[common],
     )
-    for flag, kw in (
-        ("--cache-dir", {"type": Path, "help": "models and embeddings (default ~/.cache/dermaseg)"}),
-        ("--variant", {"help": "model variant (default: the manifest's default)"}),
-        ("--backend", {"choices": ["auto", "onnx", "coreml"], "help": "inference runtime"}),
-        ("--threads", {"type": int, "help": "ONNX Runtime intra-op threads"}),
-    ):
-        e.add_argument(flag, default=argparse.SUPPRESS, **kw)
     e.add_argument("dataset", type=Path)
     e.add_argument("--protocol", choices=["box", "clicks", "box-clicks"], required=True)
     e.add_argument(

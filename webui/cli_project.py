@@ -25,7 +25,7 @@ from dermaseg.core.store import STATUSES, Project, ScanReport
 T = TypeVar("T")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects need no model options
     """Add the `project` command and its actions to the main CLI's subparsers."""
     project = subparsers.add_parser("project", help="annotation projects: init, status, COCO export/import")
     psub = project.add_subparsers(metavar="ACTION")

@@ -11,16 +11,12 @@ from dermaseg.core.errors import DermasegError
 LOOPBACK_NAMES = {"localhost"}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)")
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)", parents=[common])
     p.add_argument("--project", type=Path, help="project folder (created if needed; default: a scratch project)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login; needed to listen beyond loopback")
-    p.add_argument("--cache-dir", type=Path, default=argparse.SUPPRESS, help="models and embeddings")
-    p.add_argument("--variant", default=argparse.SUPPRESS, help="model variant")
-    p.add_argument("--backend", choices=["auto", "onnx", "coreml"], default=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 
