@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from dermaseg.core.errors import CocoError
+from dermaseg.core.errors import CocoError, read_user_file
 from dermaseg.core.geometry import mask_to_polygons
 
 MAX_FILE_BYTES = 1 << 30  # refuse COCO files above 1 GiB before parsing
@@ -310,16 +310,7 @@ def load_json(source: str | Path | bytes) -> Json:
     else:
         path = Path(source)
         where = str(path)
-        try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise CocoError(f"{where}: larger than {MAX_FILE_BYTES >> 20} MiB; refusing to read it")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise CocoError(f"{where}: file not found") from None
-        except IsADirectoryError:
-            raise CocoError(f"{where}: is a folder, not a COCO JSON file") from None
-        except OSError as e:
-            raise CocoError(f"{where}: cannot read the file ({e.strerror or e})") from None
+        data = read_user_file(path, where, "a COCO JSON file", CocoError, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
         raise CocoError(f"{where}: larger than {MAX_FILE_BYTES >> 20} MiB; refusing to read it")
     try:

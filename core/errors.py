@@ -1,5 +1,9 @@
 """Errors a user can cause. Each carries a message a person can act on; the UI shows it and keeps running."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class DermasegError(Exception):
     """Base class of every error dermaseg reports to a user."""
@@ -31,3 +35,20 @@ class StoreError(DermasegError):
 
 class ModelArtifactError(DermasegError):
     """A model artifact that is missing or fails its checksum; the message says how to rebuild it."""
+
+
+def read_user_file(
+    path: Path, label: str, kind: str, error: type[DermasegError], max_bytes: int | None = None
+) -> bytes:
+    """The bytes of a file the user named, or `error` saying why not (missing, a folder, unreadable,
+    larger than `max_bytes`). label: how messages name the file; kind: what it should be ("an image file")."""
+    try:
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise error(f"{label}: larger than {max_bytes >> 20} MiB; refusing to read it")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{label}: file not found" + (f" ({path})" if label != str(path) else "")) from None
+    except IsADirectoryError:
+        raise error(f"{label}: is a folder, not {kind}") from None
+    except OSError as e:
+        raise error(f"{label}: cannot read the file ({e.strerror or e})") from None

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.errors import ImageLoadError
+from dermaseg.core.errors import ImageLoadError, read_user_file
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "BMP"})
 MIN_SIDE = 16
@@ -87,14 +87,7 @@ def load_image(
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = name or path.name
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageLoadError(f"{name}: file not found ({path})") from None
-        except IsADirectoryError:
-            raise ImageLoadError(f"{name}: is a folder, not an image file") from None
-        except OSError as e:
-            raise ImageLoadError(f"{name}: cannot read the file ({e.strerror or e})") from None
+        data = read_user_file(path, name, "an image file", ImageLoadError)
     elif isinstance(source, bytes):
         data = source
     else:
