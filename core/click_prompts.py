@@ -248,8 +248,7 @@ def local_edits(result: MaskResult, prompts: Prompts, reach: float) -> np.ndarra
             continue
         if logits is None:
             logits = upscale_logits(result.low_res_logits, Transform(h, w))
-        other = np.argwhere(mask if positive else ~mask)  # (N, 2) rows, cols across the edge
-        d = float(np.sqrt(((other - (py, px)) ** 2).sum(axis=1).min())) if len(other) else max(h, w)
+        d = distance_to(mask if positive else ~mask, px, py)  # across the edge
         r = reach * max(d, 2.0)
         y0, y1 = max(0, int(py - r)), min(h, int(py + r) + 1)
         x0, x1 = max(0, int(px - r)), min(w, int(px + r) + 1)
@@ -264,6 +263,25 @@ def local_edits(result: MaskResult, prompts: Prompts, reach: float) -> np.ndarra
         else:
             mask[y0:y1, x0:x1] &= ~region
     return mask
+
+
+def distance_to(region: np.ndarray, x: int, y: int, start: int = 16) -> float:
+    """Euclidean distance in px from pixel (x, y) to the nearest True pixel of bool (H, W) `region`
+    (max(H, W) when there is none). Searches square windows of doubling half-side around the pixel: a
+    hit at distance <= the half-side is the global nearest, so most calls read a few hundred pixels."""
+    h, w = region.shape
+    half = start
+    while True:
+        y0, y1, x0, x1 = max(0, y - half), min(h, y + half + 1), max(0, x - half), min(w, x + half + 1)
+        hits = np.argwhere(region[y0:y1, x0:x1])
+        whole = y0 == 0 and x0 == 0 and y1 == h and x1 == w
+        if len(hits):
+            d = float(np.sqrt(((hits + (y0 - y, x0 - x)) ** 2).sum(axis=1).min()))
+            if d <= half or whole:
+                return d
+        elif whole:
+            return float(max(h, w))
+        half *= 2
 
 
 def move_nearest_edge(box: Box, click: Point, positive: bool, grow: float, width: int, height: int) -> Box | None:

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy import ndimage
 
 from dermaseg.core import evaluation as ev
-from dermaseg.core.click_prompts import ClickSession, grow_box, local_edits, tight_box
+from dermaseg.core.click_prompts import ClickSession, distance_to, grow_box, local_edits, tight_box
 from dermaseg.core.clicks import Click, error_distance, iou, jitter_click, next_click
 from dermaseg.core.dataset import box_from_mask
 from dermaseg.core.image import load_image
@@ -165,6 +165,17 @@ def test_box_helpers() -> None:
     m[10:20, 30:40] = True
     assert tight_box(m, 2) == (28.0, 8.0, 42.0, 22.0)
     assert grow_box((10, 10, 30, 30), (40, 20), 0.1, 50, 50) == (10.0, 10.0, 42.0, 30.0)
+
+
+def test_distance_to_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        h, w = rng.integers(5, 150, 2)
+        region = rng.random((h, w)) < rng.choice([0.0, 0.0005, 0.01, 0.3])
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        pts = np.argwhere(region)
+        brute = float(np.sqrt(((pts - (y, x)) ** 2).sum(1).min())) if len(pts) else float(max(h, w))
+        assert distance_to(region, x, y) == pytest.approx(brute, abs=1e-9)
 
 
 # ------------------------------------------------------------------------- translation on real images
