@@ -52,8 +52,9 @@ def _cases(images: Path | None, limit: int) -> list[tuple[LesionImage, tuple[flo
 
 
 def _decoder_call(backend, emb: np.ndarray, points: tuple[np.ndarray, np.ndarray]) -> Callable[[], object]:
+    """The decoder the app runs (the tuned one when the variant has it: the same graph, other weights)."""
     no_mask, no = np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32)
-    return lambda: backend.decode(emb, *points, no_mask, no)
+    return lambda: backend.decode(emb, *points, no_mask, no, tuned=backend.has_tuned_decoder)
 
 
 def measure_onnx(settings: Settings, cases: list, repeats: int) -> dict[str, dict]:
