@@ -39,6 +39,8 @@ EXPORT_VERSION = 3
 VARIANTS: dict[str, tuple[str, str]] = {
     "fp32": ("encoder-fp32.onnx", "decoder-fp32.onnx"),  # the reference; fastest on this CPU
     "fp16": ("encoder-fp16.onnx", "decoder-fp16.onnx"),  # half the size, min IoU 0.997, slower on CPU
+    # The bundled decoder alone (clicks by prompt translation), to compare with the tuned one.
+    "fp32-bundled": ("encoder-fp32.onnx", "decoder-fp32.onnx"),
 }
 DEFAULT_VARIANT = "fp32"
 
@@ -111,8 +113,8 @@ def build(
     steps.update()
     if tuned:
         step("tuned decoder")
-        tuned_model_ = tuned_model()
-        export_onnx.export_decoder(PromptDecoder(tuned_model_), models_dir / TUNED_DECODERS["fp32"])
+        tuned_net = tuned_model()
+        export_onnx.export_decoder(PromptDecoder(tuned_net), models_dir / TUNED_DECODERS["fp32"])
         export_onnx.convert_fp16(models_dir / TUNED_DECODERS["fp32"], models_dir / TUNED_DECODERS["fp16"])
         steps.update()
     coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
@@ -123,7 +125,7 @@ def build(
     step("parity")
     cases = parity_cases or synthetic_parity_cases()
     parity = measure_parity(model, models_dir, cases)
-    tuned_parity = measure_tuned_parity(tuned_model_, models_dir, cases) if tuned else {}
+    tuned_parity = measure_tuned_parity(tuned_net, models_dir, cases) if tuned else {}
     steps.update()
     steps.close()
 
@@ -150,7 +152,7 @@ def build(
         },
         "variants": {
             v: {"encoder": enc, "decoder": dec, "parity": parity[v]}
-            | ({"tuned_decoder": TUNED_DECODERS[v], "tuned_parity": tuned_parity[v]} if tuned else {})
+            | ({"tuned_decoder": TUNED_DECODERS[v], "tuned_parity": tuned_parity[v]} if v in tuned_parity else {})
             for v, (enc, dec) in VARIANTS.items()
         },
         "default": DEFAULT_VARIANT,
@@ -243,8 +245,12 @@ def torch_masks(model: torch.nn.Module, cases: Iterable[ParityCase]) -> list[np.
 def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict[str, dict]:
     """Per variant: min and mean mask IoU vs torch fp32 over `cases` (box prompts, head 0)."""
     reference = torch_masks(model, cases)
-    result = {}
+    result: dict[str, dict] = {}
     for variant, (enc, dec) in VARIANTS.items():
+        same = next((v for v, pair in VARIANTS.items() if pair == (enc, dec) and v in result), None)
+        if same is not None:  # the same two files as a variant already measured
+            result[variant] = result[same]
+            continue
         backend = OnnxBackend(
             VariantFiles(variant, models_dir / enc, models_dir / dec, file_sha256(models_dir / enc), "")
         )
@@ -258,13 +264,13 @@ def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityC
     return result
 
 
-def measure_tuned_parity(tuned_model_: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict:
+def measure_tuned_parity(tuned_net: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict:
     """Per variant: min and mean mask IoU of its tuned decoder vs the torch fine-tuned decoder, for one
     positive click at each case's box centre (head 0)."""
     result = {}
-    for variant, (enc, _) in VARIANTS.items():
-        dec = models_dir / TUNED_DECODERS[variant]
-        backend = OnnxBackend(VariantFiles(variant, models_dir / enc, dec, file_sha256(models_dir / enc), ""))
+    for variant, tuned_file in TUNED_DECODERS.items():
+        enc, dec = models_dir / VARIANTS[variant][0], models_dir / tuned_file
+        backend = OnnxBackend(VariantFiles(variant, enc, dec, file_sha256(enc), ""))
         ious = []
         for case in cases:
             x0, y0, x1, y1 = case.box
@@ -273,7 +279,7 @@ def measure_tuned_parity(tuned_model_: torch.nn.Module, models_dir: Path, cases:
             emb = backend.encode(x)
             with torch.no_grad():
                 ref, _ = reference_decode(
-                    tuned_model_, torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels), None, None
+                    tuned_net, torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels), None, None
                 )
             logits, _ = backend.decode(emb, coords, labels, *_no_mask())
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), mask_from_logits(ref[0, 0].numpy(), t)))

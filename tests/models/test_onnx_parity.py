@@ -18,11 +18,11 @@ from dermaseg.core.image import load_image
 from dermaseg.core.preprocess import encoder_input, mask_from_logits
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import decoder_points
-from dermaseg.models.build import DEFAULT_VARIANT, VARIANTS, build, mask_iou
+from dermaseg.models.build import DEFAULT_VARIANT, TUNED_DECODERS, VARIANTS, build, mask_iou
 from dermaseg.models.litemedsam import load_model, reference_decode
 
 # Minimum box-prompt mask IoU vs torch fp32 on every dev image (README, "Model variants").
-MIN_BOX_IOU = {"fp32": 0.999, "fp16": 0.99}
+MIN_BOX_IOU = {"fp32": 0.999, "fp16": 0.99, "fp32-bundled": 0.999}
 SUBSET = 16  # images per non-default variant: the default variant is checked on all of them
 
 
@@ -124,6 +124,34 @@ def test_fp32_embedding_and_decoder_match_torch(models_dir: Path, model, referen
                 assert mask_iou(mask_from_logits(ours[0, head], t), mask_from_logits(theirs[0, head], t)) > 0.995
 
 
+@pytest.mark.parametrize(("variant", "floor"), [("fp32", 0.999), ("fp16", 0.98)])
+def test_tuned_decoder_matches_its_torch_model(variant: str, floor: float, models_dir: Path, reference) -> None:
+    """The exported tuned decoder against torch with the shipped deltas applied: clicks, mask input, box."""
+    from dermaseg.models.build import tuned_model
+
+    tuned_net = tuned_model()
+    backend = OnnxBackend(resolve_variant(models_dir, variant))
+    for ref in reference[:3]:
+        t, emb = ref["t"], backend.encode(ref["x"])
+        x0, y0, x1, y1 = ref["box"]
+        centre, corner = ((x0 + x1) / 2, (y0 + y1) / 2), (x0 + 3, y0 + 3)
+        first = Prompts(points=(centre,), labels=(1,))
+        coords, labels = decoder_points(first, t)
+        prev = backend.decode(emb, coords, labels, np.zeros((1, 1, 256, 256), np.float32), np.zeros(1), tuned=True)
+        for prompts, mask_input in [
+            (first, None),
+            (Prompts(points=(centre, corner), labels=(1, 0)), prev[0][0, 0]),
+            (Prompts(box=ref["box"], points=(corner,), labels=(0,)), None),
+        ]:
+            coords, labels = decoder_points(prompts, t)
+            has = np.ones(1, np.float32) if mask_input is not None else np.zeros(1, np.float32)
+            mi = mask_input[None, None] if mask_input is not None else np.zeros((1, 1, 256, 256), np.float32)
+            ours = backend.decode(emb, coords, labels, mi, has, tuned=True)[0]
+            with torch.no_grad():
+                theirs = _torch_decode(tuned_net, torch.from_numpy(emb), prompts, t, mask_input)
+            assert mask_iou(mask_from_logits(ours[0, 0], t), mask_from_logits(theirs[0, 0], t)) >= floor, prompts
+
+
 def test_build_is_idempotent_and_detects_tampering(models_dir: Path, tmp_path: Path) -> None:
     messages: list[str] = []
     before = {p.name: p.stat().st_mtime_ns for p in models_dir.iterdir()}
@@ -152,8 +180,13 @@ def test_manifest_records_contract_and_parity(models_dir: Path) -> None:
     assert manifest["source"]["sha256"].startswith("79d8c9dc")
     assert "min-max" in manifest["preprocess"]["normalise"]
     assert set(manifest["variants"]) == set(VARIANTS) and manifest["default"] == DEFAULT_VARIANT
+    assert manifest["source"]["tuned_weights"] is not None
     for variant in manifest["variants"].values():
         assert 0.9 <= variant["parity"]["box_iou_min"] <= 1.0
+    for name in TUNED_DECODERS:
+        variant = manifest["variants"][name]
+        assert variant["tuned_decoder"] in manifest["files"] and variant["tuned_parity"]["click_iou_min"] >= 0.9
+    assert "tuned_decoder" not in manifest["variants"]["fp32-bundled"]
 
 
 def test_broken_onnx_file_is_a_model_artifact_error(tmp_path: Path) -> None:
