@@ -277,10 +277,9 @@ def measure_tuned_parity(tuned_net: torch.nn.Module, models_dir: Path, cases: li
             x, t = encoder_input(case.image.rgb)
             coords, labels = decoder_points(Prompts(points=(((x0 + x1) / 2, (y0 + y1) / 2),), labels=(1,)), t)
             emb = backend.encode(x)
-            with torch.no_grad():
-                ref, _ = reference_decode(
-                    tuned_net, torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels), None, None
-                )
+            with torch.no_grad():  # upstream appends SAM's padding point itself: give it the click alone
+                click, label = torch.from_numpy(coords[:, :1]), torch.from_numpy(labels[:, :1])
+                ref, _ = reference_decode(tuned_net, torch.from_numpy(emb), click, label, None, None)
             logits, _ = backend.decode(emb, coords, labels, *_no_mask())
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), mask_from_logits(ref[0, 0].numpy(), t)))
         result[variant] = {"click_iou_min": round(min(ious), 5), "click_iou_mean": round(float(np.mean(ious)), 5)}
