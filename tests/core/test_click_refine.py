@@ -1,0 +1,124 @@
+"""The fine-tuned decoder through `RefineSession`, on real dev images with the built artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dermaseg.core import evaluation as ev
+from dermaseg.core.click_prompts import ClickSession
+from dermaseg.core.click_refine import RefineSession
+from dermaseg.core.clicks import iou, next_click
+from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.errors import PromptError
+from dermaseg.core.image import load_image
+from dermaseg.core.interactive import click_session
+from dermaseg.core.prompts import Prompts
+
+
+@pytest.fixture(scope="module")
+def cases(dev_data):
+    return [dev_data[i] for i in (3, 40, 63)]  # two PH2 images and a HAM10000 one
+
+
+@pytest.fixture
+def counted(engine, monkeypatch):
+    """The engine's backend with its decoder runs counted (the real decoder still runs)."""
+    calls = []
+    decode = engine.backend.decode
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("tuned", False))
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(engine.backend, "decode", counting)
+    return calls
+
+
+def _segmenter(engine, case):
+    seg = engine.segmenter()
+    seg.set_image(load_image(case.image))
+    return seg
+
+
+def test_the_default_variant_ships_a_tuned_decoder_and_names_it(engine) -> None:
+    assert engine.backend.has_tuned_decoder
+    files = engine.backend.files
+    assert engine.model_id.endswith(files.tuned_decoder_sha256[:12]) and files.tuned_decoder.is_file()
+    assert isinstance(click_session(engine.segmenter()), RefineSession)
+
+
+def test_one_click_segments_where_the_box_decoder_cannot(engine, cases) -> None:
+    clicked, box_decoder = [], []
+    for case in cases:
+        seg, gt = _segmenter(engine, case), case.load_mask()
+        one = Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy)
+        clicked.append(iou(gt, RefineSession(seg).predict(one).mask))
+        box_decoder.append(iou(gt, seg.predict(one, head=0, decoder="base").mask))
+    assert np.mean(clicked) > 0.75 and np.mean(box_decoder) < 0.1  # dev set, cross-validated: 0.86 vs 0.0001
+    assert all(c > b + 0.3 for c, b in zip(clicked, box_decoder, strict=True))
+
+
+def test_a_box_alone_is_one_run_of_the_tuned_decoder(engine, cases, counted) -> None:
+    seg, gt = _segmenter(engine, cases[0]), cases[0].load_mask()
+    box = Prompts(box=box_from_mask(gt, 5))
+    ours = RefineSession(seg).predict(box).low_res_logits
+    assert counted == [True]
+    assert np.array_equal(ours, seg.predict(box).low_res_logits)
+    assert not np.array_equal(ours, seg.predict(box, decoder="base").low_res_logits)
+
+
+def test_each_click_costs_one_decoder_run_and_feeds_the_last_logits(engine, cases, counted) -> None:
+    seg, gt = _segmenter(engine, cases[1]), cases[1].load_mask()
+    session = RefineSession(seg)
+    trace = ev.run_clicks(lambda p: session.predict(p).mask, gt, max_clicks=4)
+    assert counted == [True] * len(trace.clicks)
+    prompts = Prompts()
+    for c in trace.clicks:
+        prompts = prompts.with_point(*c.xy, positive=c.positive)
+    counted.clear()
+    again = session.predict(prompts)  # cached: no decoder run
+    assert counted == [] and np.array_equal(again.mask, trace.final_mask)
+    prefix = Prompts(None, prompts.points[:-1], prompts.labels[:-1])
+    fresh = seg.predict(prompts, mask_input=session.predict(prefix).low_res_logits)
+    assert np.array_equal(fresh.low_res_logits, again.low_res_logits)
+
+
+def test_a_click_the_decoder_disagrees_with_is_honoured(engine, cases) -> None:
+    seg, gt = _segmenter(engine, cases[0]), cases[0].load_mask()
+    ys, xs = np.nonzero(gt)
+    inside = (float(xs.mean()), float(ys.mean()))
+    prompts = Prompts(box=box_from_mask(gt, 5)).with_point(*inside, positive=False)
+    session = RefineSession(seg)
+    assert session.predict(prompts).mask[int(inside[1]), int(inside[0])] == np.False_
+    assert RefineSession(seg, edit_reach=None).predict(prompts).mask[int(inside[1]), int(inside[0])]
+
+
+def test_box_then_clicks_improve_on_the_box(engine, cases) -> None:
+    gains = []
+    for case in cases:
+        seg, gt = _segmenter(engine, case), case.load_mask()
+        trace = ev.run_clicks(ev.predictor("refine", seg), gt, max_clicks=3, box=box_from_mask(gt, 5))
+        gains.append(max(trace.ious) - iou(gt, seg.predict(Prompts(box=box_from_mask(gt, 5))).mask))
+    assert min(gains) >= -0.01 and np.mean(gains) > 0
+
+
+def test_a_negative_first_click_is_refused_and_a_new_image_starts_afresh(engine, cases) -> None:
+    seg = _segmenter(engine, cases[0])
+    session = RefineSession(seg)
+    with pytest.raises(PromptError, match="first click is negative"):
+        session.predict(Prompts(points=((5.0, 5.0),), labels=(0,)))
+    gt = cases[0].load_mask()
+    one = Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy)
+    first = session.predict(one)
+    seg.set_image(load_image(cases[2].image))
+    assert session.predict(one).image_sha256 != first.image_sha256
+
+
+def test_translation_keeps_using_the_bundled_decoder(engine, cases, counted) -> None:
+    seg, gt = _segmenter(engine, cases[0]), cases[0].load_mask()
+    session = ClickSession(seg)
+    session.predict(Prompts(box=box_from_mask(gt, 5)))
+    session.predict(Prompts(box=box_from_mask(gt, 5)).with_point(10.0, 10.0, positive=False))
+    session.predict(Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy))
+    assert counted and not any(counted)

@@ -1,0 +1,78 @@
+"""The click-training recipe on real dev images: samples, determinism, what it trains, the shipped deltas."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dermaseg.core.dataset import read_dataset
+from dermaseg.models import train_clicks as tc
+from dermaseg.models.build import TUNED_WEIGHTS
+from dermaseg.models.litemedsam import PromptDecoder, load_model
+
+TINY = tc.TrainConfig(steps=3, batch=2, max_rounds=3)
+
+
+@pytest.fixture(scope="module")
+def samples(engine, dev_data):
+    cases = read_dataset(dev_data[0].image.parent.parent)
+    return tc.prepare(engine, [cases[0], cases[-1]])
+
+
+def test_samples_are_four_flips_in_the_decoder_frame(samples) -> None:
+    assert [s.name for s in samples[:4]] == [samples[0].case_id + sfx for sfx in ("", "-h", "-v", "-h-v")]
+    for s in samples:
+        assert s.embedding.shape == (1, 256, 64, 64) and s.truth.shape == s.valid.shape == (256, 256)
+        assert s.truth.any() and not (s.truth & ~s.valid).any()
+    first = samples[0]
+    h_flip = samples[1]
+    cols = np.flatnonzero(first.valid.any(axis=0))
+    w = cols[-1] + 1
+    np.testing.assert_array_equal(h_flip.truth[:, :w], first.truth[:, :w][:, ::-1])
+    assert not np.allclose(h_flip.embedding, first.embedding)  # each flip is encoded, not flipped
+
+
+def test_training_is_deterministic_and_touches_only_the_decoder(samples) -> None:
+    a, b = tc.train(samples, TINY, log=False), tc.train(samples, TINY, log=False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    base = PromptDecoder(load_model()).state_dict()
+    changed = {k for k in a if not torch.equal(a[k], base[k])}
+    assert any(k.startswith("mask_decoder.transformer.") for k in changed)
+    assert not any(k.startswith("prompt_encoder.pe_layer") or k == "image_pe" for k in changed)
+    other = tc.train(samples, replace(TINY, seed=1), log=False)
+    assert any(not torch.equal(a[k], other[k]) for k in changed)
+
+
+def test_deltas_round_trip(samples, tmp_path) -> None:
+    state = tc.train(samples, TINY, log=False)
+    path = tmp_path / "w.npz"
+    tc.save_deltas(state, path, TINY, ["a", "b"])
+    loaded = tc.load_deltas(PromptDecoder(load_model()), path).state_dict()
+    for k, v in state.items():
+        torch.testing.assert_close(loaded[k], v, atol=1e-3, rtol=0)
+    recipe = json.loads(path.with_suffix(".json").read_text())
+    assert recipe["config"]["steps"] == TINY.steps and recipe["images"] == ["a", "b"]
+
+
+def test_shipped_weights_record_their_recipe(dev_data) -> None:
+    recipe = json.loads(TUNED_WEIGHTS.with_suffix(".json").read_text())
+    assert recipe["images"] == [c.id for c in dev_data]  # trained on the dev set, nothing else
+    assert recipe["config"] == {**recipe["config"], "seed": 0}
+    with np.load(TUNED_WEIGHTS, allow_pickle=False) as npz:
+        assert npz.files and all(npz[k].dtype == np.float16 for k in npz.files)
+
+
+def test_cross_validation_evaluates_each_fold_on_images_it_did_not_train_on(engine, dev_data, tmp_path) -> None:
+    cases = read_dataset(dev_data[0].image.parent.parent)[:4]
+    summary = tc.cross_validate(engine, cases, TINY, 2, tmp_path)
+    assert set(summary) == {"box/tight", "box/jittered", "box/loose", "clicks", "box-clicks"}
+    assert summary["clicks"]["images"] == 4 and len(summary["clicks"]["mIoU_curve"]) == 20
+    for k in (0, 1):
+        trained = {c.id for i, c in enumerate(cases) if i % 2 != k}
+        evaluated = (tmp_path / f"fold{k}" / "clicks" / "per_image.csv").read_text()
+        assert not any(i in evaluated for i in trained)
+    assert json.loads((tmp_path / "summary.json").read_text())["folds"] == 2
