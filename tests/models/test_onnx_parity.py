@@ -70,11 +70,11 @@ def _torch_decode(model, emb: torch.Tensor, prompts: Prompts, t, mask_input) -> 
     return reference_decode(model, emb, coords, labels, box, mi)[0].numpy()
 
 
-def _decode(backend: OnnxBackend, emb: np.ndarray, prompts: Prompts, t, mask_input=None) -> np.ndarray:
+def _decode(backend: OnnxBackend, emb: np.ndarray, prompts: Prompts, t, mask_input=None, tuned=False) -> np.ndarray:
     coords, labels = decoder_points(prompts, t)
     has = np.zeros(1, np.float32) if mask_input is None else np.ones(1, np.float32)
     mask = np.zeros((1, 1, 256, 256), np.float32) if mask_input is None else mask_input[None, None]
-    return backend.decode(emb, coords, labels, mask, has)[0]
+    return backend.decode(emb, coords, labels, mask, has, tuned=tuned)[0]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -136,17 +136,12 @@ def test_tuned_decoder_matches_its_torch_model(variant: str, floor: float, model
         x0, y0, x1, y1 = ref["box"]
         centre, corner = ((x0 + x1) / 2, (y0 + y1) / 2), (x0 + 3, y0 + 3)
         first = Prompts(points=(centre,), labels=(1,))
-        coords, labels = decoder_points(first, t)
-        prev = backend.decode(emb, coords, labels, np.zeros((1, 1, 256, 256), np.float32), np.zeros(1), tuned=True)
         for prompts, mask_input in [
             (first, None),
-            (Prompts(points=(centre, corner), labels=(1, 0)), prev[0][0, 0]),
+            (Prompts(points=(centre, corner), labels=(1, 0)), _decode(backend, emb, first, t, tuned=True)[0, 0]),
             (Prompts(box=ref["box"], points=(corner,), labels=(0,)), None),
         ]:
-            coords, labels = decoder_points(prompts, t)
-            has = np.ones(1, np.float32) if mask_input is not None else np.zeros(1, np.float32)
-            mi = mask_input[None, None] if mask_input is not None else np.zeros((1, 1, 256, 256), np.float32)
-            ours = backend.decode(emb, coords, labels, mi, has, tuned=True)[0]
+            ours = _decode(backend, emb, prompts, t, mask_input, tuned=True)
             with torch.no_grad():
                 theirs = _torch_decode(tuned_net, torch.from_numpy(emb), prompts, t, mask_input)
             assert mask_iou(mask_from_logits(ours[0, 0], t), mask_from_logits(theirs[0, 0], t)) >= floor, prompts
