@@ -13,7 +13,8 @@ the prompt decoder SAM's interactive loop on the dev images, on the CPU, in one 
   round's logits as mask input (as SAM trains). The last `grad_rounds` rounds are trained (the earlier
   ones only simulate, without gradients, so long click sequences stay cheap). Loss on head 0 within
   the image: BCE + Dice, plus the MSE of the predicted IoU.
-- Trained: the mask decoder and the prompt encoder's learned embeddings; AdamW, cosine schedule.
+- Trained: every parameter of the mask decoder and the prompt encoder (its Fourier features are a
+  fixed buffer); AdamW, cosine schedule.
 
 Output: `<out>.npz` with float16 deltas from the bundled weights (state-dict name -> array) and
 `<out>.json` with the recipe. Deterministic for a given machine, seed and thread count.
@@ -33,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
-from torch import nn
 from tqdm import tqdm
 
 from dermaseg.core.clicks import jitter_click, next_click
@@ -92,6 +92,7 @@ def prepare(engine: Engine, cases: Sequence[DatasetCase]) -> list[Sample]:
     samples = []
     for case in tqdm(cases, desc="embeddings", unit="image"):
         rgb, gt = load_image(case.image).rgb, case.load_mask()
+        valid = frame_mask(np.ones_like(gt))  # flips keep the shape
         for fh, fv in FLIPS:
             r, m = rgb, gt
             if fh:
@@ -100,14 +101,8 @@ def prepare(engine: Engine, cases: Sequence[DatasetCase]) -> list[Sample]:
                 r, m = r[::-1], m[::-1]
             name = f"{case.id}{'-h' if fh else ''}{'-v' if fv else ''}"
             emb, _ = engine.embedding(LesionImage.from_array(np.ascontiguousarray(r), name))
-            valid = frame_mask(np.ones_like(m))
             samples.append(Sample(case.id, name, emb, frame_mask(np.ascontiguousarray(m)), valid))
     return samples
-
-
-def trainable(decoder: PromptDecoder) -> list[nn.Parameter]:
-    """The mask decoder and the prompt encoder's learned embeddings (its Fourier features are fixed)."""
-    return [p for p in decoder.parameters() if p.requires_grad]
 
 
 def decode_batch(
@@ -159,10 +154,7 @@ def train(samples: Sequence[Sample], cfg: TrainConfig, log: bool = True) -> dict
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     decoder = PromptDecoder(load_model())
-    for p in decoder.prompt_encoder.pe_layer.parameters():
-        p.requires_grad_(False)
-    params = trainable(decoder)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
     decoder.train()
     start, history = time.perf_counter(), []
