@@ -48,13 +48,11 @@ class RefineSession:
         return replace(result, mask=local_edits(result, prompts, self.edit_reach))
 
     def _decoded(self, key: tuple[str, Prompts], prompts: Prompts) -> MaskResult:
-        """The decoder's answer to `prompts` fed with that of their prefix (cached)."""
+        """The decoder's answer to `prompts` fed with that of their prefix (a box alone included; cached)."""
         if key not in self._results:
             prefix = Prompts(prompts.box, prompts.points[:-1], prompts.labels[:-1])
             mask_input = None
-            if prefix.points:
+            if prompts.points and not prefix.is_empty:
                 mask_input = self._decoded((key[0], prefix), prefix).low_res_logits
-            elif prefix.box is not None:
-                mask_input = self.segmenter.predict(prefix, head=0).low_res_logits
             self._results[key] = self.segmenter.predict(prompts, head=0, mask_input=mask_input)
         return self._results[key]
