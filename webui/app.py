@@ -389,16 +389,11 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             on_measure, [state], measured, **one
         )
         heatmap.input(on_heatmap, [state, heatmap], [canvas], api_name="heatmap", **one)
-        set_mm.click(
-            on_calibrate(h.set_mm_per_px), [state, mm_px], [canvas, cal_text, metrics], api_name="mm_per_px", **one
-        )
-        use_ruler.click(
-            on_calibrate(h.calibrate_from_ruler),
-            [state, ruler_mm],
-            [canvas, cal_text, metrics],
-            api_name="ruler",
-            **one,
-        )
+        calibrations = ((set_mm, mm_px, h.set_mm_per_px, "mm_per_px"),
+                        (use_ruler, ruler_mm, h.calibrate_from_ruler, "ruler"))  # fmt: skip
+        for button, field, action, name in calibrations:  # the button, or Enter in its field
+            gr.on([button.click, field.submit], on_calibrate(action), [state, field], [canvas, cal_text, metrics],
+                  api_name=name, **one)  # fmt: skip
         accept_btn.click(on_accept, [state, label, annotator], [canvas, image_list, summary], api_name="accept", **one)
         labels_text.submit(on_labels, [state, labels_text], [label], api_name="labels", **one)
         export_img.click(on_export_image, [state], [downloads], api_name="export_image", **one)

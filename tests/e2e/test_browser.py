@@ -22,6 +22,19 @@ pytestmark = pytest.mark.browser
 SHOTS = Path(os.environ.get("DERMASEG_SCREENSHOTS") or tempfile.mkdtemp(prefix="dermaseg-shots-"))
 
 
+def wait_text(page, selector: str, text: str, what: str, timeout_ms: float = 30000) -> None:
+    """Wait until `selector`'s text contains `text`; on timeout, fail with what the page says instead."""
+    try:
+        page.wait_for_function(
+            f"(document.querySelector({selector!r})?.textContent || '').includes({text!r})", timeout=timeout_ms
+        )
+    except Exception:
+        shown = page.evaluate(
+            "[...document.querySelectorAll('.ds-status, .toast-body, #ds-cal-text')].map(e => e.textContent)"
+        )
+        pytest.fail(f"{what}: {text!r} not in {selector}; the page shows {shown!r}")
+
+
 def save_shot(page, name: str) -> None:
     """A 1280x800 screenshot, reduced to 256 colours so the committed PNG stays small."""
     from PIL import Image
@@ -69,6 +82,7 @@ def browser():
 
 def test_annotation_session(served, browser, dev_data, tmp_path):
     import pycocotools.coco
+    from playwright.sync_api import expect
 
     from dermaseg.webui.bench_browser import VIEWPORT, drag_box, image_to_client, rendered, wait_measured, wait_rendered
 
@@ -112,23 +126,20 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
 
     # calibration: 0.02 mm per pixel
     page.get_by_role("tab", name="Calibration").click()
-    page.locator("#ds-mmpx input").fill("0.02")
+    field = page.locator("#ds-mmpx input")
+    field.fill("0.02")
+    expect(field).to_have_value("0.02")
     page.locator("#ds-set-mmpx").click()
-    page.wait_for_function("document.querySelector('#ds-cal-text').textContent.includes('0.02000 mm/px')")
+    wait_text(page, "#ds-cal-text", "0.02000 mm/px", "calibration not shown")
     page.get_by_role("tab", name="Measurements").click()
-    page.wait_for_function("document.querySelector('#ds-metrics').textContent.includes('mm²')")
+    wait_text(page, "#ds-metrics", "mm²", "measurements not in mm")
     text = page.locator("#ds-metrics").text_content()
     assert "decision aids" in text and "diagnosis" not in text.lower()
     save_shot(page, "measurements")
 
     # accept: saved at once
     page.locator("#ds-accept").click()
-    try:
-        page.wait_for_function(
-            "document.querySelector('#ds-summary').textContent.includes('1 of 3 done')", timeout=40000
-        )
-    except Exception:
-        pytest.fail(f"accept not confirmed; status: {page.locator('.ds-status').text_content()!r}")
+    wait_text(page, "#ds-summary", "1 of 3 done", "accept not confirmed", timeout_ms=40000)
     assert project.image(rec.id).status == "done" and len(project.annotations(rec.id)) == 1
 
     # export COCO for this image and read it back with pycocotools
@@ -148,10 +159,7 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
     page.locator("#ds-title").click()
     page.keyboard.press("ArrowRight")
     nxt = project.images()[1].path
-    try:
-        page.wait_for_function(f"document.querySelector('.ds-status').textContent.startsWith({nxt!r})", timeout=60000)
-    except Exception:
-        pytest.fail(f"next image not shown; status: {page.locator('.ds-status').text_content()!r}")
+    wait_text(page, ".ds-status", nxt, "next image not shown", timeout_ms=60000)
 
     outside = [u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
                and urlparse(u).hostname not in ("127.0.0.1",)]  # fmt: skip
