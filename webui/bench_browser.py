@@ -7,6 +7,10 @@ the shared dev set), draws a box, then clicks `--prompts` times (alternating les
 clicks near the box centre). For every prompt it reports two times: "page" (from the gesture being
 sent to the frame after the new outline is drawn, measured in the page) and "playwright" (from the
 mouse click to the outline's acknowledgement being visible to the test driver).
+
+Reference, interleaved with the prompts so that both see the same machine: a click with the ruler
+tool, which makes the same trip (Gradio event, view JSON, redraw of the outline) without the model.
+The ratio of the medians is the model's share of a prompt; the reference is the page's floor.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ CHROMIUM_ARGS = (
     "--no-first-run",
 )
 VIEWPORT = {"width": 1280, "height": 800}
+REFERENCE = "page, ruler click (reference: no model)"
 
 
 def launch_chromium(playwright: Any) -> Any:
@@ -127,7 +132,7 @@ def run(image: Path, prompts: int) -> dict[str, list[float]]:
         project = Project.init(work)
         app = build_app(engine, project, settings)
         url = launch(app, block=False, quiet=True)
-        times: dict[str, list[float]] = {"page": [], "playwright": []}
+        times: dict[str, list[float]] = {"page": [], REFERENCE: [], "playwright": []}
         try:
             with sync_playwright() as pw:
                 browser = launch_chromium(pw)
@@ -149,8 +154,12 @@ def run(image: Path, prompts: int) -> dict[str, list[float]]:
                     # as a person would, look at the measurements before the next click (they follow the
                     # outline in a second, chained event that would otherwise queue the next prompt)
                     wait_measured(page, rendered(page))
+                    page.evaluate("window.__dsSetMode('ruler')")
+                    click_image(page, w * (0.1 + 0.02 * (i % 10)), h * 0.1)
+                    page.evaluate("window.__dsSetMode('box')")
                 page.wait_for_timeout(200)
-                times["page"] = list(page.evaluate("window.__dsLatencies"))[:prompts]
+                both = list(page.evaluate("window.__dsLatencies"))
+                times["page"], times[REFERENCE] = both[0::2][:prompts], both[1::2][:prompts]
                 browser.close()
         finally:
             app.close()
@@ -161,10 +170,13 @@ def run(image: Path, prompts: int) -> dict[str, list[float]]:
 
 
 def table(times: dict[str, list[float]]) -> str:
-    rows = ["| measured from | prompts | median ms | p95 ms | max ms |", "|---|---|---|---|---|"]
+    """Markdown rows: median, p95, max and the median's ratio to the reference's (same run)."""
+    ref = statistics.median(times[REFERENCE]) if times.get(REFERENCE) else float("nan")
+    rows = ["| measured from | clicks | median ms | p95 ms | max ms | median / reference |", "|---" * 6 + "|"]
     for name, v in times.items():
         if v:
-            rows.append(f"| {name} | {len(v)} | {statistics.median(v):.0f} | {percentile(v, 95):.0f} | {max(v):.0f} |")
+            med = statistics.median(v)
+            rows.append(f"| {name} | {len(v)} | {med:.0f} | {percentile(v, 95):.0f} | {max(v):.0f} | {med / ref:.2f} |")
     return "\n".join(rows)
 
 

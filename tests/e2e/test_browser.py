@@ -68,13 +68,12 @@ def served(engine, project_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    pw_api = pytest.importorskip("playwright.sync_api")
-    from dermaseg.webui.bench_browser import CHROMIUM, launch_chromium
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    with pw_api.sync_playwright() as pw:
+    from dermaseg.webui.bench_browser import launch_chromium
+
+    with sync_playwright() as pw:
         b = launch_chromium(pw)
         yield b
         b.close()

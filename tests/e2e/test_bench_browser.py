@@ -1,0 +1,13 @@
+"""The browser benchmark runs end to end: prompts and its no-model reference, timed in the page."""
+
+from __future__ import annotations
+
+
+def test_bench_browser_times_prompts_against_its_reference(chromium, models_dir, dev_data):
+    from dermaseg.webui import bench_browser as bb
+
+    times = bb.run(dev_data[0].image, 3)
+    assert [len(times[k]) for k in ("page", bb.REFERENCE, "playwright")] == [3, 3, 3]
+    assert all(0 < t < 30000 for v in times.values() for t in v)
+    rows = bb.table(times).splitlines()
+    assert len(rows) == 2 + 3 and rows[2].startswith("| page |") and rows[3].endswith("| 1.00 |")
