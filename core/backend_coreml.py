@@ -1,11 +1,13 @@
 """CoreML backend (Apple hardware): the LiteMedSAM encoder and prompt decoders as ML programs.
 
 Same duck-typed interface as the ONNX backend: `name`, `model_id`, `encoder_id`, `encode`, `decode`.
-Three packages built by `dermaseg models build` (see `dermaseg.models.export_coreml`):
+Packages built by `dermaseg models build` (see `dermaseg.models.export_coreml`):
 
 - `encoder-fp16.mlpackage`: image (1, 3, 256, 256) -> image_embeddings (1, 256, 64, 64).
 - `decoder-box-fp16.mlpackage`: exactly 2 points labelled [2, 3] (a box).
 - `decoder-points-fp16.mlpackage`: 1..16 points, any labels.
+- `decoder-tuned-fp16.mlpackage` (optional: when the Python package ships fine-tuned decoder weights):
+  the decoder fine-tuned for clicks, 1..66 points (a box and up to 64 clicks), answering every prompt.
 
 All inputs and outputs are float32; weights and compute are fp16. coremltools is imported lazily: it is
 needed to verify a package's spec (any platform) and to run it (macOS 13+ only).
@@ -26,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
+from dermaseg.core.prompts import MAX_POINTS as MAX_CLICKS
 
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("low_res_logits", "iou_predictions")
 MAX_POINTS = 16  # upper bound of the points decoder's RangeDim
+TUNED_MAX_POINTS = 2 + MAX_CLICKS  # the tuned decoder gets a box and every click (`RefineSession`)
 BOX_LABELS = (2.0, 3.0)  # top-left, bottom-right corner labels
 MIN_MACOS = (13, 0)  # packages target macOS 13 / iOS 16 (ML program spec version 7)
 REBUILD = "dermaseg models build"
@@ -40,7 +44,9 @@ PACKAGE_NAMES = {
     "encoder": "encoder-fp16.mlpackage",
     "decoder_box": "decoder-box-fp16.mlpackage",
     "decoder_points": "decoder-points-fp16.mlpackage",
+    "decoder_tuned": "decoder-tuned-fp16.mlpackage",
 }
+OPTIONAL_ROLES = frozenset({"decoder_tuned"})  # built when fine-tuned decoder weights ship
 
 _IMAGE_SHAPE = (1, 3, 256, 256)
 _EMBEDDING_SHAPE = (1, 256, 64, 64)
@@ -73,18 +79,20 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class CoreMLPackages:
-    """Paths of the three packages inside one models directory."""
+    """Paths of the packages inside one models directory (the tuned decoder's when it is there)."""
 
     encoder: Path
     decoder_box: Path
     decoder_points: Path
+    decoder_tuned: Path | None = None
 
     @classmethod
     def in_dir(cls, model_dir: Path) -> CoreMLPackages:
-        return cls(**{role: Path(model_dir) / name for role, name in PACKAGE_NAMES.items()})
+        paths = {role: Path(model_dir) / name for role, name in PACKAGE_NAMES.items()}
+        return cls(**{r: p for r, p in paths.items() if r not in OPTIONAL_ROLES or p.is_dir()})
 
     def roles(self) -> dict[str, Path]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 # ---------------------------------------------------------------- package digest and spec checks
@@ -158,7 +166,7 @@ def io_specs(spec: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def expected_specs(role: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The contract a package of `role` ("encoder", "decoder_box", "decoder_points") must declare."""
+    """The contract a package of `role` (a key of PACKAGE_NAMES) must declare."""
     f32 = "FLOAT32"
     if role == "encoder":
         return (TensorSpec(ENCODER_INPUT, f32, _IMAGE_SHAPE),), (TensorSpec(ENCODER_OUTPUT, f32, _EMBEDDING_SHAPE),)
@@ -166,6 +174,8 @@ def expected_specs(role: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
         n, n_range = 2, None
     elif role == "decoder_points":
         n, n_range = 2, (1, MAX_POINTS)
+    elif role == "decoder_tuned":
+        n, n_range = 2, (1, TUNED_MAX_POINTS)
     else:
         raise ValueError(f"unknown CoreML package role {role!r}")
 
@@ -303,26 +313,31 @@ def _array(x: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
     return a
 
 
-def decoder_role(point_coords: np.ndarray, point_labels: np.ndarray) -> str:
-    """The decoder package a prompt needs: "decoder_box" for 2 points labelled [2, 3], else "decoder_points".
+def decoder_role(point_coords: np.ndarray, point_labels: np.ndarray, tuned: bool = False) -> str:
+    """The decoder package a prompt needs: "decoder_tuned" for any prompt when `tuned`, else "decoder_box"
+    for 2 points labelled [2, 3], else "decoder_points".
 
     point_coords (1, N, 2) float32 in model input pixels, point_labels (1, N). Raises PromptError when N is
-    0 or above MAX_POINTS, or a coordinate is not finite; ValueError for malformed arrays.
+    0 or above the package's bound (MAX_POINTS, TUNED_MAX_POINTS), or a coordinate is not finite;
+    ValueError for malformed arrays.
     """
     coords = np.asarray(point_coords)
     labels = np.asarray(point_labels)
     if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
         raise ValueError(f"point_coords must be (1, N, 2) and point_labels (1, N); got {coords.shape}, {labels.shape}")
     n = coords.shape[1]
+    bound = TUNED_MAX_POINTS if tuned else MAX_POINTS
     if n == 0:
         raise PromptError("a prompt needs a box or at least one point")
-    if n > MAX_POINTS:
+    if n > bound:
         raise PromptError(
-            f"too many prompt points for the CoreML decoder: {n} (at most {MAX_POINTS}, a box counts as 2); "
+            f"too many prompt points for the CoreML decoder: {n} (at most {bound}, a box counts as 2); "
             "remove some points"
         )
     if not np.all(np.isfinite(coords)):
         raise PromptError("a prompt point has a non-finite coordinate")
+    if tuned:
+        return "decoder_tuned"
     if n == 2 and tuple(float(v) for v in labels[0]) == BOX_LABELS:
         return "decoder_box"
     return "decoder_points"
@@ -345,10 +360,11 @@ def _load_mlmodel(package: Path, compute_units: str) -> Any:
 
 
 class CoreMLBackend:
-    """LiteMedSAM on CoreML. Construct with the models directory that holds the three packages.
+    """LiteMedSAM on CoreML. Construct with the models directory that holds the packages.
 
     Loading verifies each package (digest against `expected_sha256` when given, spec contract, weight
-    file) before asking CoreML to compile it: a missing or corrupt package raises ModelArtifactError,
+    file) before asking CoreML to compile it: a missing or corrupt package (or one `expected_sha256`
+    names that is not there) raises ModelArtifactError,
     a machine without CoreML raises CoreMLUnavailableError (see `available`).
     compute_units: a `coremltools.ComputeUnit` name ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY").
     """
@@ -364,12 +380,13 @@ class CoreMLBackend:
     ) -> None:
         self.packages = CoreMLPackages.in_dir(Path(model_dir))
         expected = dict(expected_sha256 or {})
-        self.digests = {
-            role: verify_package(path, role, expected.get(role)) for role, path in self.packages.roles().items()
-        }
+        roles = self.packages.roles()
+        for role in set(expected) - set(roles):
+            verify_package(Path(model_dir) / PACKAGE_NAMES[role], role)  # raises: not found
+        self.digests = {role: verify_package(path, role, expected.get(role)) for role, path in roles.items()}
         self.encoder_id: str = self.digests["encoder"]
-        self.model_id: str = "litemedsam/coreml-fp16/" + "-".join(self.digests[r][:12] for r in PACKAGE_NAMES)
-        self.has_tuned_decoder = False
+        self.model_id: str = "litemedsam/coreml-fp16/" + "-".join(d[:12] for d in self.digests.values())
+        self.has_tuned_decoder = "decoder_tuned" in self.digests
         ok, why = available()
         if not ok:
             raise CoreMLUnavailableError(why)
@@ -387,10 +404,11 @@ class CoreMLBackend:
 
         info = read_manifest(Path(models_dir)).get("coreml") or {}
         packages = info.get("packages") if info.get("built") else None
-        if not isinstance(packages, dict) or set(packages) != set(PACKAGE_NAMES):
+        required = set(PACKAGE_NAMES) - OPTIONAL_ROLES
+        if not isinstance(packages, dict) or not required <= set(packages) <= set(PACKAGE_NAMES):
             reason = info.get("reason", "not in the manifest")
             raise ModelArtifactError(f"no CoreML packages in {models_dir} ({reason}); build them with `{REBUILD}`")
-        expected = {role: str(packages[role]["sha256"]) for role in PACKAGE_NAMES}
+        expected = {role: str(packages[role]["sha256"]) for role in packages}
         return cls(models_dir, compute_units=compute_units, expected_sha256=expected)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
@@ -408,14 +426,13 @@ class CoreMLBackend:
         tuned: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run the prompt decoder; returns (low_res_logits (1, 4, 256, 256), iou_predictions (1, 4)) float32.
-        `tuned` is ignored: the CoreML packages carry the bundled decoder only (clicks go through prompt
-        translation).
+        `tuned`: the fine-tuned decoder answers (when built; else the bundled decoder does).
 
         embedding (1, 256, 64, 64); point_coords (1, N, 2) in model input pixels (x, y); point_labels
         (1, N): 1 positive, 0 negative, 2/3 box corners; mask_input (1, 1, 256, 256) logits;
-        has_mask_input (1,) 0 or 1. The box package runs for N == 2 with labels [2, 3], else the points one.
+        has_mask_input (1,) 0 or 1. Untuned, the box package runs for N == 2 with labels [2, 3], else the points one.
         """
-        role = decoder_role(point_coords, point_labels)
+        role = decoder_role(point_coords, point_labels, tuned=tuned and self.has_tuned_decoder)
         n = np.asarray(point_coords).shape[1]
         feed = {
             "image_embeddings": _array(embedding, _EMBEDDING_SHAPE, "image_embeddings"),
@@ -432,7 +449,7 @@ class CoreMLBackend:
 
 
 def artifacts_present(models_dir: Path) -> bool:
-    """Whether all three package directories exist in `models_dir` (a cheap check: nothing is hashed)."""
+    """Whether the required package directories exist in `models_dir` (a cheap check: nothing is hashed)."""
     return all(p.is_dir() for p in CoreMLPackages.in_dir(Path(models_dir)).roles().values())
 
 

@@ -31,7 +31,7 @@ from dermaseg.models import export_onnx
 from dermaseg.models.litemedsam import CHECKPOINT_SHA256, PromptDecoder, checkpoint_path, load_model, reference_decode
 
 # Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
-EXPORT_VERSION = 3
+EXPORT_VERSION = 4  # 4: CoreML gets the tuned decoder too
 
 # variant id -> (encoder file, decoder file): the ones worth having by box-prompt mask IoU vs torch fp32 on
 # the 65 real dev images and by speed (README, "Model variants"). Dynamic int8/uint8 (MatMul) and static
@@ -120,7 +120,7 @@ def build(
     coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
     if coreml:
         step("coreml")
-        coreml_info = _build_coreml(model, models_dir)
+        coreml_info = _build_coreml(model, models_dir, tuned_net if tuned else None)
         steps.update()
     step("parity")
     cases = parity_cases or synthetic_parity_cases()
@@ -197,14 +197,14 @@ def tuned_model() -> torch.nn.Module:
     return model
 
 
-def _build_coreml(model: torch.nn.Module, models_dir: Path) -> dict:
+def _build_coreml(model: torch.nn.Module, models_dir: Path, tuned: torch.nn.Module | None) -> dict:
     try:
         from dermaseg.models.export_coreml import export_coreml
     except ImportError as e:  # coremltools absent: ONNX is enough to run anywhere
         return {"built": False, "reason": f"coremltools unavailable ({e})"}
     for old in models_dir.glob("*.mlpackage"):
         shutil.rmtree(old)
-    info = export_coreml(model, models_dir)
+    info = export_coreml(model, models_dir, tuned=tuned)
     return {"built": True, **info}
 
 

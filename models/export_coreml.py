@@ -1,10 +1,12 @@
 """Export LiteMedSAM to CoreML ML programs (fp16 weights and compute, fp32 inputs and outputs).
 
-Three packages, with the same input/output names as the ONNX graphs (`export_onnx`):
+Three packages, and a fourth given a fine-tuned model, with the same input/output names as the ONNX
+graphs (`export_onnx`):
 
 - `encoder-fp16.mlpackage`: image (1, 3, 256, 256) -> image_embeddings (1, 256, 64, 64).
 - `decoder-box-fp16.mlpackage`: the prompt decoder with exactly N = 2 points (the box corners).
 - `decoder-points-fp16.mlpackage`: the prompt decoder with N in 1..16 points (a CoreML RangeDim).
+- `decoder-tuned-fp16.mlpackage`: the decoder fine-tuned for clicks, N in 1..66 (a box and 64 clicks).
 
 The resize of the logits to the original image size stays outside the graph (as in ONNX).
 On Linux a package can be converted and its spec inspected, but not run (`predict` needs macOS).
@@ -32,6 +34,7 @@ from dermaseg.core.backend_coreml import (
     ENCODER_OUTPUT,
     MAX_POINTS,
     PACKAGE_NAMES,
+    TUNED_MAX_POINTS,
     io_specs,
     package_digest,
 )
@@ -57,6 +60,7 @@ class CoreMLSettings:
     box_points: int = BOX_POINTS
     min_points: int = 1
     max_points: int = MAX_POINTS
+    tuned_max_points: int = TUNED_MAX_POINTS
     default_points: int = BOX_POINTS
 
 
@@ -253,12 +257,16 @@ def _describe(path: Path, spec: Any, seconds: float) -> dict[str, Any]:
     }
 
 
-def export_coreml(model: nn.Module, out_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Write the three `.mlpackage`s into `out_dir`; return their description for the build manifest.
+def export_coreml(
+    model: nn.Module, out_dir: Path, progress: Progress | None = None, tuned: nn.Module | None = None
+) -> dict[str, Any]:
+    """Write the `.mlpackage`s into `out_dir` (the tuned decoder's too when `tuned`, LiteMedSAM with the
+    fine-tuned decoder, is given); return their description for the build manifest.
 
     Returns {"coremltools": version, "torch": version, "numpy": version, "settings": CoreMLSettings as
-    dict, "packages": {"encoder"|"decoder_box"|"decoder_points": {file, size_bytes, sha256 (package
-    digest, see `package_digest`), inputs, outputs, op_counts, weight_dtypes, convert_seconds}}}.
+    dict, "packages": {"encoder"|"decoder_box"|"decoder_points"[|"decoder_tuned"]: {file, size_bytes,
+    sha256 (package digest, see `package_digest`), inputs, outputs, op_counts, weight_dtypes,
+    convert_seconds}}}.
     """
     import coremltools as ct
 
@@ -271,6 +279,8 @@ def export_coreml(model: nn.Module, out_dir: Path, progress: Progress | None = N
         "decoder_box": lambda: convert_decoder(model, BOX_POINTS, BOX_POINTS),
         "decoder_points": lambda: convert_decoder(model, settings.min_points, settings.max_points),
     }
+    if tuned is not None:
+        jobs["decoder_tuned"] = lambda: convert_decoder(tuned, settings.min_points, settings.tuned_max_points)
     packages: dict[str, Any] = {}
     for role, job in jobs.items():
         path = out_dir / PACKAGE_NAMES[role]

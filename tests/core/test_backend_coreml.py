@@ -87,16 +87,18 @@ def _fake_decoder(n_range: tuple[int, int] | None, offset: float) -> object:
 
 
 BOX_OFFSET = 1000.0
+TUNED_OFFSET = 2000.0
 
 
 @pytest.fixture(scope="session")
 def fake_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models directory holding the three synthetic packages (read-only: copy before corrupting)."""
+    """A models directory holding the four synthetic packages (read-only: copy before corrupting)."""
     root = tmp_path_factory.mktemp("coreml-fake")
     models = {
         "encoder": _fake_encoder(),
         "decoder_box": _fake_decoder(None, BOX_OFFSET),
         "decoder_points": _fake_decoder((1, bc.MAX_POINTS), 0.0),
+        "decoder_tuned": _fake_decoder((1, bc.TUNED_MAX_POINTS), TUNED_OFFSET),
     }
     for role, model in models.items():
         model.save(str(root / bc.PACKAGE_NAMES[role]))
@@ -181,7 +183,7 @@ def test_digest_sees_one_changed_weight_byte(models_copy: Path) -> None:
 
 def test_packages_have_distinct_digests(fake_models: Path) -> None:
     digests = {bc.package_digest(p) for p in bc.CoreMLPackages.in_dir(fake_models).roles().values()}
-    assert len(digests) == 3
+    assert len(digests) == 4
 
 
 # ---------------------------------------------------------------- verification
@@ -266,6 +268,9 @@ def _coreml_entry(models: Path) -> dict:
 def test_artifacts_present(models_copy: Path, tmp_path: Path) -> None:
     assert bc.artifacts_present(models_copy)
     assert not bc.artifacts_present(tmp_path / "nothing")
+    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_tuned"])  # optional
+    assert bc.artifacts_present(models_copy)
+    assert "decoder_tuned" not in bc.CoreMLPackages.in_dir(models_copy).roles()
     shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_points"])
     assert not bc.artifacts_present(models_copy)
 
@@ -289,6 +294,24 @@ def test_open_checks_the_manifest_digests(models_copy: Path) -> None:
     with pytest.raises(ModelArtifactError, match="checksum mismatch") as e:
         bc.CoreMLBackend.open(models_copy)
     assert bc.PACKAGE_NAMES["decoder_points"] in str(e.value)
+
+
+def test_open_checks_a_listed_tuned_package_is_there(models_copy: Path) -> None:
+    """The manifest lists the tuned decoder: its package missing is an error, not a silent fallback."""
+    _write_manifest(models_copy, _coreml_entry(models_copy))
+    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_tuned"])
+    with pytest.raises(ModelArtifactError, match="not found") as e:
+        bc.CoreMLBackend.open(models_copy)
+    assert bc.PACKAGE_NAMES["decoder_tuned"] in str(e.value)
+
+
+@pytest.mark.skipif(ON_MAC, reason="CoreML is available here")
+def test_open_without_the_tuned_package_verifies_the_rest(models_copy: Path) -> None:
+    """A build without fine-tuned weights lists three packages: opening gets as far as CoreML itself."""
+    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_tuned"])
+    _write_manifest(models_copy, _coreml_entry(models_copy))
+    with pytest.raises(bc.CoreMLUnavailableError):
+        bc.CoreMLBackend.open(models_copy)
 
 
 def test_open_without_manifest(models_copy: Path) -> None:
@@ -333,6 +356,17 @@ def test_decoder_role_point_count(n: int) -> None:
         bc.decoder_role(*_points(n))
 
 
+@pytest.mark.parametrize(("n", "labels"), [(2, [2.0, 3.0]), (1, None), (17, None), (66, None)])
+def test_decoder_role_tuned_takes_every_prompt(n: int, labels: list[float] | None) -> None:
+    assert bc.decoder_role(*_points(n, labels), tuned=True) == "decoder_tuned"
+
+
+def test_decoder_role_tuned_point_count() -> None:
+    assert bc.TUNED_MAX_POINTS == 66  # a box and the 64 clicks `Prompts` allows
+    with pytest.raises(PromptError, match="at most 66"):
+        bc.decoder_role(*_points(67), tuned=True)
+
+
 def test_decoder_role_rejects_nan_and_bad_shapes() -> None:
     coords, labels = _points(3)
     coords[0, 1, 0] = np.nan
@@ -349,6 +383,8 @@ def test_expected_specs_point_range() -> None:
     by_name = {t.name: t for t in inputs}
     assert by_name["point_coords"].shape_range == ((1, 1), (1, 16), (2, 2))
     assert by_name["point_labels"].shape_range == ((1, 1), (1, 16))
+    tuned = {t.name: t for t in bc.expected_specs("decoder_tuned")[0]}
+    assert tuned["point_coords"].shape_range == ((1, 1), (1, 66), (2, 2))
     with pytest.raises(ValueError):
         bc.expected_specs("decoder")
 
@@ -390,6 +426,11 @@ def test_decode_routes_and_matches(backend: bc.CoreMLBackend, n: int, labels: li
     assert iou.shape == (1, 4) and iou.dtype == np.float32
     want_logits, want_iou = fake_decode(emb, coords, lab, mask, has)
     offset = BOX_OFFSET if bc.decoder_role(coords, lab) == "decoder_box" else 0.0
+    np.testing.assert_allclose(logits, want_logits + offset, atol=0.6, rtol=0.01)
+    np.testing.assert_allclose(iou, want_iou + offset, atol=0.6, rtol=0.01)
+    assert backend.has_tuned_decoder
+    logits, iou = backend.decode(emb, coords, lab, mask, has, tuned=True)
+    offset = TUNED_OFFSET
     np.testing.assert_allclose(logits, want_logits + offset, atol=0.6, rtol=0.01)
     np.testing.assert_allclose(iou, want_iou + offset, atol=0.6, rtol=0.01)
 

@@ -24,7 +24,7 @@ from dermaseg.models import export_coreml as ex  # noqa: E402
 from dermaseg.models.litemedsam import PromptDecoder, load_model  # noqa: E402
 
 ON_MAC, WHY_NOT = bc.available()
-ROLES = ("encoder", "decoder_box", "decoder_points")
+ROLES = ("encoder", "decoder_box", "decoder_points", "decoder_tuned")
 PARITY_CASES = 4  # dev images per parity test
 MIN_IOU = 0.99
 
@@ -35,10 +35,19 @@ def torch_model() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
-def coreml_export(torch_model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """(models dir, manifest dict) of one `export_coreml` run shared by the session."""
+def tuned_torch_model() -> torch.nn.Module:
+    from dermaseg.models.build import tuned_model
+
+    return tuned_model()
+
+
+@pytest.fixture(scope="session")
+def coreml_export(
+    torch_model: torch.nn.Module, tuned_torch_model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    """(models dir, manifest dict) of one `export_coreml` run (four packages) shared by the session."""
     out = tmp_path_factory.mktemp("coreml")
-    manifest = ex.export_coreml(torch_model, out)
+    manifest = ex.export_coreml(torch_model, out, tuned=tuned_torch_model)
     return out, manifest
 
 
@@ -82,7 +91,7 @@ def test_numpy_24_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_export_writes_three_packages(coreml_export: tuple[Path, dict]) -> None:
+def test_export_writes_four_packages(coreml_export: tuple[Path, dict]) -> None:
     out, manifest = coreml_export
     assert manifest["coremltools"] == ct.__version__
     assert manifest["settings"]["minimum_deployment_target"] == "macOS13"
@@ -99,7 +108,7 @@ def test_export_writes_three_packages(coreml_export: tuple[Path, dict]) -> None:
         assert entry["convert_seconds"] > 0
     mb = {role: manifest["packages"][role]["size_bytes"] / 1e6 for role in ROLES}
     assert 12 < mb["encoder"] < 16  # fp16: half the 27.9 MB fp32 ONNX encoder
-    assert 9 < mb["decoder_box"] < 12 and 9 < mb["decoder_points"] < 12
+    assert all(9 < mb[r] < 12 for r in ("decoder_box", "decoder_points", "decoder_tuned"))
     assert not list(out.glob(".partial-*"))
 
 
@@ -120,6 +129,8 @@ def test_package_spec(coreml_export: tuple[Path, dict], role: str) -> None:
     coords = next((t for t in entry["inputs"] if t["name"] == "point_coords"), None)
     if role == "decoder_points":
         assert coords["shape_range"] == ((1, 1), (1, 16), (2, 2))
+    elif role == "decoder_tuned":
+        assert coords["shape_range"] == ((1, 1), (1, 66), (2, 2))
     elif role == "decoder_box":
         assert coords["shape"] == (1, 2, 2) and coords["shape_range"] is None
 
@@ -127,9 +138,9 @@ def test_package_spec(coreml_export: tuple[Path, dict], role: str) -> None:
 @pytest.mark.slow
 def test_op_counts(coreml_export: tuple[Path, dict]) -> None:
     packages = coreml_export[1]["packages"]
-    enc, box, pts = (packages[r]["op_counts"] for r in ROLES)
+    enc, box, pts, tuned = (packages[r]["op_counts"] for r in ROLES)
     assert enc["conv"] > 0 and enc["softmax"] > 0
-    assert box == pts  # the same graph, only the point dimension differs
+    assert box == pts == tuned  # the same graph, only the point dimension (and the tuned weights) differ
     assert box["conv_transpose"] == 2  # output upscaling stays in the graph ...
     assert "resize_bilinear" not in box and "upsample_bilinear" not in box  # ... the resize to image size not
     assert not any("repeat" in op for op in box)
@@ -151,8 +162,9 @@ def _token_dims(spec: Any) -> tuple[int, int]:
 def test_point_count_is_not_baked_into_the_points_model(coreml_export: tuple[Path, dict]) -> None:
     """The trace ran with N = 2; in the RangeDim package no op may have kept the 7 tokens as a constant."""
     out, _ = coreml_export
-    symbolic, seven = _token_dims(bc.load_checked_spec(out / bc.PACKAGE_NAMES["decoder_points"], "decoder_points"))
-    assert symbolic > 50 and seven == 0
+    for role in ("decoder_points", "decoder_tuned"):
+        symbolic, seven = _token_dims(bc.load_checked_spec(out / bc.PACKAGE_NAMES[role], role))
+        assert symbolic > 50 and seven == 0, role
     symbolic, seven = _token_dims(bc.load_checked_spec(out / bc.PACKAGE_NAMES["decoder_box"], "decoder_box"))
     assert symbolic == 0 and seven > 50
 
@@ -214,7 +226,9 @@ def _prompts(box_xy: np.ndarray, with_negative: bool) -> tuple[np.ndarray, np.nd
     return np.asarray(points, dtype=np.float64), np.asarray([labels], dtype=np.float32)
 
 
-def _parity(case: Any, torch_model: torch.nn.Module, backend: bc.CoreMLBackend, with_negative: bool) -> dict:
+def _parity(
+    case: Any, torch_model: torch.nn.Module, backend: bc.CoreMLBackend, with_negative: bool, tuned: bool = False
+) -> dict:
     rgb = np.asarray(Image.open(case.image).convert("RGB"))
     x, t = encoder_input(rgb)
     points, labels = _prompts(_box_prompt(case.load_mask()), with_negative)
@@ -227,7 +241,7 @@ def _parity(case: Any, torch_model: torch.nn.Module, backend: bc.CoreMLBackend, 
             emb_t, torch.from_numpy(coords), torch.from_numpy(labels), torch.from_numpy(mask_in), torch.from_numpy(has)
         )
     emb_c = backend.encode(x)
-    logits_c, iou_c = backend.decode(emb_c, coords, labels, mask_in, has)
+    logits_c, iou_c = backend.decode(emb_c, coords, labels, mask_in, has, tuned=tuned)
     assert logits_c.dtype == np.float32 and iou_c.dtype == np.float32
     emb_t_np = emb_t.numpy()
     return {
@@ -238,17 +252,23 @@ def _parity(case: Any, torch_model: torch.nn.Module, backend: bc.CoreMLBackend, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("with_negative", [False, True], ids=["box-model", "points-model"])
+@pytest.mark.parametrize(
+    ("with_negative", "tuned"), [(False, False), (True, False), (True, True)], ids=["box", "points", "tuned"]
+)
 def test_parity_with_torch_on_dev_images(
     needs_coreml: None,
     dev_data: list,
     torch_model: torch.nn.Module,
+    tuned_torch_model: torch.nn.Module,
     coreml_backend: bc.CoreMLBackend,
     with_negative: bool,
+    tuned: bool,
 ) -> None:
-    """Box (2 points, box package) and box + negative click (3 points, points package) vs torch fp32."""
+    """Box (2 points, box package), box + negative click (3 points, points package), and the same through
+    the tuned package against the tuned torch decoder; all vs torch fp32."""
+    reference = tuned_torch_model if tuned else torch_model
     for case in dev_data[:PARITY_CASES]:
-        r = _parity(case, torch_model, coreml_backend, with_negative)
+        r = _parity(case, reference, coreml_backend, with_negative, tuned)
         assert r["mask_iou"] >= MIN_IOU, (case.id, r)
         assert r["emb_cosine"] > 0.999, (case.id, r)
         assert r["iou_pred_diff"] < 0.02, (case.id, r)
