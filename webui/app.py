@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from dermaseg.core.settings import Settings
 from dermaseg.core.store import Project
 from dermaseg.webui import handlers as h
 from dermaseg.webui.canvas import STATIC, Canvas
+from dermaseg.webui.gesture_route import gesture_route
 
 THEME_FONTS = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 SHORTCUTS = (
@@ -128,9 +130,12 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
     base = webui_dir(settings)
     views_dir, exports_dir = base / "views", base / "exports"
     prefetcher = h.Prefetcher(engine)
+    channels: weakref.WeakValueDictionary[str, h.Session] = weakref.WeakValueDictionary()  # gone with Gradio's state
 
     def new_session() -> h.Session:
-        return h.Session(engine.segmenter(), project, views_dir)
+        s = h.Session(engine.segmenter(), project, views_dir)
+        channels[s.channel] = s
+        return s
 
     def canvas_out(s: h.Session) -> str:
         return h.view_json(s, file_url)
@@ -199,6 +204,15 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             for w in h.handle_gesture(s, payload):
                 gr.Info(w)
         return canvas_out(s)
+
+    def answer_gesture(s: h.Session, gesture: dict[str, Any]) -> str:
+        """The fast path's handler (`gesture_route`): no toasts there, the canvas status says it all."""
+        with s.lock:
+            try:
+                h.handle_gesture(s, {**gesture, "kind": "gesture"})
+            except DermasegError as e:
+                s.message = f"⚠ {e}"
+            return canvas_out(s)
 
     @functools.partial(bound, lock=False)
     def on_measure(s: h.Session) -> tuple[Any, ...]:
@@ -371,6 +385,8 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             show_progress="hidden",
             trigger_mode="multiple",
         ).then(on_measure, [state], measured, **one, show_progress="hidden")
+        # after a gesture answered by the fast path; "always_last": the latest mask is always measured
+        canvas.measure(on_measure, [state], measured, **one, show_progress="hidden", trigger_mode="always_last")
         api_click.click(on_click_api, [state, api_x, api_y, api_pos], [canvas], api_name="click", **one).then(
             on_measure, [state], measured, **one
         )
@@ -400,6 +416,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         export_all.click(on_export_project, [state], [downloads], api_name="export_project", **one)
     app.dermaseg_prefetcher = prefetcher  # type: ignore[attr-defined]
     app.dermaseg_allowed = [views_dir, exports_dir]  # type: ignore[attr-defined]
+    app.dermaseg_routes = [gesture_route(channels, answer_gesture)]  # type: ignore[attr-defined]
     return app
 
 
@@ -480,6 +497,6 @@ def launch(
         ssr_mode=False,
         enable_monitoring=False,
         max_file_size=max_file_size,
-        app_kwargs={"middleware": [Middleware(LocalOnly)]},
+        app_kwargs={"middleware": [Middleware(LocalOnly)], "routes": getattr(app, "dermaseg_routes", [])},
     )
     return app.local_url

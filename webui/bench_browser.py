@@ -57,6 +57,14 @@ def image_to_client(page: Any, x: float, y: float) -> tuple[float, float]:
     )
 
 
+def image_size(page: Any) -> tuple[float, float]:
+    """(width, height) in image pixels of the image the canvas shows."""
+    size = page.evaluate(
+        "(() => { const b = document.querySelector('.ds-svg').viewBox.baseVal; return [b.width, b.height]; })()"
+    )
+    return float(size[0]), float(size[1])
+
+
 def rendered(page: Any) -> int:
     return int(page.evaluate("Number(document.querySelector('.ds-canvas').dataset.rendered || 0)"))
 
@@ -139,10 +147,7 @@ def run(image: Path, prompts: int) -> dict[str, list[float]]:
                 page = browser.new_page(viewport=VIEWPORT)
                 page.goto(url, wait_until="load")
                 page.wait_for_selector(".ds-svg image.ds-img[href]", timeout=60000)
-                w, h = page.evaluate(
-                    "(() => { const b = document.querySelector('.ds-svg').viewBox.baseVal;"
-                    " return [b.width, b.height]; })()"
-                )
+                w, h = image_size(page)
                 box = (0.25 * w, 0.2 * h, 0.75 * w, 0.8 * h)
                 drag_box(page, box)  # warms the decoder up; not counted
                 page.evaluate("window.__dsLatencies.length = 0")

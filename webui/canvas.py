@@ -1,9 +1,11 @@
 """The annotation canvas: the image with an SVG overlay (outline, prompts, ruler, axes, heatmap).
 
 A `gr.HTML` subclass with a small hand-written JS/SVG editor (`static/canvas.js`, no npm build). The
-image stays put in the browser; each gesture sends a small JSON ("kind": "gesture") through the
-component's value and the custom event "gesture", and the server answers with a JSON view
-("kind": "view") that the script draws. See `handlers.handle_gesture` and `handlers.view`.
+image stays put in the browser; each gesture is a small JSON ("kind": "gesture") POSTed to the server's
+fast path (`gesture_route`), which answers with a JSON view ("kind": "view") that the script draws; the
+custom event "measure" then brings the measurements. Should the fast path refuse, the gesture goes
+through the component's value and the custom event "gesture" instead. See `handlers.handle_gesture`
+and `handlers.view`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import secrets
 import shutil
 import threading
 from collections.abc import Callable, Iterable
@@ -65,6 +66,7 @@ class Session:
     polygons: the editable outline shown on the page (simplified with `tolerance_px`).
     lock: held by every page event on this session (`app.bound`): one tab's events run one at a time,
     different tabs in parallel. Re-entrant, so a handler may call another that takes it.
+    channel: an unguessable token naming this session to the canvas's fast path (`gesture_route`).
     """
 
     segmenter: Segmenter
@@ -87,6 +89,7 @@ class Session:
     annotation_id: int | None = None
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
+    channel: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     clicks: ClickMethod = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -597,7 +600,7 @@ def heatmap_data_url(result: MaskResult, height: int, width: int) -> str:
 
 def view(s: Session, url_of: Callable[[Path], str]) -> dict[str, Any]:
     """Everything the canvas draws, as JSON: image URL and size, outline, prompts, ruler, axes."""
-    out: dict[str, Any] = {"kind": "view", "ack": s.ack, "message": s.message}
+    out: dict[str, Any] = {"kind": "view", "ack": s.ack, "message": s.message, "channel": s.channel}
     if s.image is None:
         return out
     img = s.image

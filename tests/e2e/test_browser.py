@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dermaseg.core.dataset import box_from_mask
+from dermaseg.webui.gesture_route import PATH
 
 pytestmark = pytest.mark.browser
 
@@ -160,7 +161,31 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
     nxt = project.images()[1].path
     wait_text(page, ".ds-status", nxt, "next image not shown", timeout_ms=60000)
 
+    assert any(urlparse(u).path == PATH for u in requests)  # prompts took the fast path
     outside = [u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
                and urlparse(u).hostname not in ("127.0.0.1",)]  # fmt: skip
     assert requests and not outside, outside
+    page.close()
+
+
+def test_gestures_go_through_gradio_when_the_fast_path_refuses(served, browser):
+    """A server that no longer knows the page's channel (restarted) answers 404: the page resends the
+    gesture as a Gradio event, and the outline still comes back, measured."""
+    from dermaseg.webui.bench_browser import VIEWPORT, drag_box, image_size, wait_measured
+
+    _, url = served
+    page = browser.new_page(viewport=VIEWPORT)
+    refused: list[str] = []
+
+    def refuse(route):
+        refused.append(route.request.url)
+        route.fulfill(status=404, content_type="application/json", body='{"error": "unknown channel"}')
+
+    page.route("**" + PATH, refuse)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector(".ds-svg image.ds-img[href]", timeout=60000)
+    w, h = image_size(page)
+    ack = drag_box(page, (0.25 * w, 0.2 * h, 0.75 * w, 0.8 * h))
+    assert wait_measured(page, ack, timeout_ms=30000)
+    assert refused and len(page.locator(".ds-mask").get_attribute("d")) > 50
     page.close()

@@ -51,14 +51,39 @@ function round2(v) {
   return Math.round(v * 100) / 100;
 }
 
+// A gesture goes straight to the server's fast path (see gesture_route.py), one at a time in order;
+// the measurements follow through the Gradio event "measure". Should the server refuse (a restarted
+// server no longer knows this page's channel), the gesture goes through the Gradio event "gesture".
+let queue = Promise.resolve();
 function send(gesture) {
   seq += 1;
   gesture.kind = "gesture";
   gesture.seq = seq;
   pending = { seq: seq, t0: performance.now() };
   root.classList.add("ds-busy");
+  const channel = view.channel;
+  queue = queue.then(() => (channel ? post(gesture, channel) : viaGradio(gesture)));
+}
+function viaGradio(gesture) {
   props.value = JSON.stringify(gesture);
   trigger("gesture");
+}
+async function post(gesture, channel) {
+  let v;
+  try {
+    const r = await fetch(new URL("dermaseg/gesture", document.baseURI), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ channel: channel, gesture: gesture }),
+    });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    v = await r.json();
+  } catch (e) {
+    viaGradio(gesture);
+    return;
+  }
+  accept(v);
+  trigger("measure");
 }
 
 function setMode(m) {
@@ -173,7 +198,13 @@ function onView() {
   } catch (e) {
     return;
   }
-  if (!v || v.kind !== "view") return;
+  accept(v);
+}
+
+// Draw a view from the server unless a newer one of the same session is drawn already (answers arrive by
+// two paths; a restarted server starts a new session, whose views all count).
+function accept(v) {
+  if (!v || v.kind !== "view" || (v.channel === view.channel && v.ack < view.ack)) return;
   view = v;
   if (drag) {
     deferred = true;
