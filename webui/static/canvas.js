@@ -56,30 +56,31 @@ function round2(v) {
 // server no longer knows this page's channel), the gesture goes through the Gradio event "gesture".
 let queue = Promise.resolve();
 function send(gesture) {
-  seq += 1;
+  seq = Math.max(seq, view.ack) + 1; // above every answer drawn, even if this script was reloaded
   gesture.kind = "gesture";
   gesture.seq = seq;
   pending = { seq: seq, t0: performance.now() };
   root.classList.add("ds-busy");
   const channel = view.channel;
-  queue = queue.then(() => (channel ? post(gesture, channel) : viaGradio(gesture)));
+  const text = JSON.stringify(gesture); // as it is now: an edited outline may change while this waits
+  queue = queue.then(() => (channel ? post(text, channel) : viaGradio(text)));
 }
-function viaGradio(gesture) {
-  props.value = JSON.stringify(gesture);
+function viaGradio(text) {
+  props.value = text;
   trigger("gesture");
 }
-async function post(gesture, channel) {
+async function post(text, channel) {
   let v;
   try {
     const r = await fetch(new URL("dermaseg/gesture", document.baseURI), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ channel: channel, gesture: gesture }),
+      body: '{"channel":' + JSON.stringify(channel) + ',"gesture":' + text + "}",
     });
     if (!r.ok) throw new Error("HTTP " + r.status);
     v = await r.json();
   } catch (e) {
-    viaGradio(gesture);
+    viaGradio(text);
     return;
   }
   accept(v);
