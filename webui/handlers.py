@@ -372,8 +372,11 @@ def set_mm_per_px(s: Session, mm_per_px: float) -> Calibration:
 
 def ruler_point(s: Session, x: float, y: float) -> None:
     """Add one end of a ruler segment (a third click starts a new segment)."""
-    s.require_image()
-    s.ruler = ((float(x), float(y)),) if len(s.ruler) >= 2 else (*s.ruler, (float(x), float(y)))
+    image = s.require_image()
+    x, y = float(x), float(y)
+    if not (0 <= x <= image.width and 0 <= y <= image.height):  # NaN and infinities fail too
+        raise DermasegError(f"a ruler point must lie on the image (got {x:g}, {y:g})")
+    s.ruler = ((x, y),) if len(s.ruler) >= 2 else (*s.ruler, (x, y))
     s.message = (
         f"ruler: {math.dist(*s.ruler):.1f} px between the two points; enter their distance in mm"
         if len(s.ruler) == 2
@@ -646,9 +649,9 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
     g = json.loads(payload) if isinstance(payload, str) else dict(payload)
     if not isinstance(g, dict) or g.get("kind") != "gesture":
         return ()
-    s.ack = int(g.get("seq", s.ack))
     kind = g.get("type")
     try:
+        s.ack = int(g.get("seq", s.ack))
         if kind == "box":
             prompt_box(s, g["box"])
         elif kind == "click":
@@ -660,6 +663,6 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
             return edit_polygons(s, {"width": image.width, "height": image.height, "parts": g["polygons"]})
         else:
             raise DermasegError(f"unknown gesture {kind!r}")
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise DermasegError(f"malformed gesture from the page ({e.__class__.__name__}: {e})") from None
     return ()

@@ -57,6 +57,15 @@ def test_a_users_error_comes_back_in_the_view(served, page):
     assert status == 200 and view["message"].startswith("⚠") and "unknown gesture" in view["message"]
     status, view = post(served[1], gesture(channel, type="click", x="left", y=1, seq=10))
     assert status == 200 and "malformed gesture" in view["message"]
+    status, view = post(served[1], gesture(channel, type="click", x=1, y=1, seq="next"))
+    assert status == 200 and "malformed gesture" in view["message"] and view["ack"] == 10
+    status, view = post(
+        served[1],
+        b'{"channel": "%s", "gesture": {"type": "ruler", "x": 1e999, "y": 1, "seq": 1e999}}' % channel.encode(),
+    )
+    assert status == 200 and "malformed gesture" in view["message"]  # json reads 1e999 as inf: no int
+    status, view = post(served[1], gesture(channel, type="ruler", x=float("nan"), y=1, seq=11))
+    assert status == 200 and "must lie on the image" in view["message"] and view["ruler"] == []
 
 
 @pytest.mark.parametrize(
