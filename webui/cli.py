@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="weights .npz (default: the package's models/weights/tuned-decoder.npz)")
     t.add_argument("--steps", type=int, help="optimiser steps (default: the recipe's)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dihedral", action="store_true", help="train on the 8 symmetries, not the 4 flips")
     t.add_argument("--folds", type=int, help="cross-validate with K folds instead (reports under --cv-out)")
     t.add_argument("--cv-out", type=Path, default=Path("runs/clicks-cv"), help="cross-validation reports")
     t.set_defaults(run=_models_train_clicks)
@@ -142,7 +143,8 @@ def _models_train_clicks(args: argparse.Namespace) -> int:
     from dermaseg.core.dataset import read_dataset
     from dermaseg.core.segmenter import Engine
 
-    cfg = replace(tc.TrainConfig(), seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    steps = {"steps": args.steps} if args.steps else {}
+    cfg = replace(tc.TrainConfig(), seed=args.seed, dihedral=args.dihedral, **steps)
     cases = read_dataset(args.dataset)
     engine = Engine.open(settings_from(args))
     if args.folds:
@@ -151,7 +153,7 @@ def _models_train_clicks(args: argparse.Namespace) -> int:
         print(f"wrote {args.cv_out}/summary.json, miou_vs_clicks.png and per-fold reports")
         return 0
     out = args.out or TUNED_WEIGHTS
-    tc.save_deltas(tc.train(tc.prepare(engine, cases), cfg), out, cfg, [c.id for c in cases])
+    tc.save_deltas(tc.train(tc.prepare(engine, cases, cfg.dihedral), cfg), out, cfg, [c.id for c in cases])
     print(f"wrote {out} and {out.with_suffix('.json')}; `dermaseg models build` exports them")
     return 0
 

@@ -36,6 +36,17 @@ def test_samples_are_four_flips_in_the_decoder_frame(samples) -> None:
     assert not np.allclose(h_flip.embedding, first.embedding)  # each flip is encoded, not flipped
 
 
+def test_dihedral_adds_the_transposes_flips(engine, dev_data) -> None:
+    case = read_dataset(dev_data[0].image.parent.parent)[0]
+    eight = tc.prepare(engine, [case], dihedral=True)
+    suffixes = ("", "-h", "-v", "-h-v", "-t", "-t-h", "-t-v", "-t-h-v")
+    assert [s.name for s in eight] == [case.id + sfx for sfx in suffixes]
+    plain, transposed = eight[0], eight[4]
+    h, w = np.flatnonzero(plain.valid.any(axis=1))[-1] + 1, np.flatnonzero(plain.valid.any(axis=0))[-1] + 1
+    assert transposed.valid[:w, :h].all() and not transposed.valid[w:, :].any()  # the frame is w x h now
+    assert not (transposed.truth & ~transposed.valid).any() and transposed.truth.sum() > 0
+
+
 def test_training_is_deterministic_and_touches_only_the_decoder(samples) -> None:
     a, b = tc.train(samples, TINY, log=False), tc.train(samples, TINY, log=False)
     assert all(torch.equal(a[k], b[k]) for k in a)
