@@ -127,7 +127,11 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
     # calibration: 0.02 mm per pixel
     page.get_by_role("tab", name="Calibration").click()
     field = page.locator("#ds-mmpx input")
-    field.fill("0.02")
+    for _ in range(10):  # a fill right after the tab switch can land in an input Gradio is replacing
+        field.fill("0.02")
+        if field.input_value() == "0.02":
+            break
+        page.wait_for_timeout(100)
     expect(field).to_have_value("0.02")
     page.locator("#ds-set-mmpx").click()
     wait_text(page, "#ds-cal-text", "0.02000 mm/px", "calibration not shown")
