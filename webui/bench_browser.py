@@ -9,7 +9,7 @@ sent to the frame after the new outline is drawn, measured in the page) and "pla
 mouse click to the outline's acknowledgement being visible to the test driver).
 
 Reference, interleaved with the prompts so that both see the same machine: a click with the ruler
-tool, which makes the same trip (Gradio event, view JSON, redraw of the outline) without the model.
+tool, which makes the same trip (the fast path, view JSON, redraw of the outline) without the model.
 The ratio of the medians is the model's share of a prompt; the reference is the page's floor.
 """
 
@@ -157,7 +157,7 @@ def run(image: Path, prompts: int) -> dict[str, list[float]]:
                     click_image(page, w / 2 + dx, h / 2 + dy, negative=i % 2 == 1)
                     times["playwright"].append(1000 * (time.perf_counter() - t0))
                     # as a person would, look at the measurements before the next click (they follow the
-                    # outline in a second, chained event that would otherwise queue the next prompt)
+                    # outline in a second event, which would otherwise share the CPU with the next prompt)
                     wait_measured(page, rendered(page))
                     page.evaluate("window.__dsSetMode('ruler')")
                     click_image(page, w * (0.1 + 0.02 * (i % 10)), h * 0.1)
