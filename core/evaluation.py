@@ -23,7 +23,7 @@ from dermaseg.core.click_prompts import ClickSession
 from dermaseg.core.click_refine import RefineSession
 from dermaseg.core.clicks import Click, iou, jitter_click, next_click
 from dermaseg.core.dataset import box_from_mask
-from dermaseg.core.interactive import click_session
+from dermaseg.core.interactive import click_session, interactive_predict
 from dermaseg.core.prompts import Box, Prompts
 from dermaseg.core.segmenter import Segmenter
 
@@ -169,16 +169,20 @@ def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
 
 # ------------------------------------------------------------------------------------------- predictors
 METHODS = ("auto", "translate", "refine", "points")
-"""auto: the product's path for the variant (`click_session`); translate: `ClickSession` (clicks turned
-into box prompts the bundled box-trained decoder answers well); refine: `RefineSession` (the variant's
-fine-tuned decoder, fed its previous logits); points: the bundled decoder given the clicks as points."""
+"""auto: the product's path (`interactive_predict`: the variant's click method, then the mask tidied);
+translate: `ClickSession` (clicks turned into box prompts the bundled box-trained decoder answers well)
+and refine: `RefineSession` (the variant's fine-tuned decoder, fed its previous logits), both untidied;
+points: the bundled decoder given the clicks as points."""
 
 
 def predictor(method: str, segmenter: Segmenter) -> Predictor:
     """A `Predictor` for `method` on the segmenter's current image."""
     if method == "refine" and not segmenter.engine.backend.has_tuned_decoder:
         raise ValueError("method 'refine' needs a model variant with a fine-tuned decoder (dermaseg models build)")
-    sessions = {"auto": click_session, "translate": ClickSession, "refine": RefineSession}
+    if method == "auto":
+        auto = click_session(segmenter)
+        return lambda p: interactive_predict(segmenter, p, auto).mask
+    sessions = {"translate": ClickSession, "refine": RefineSession}
     if method in sessions:
         session = sessions[method](segmenter)
         return lambda p: session.predict(p).mask

@@ -210,7 +210,7 @@ def train(samples: Sequence[Sample], cfg: TrainConfig, log: bool = True) -> dict
 def cross_validate(engine: Engine, cases: Sequence[DatasetCase], cfg: TrainConfig, folds: int, out: Path) -> dict:
     """k-fold estimate of what the recipe gives on images it never saw. Row i of the dataset is in fold
     i % k; each fold's decoder is trained on the other folds, exported to ONNX and evaluated on its fold
-    by the product's own code (`dermaseg evaluate`'s report: boxes, and clicks by method refine) under
+    by the product's own code (`dermaseg evaluate`'s report, method auto: the fold's decoder, tidied) under
     `out/fold<k>/<protocol>/`. Returns the out-of-fold summaries by protocol and method (also written to
     `out/summary.json`, with a plot of the click protocols)."""
     from dermaseg.core.artifacts import file_sha256
@@ -232,7 +232,7 @@ def cross_validate(engine: Engine, cases: Sequence[DatasetCase], cfg: TrainConfi
         files = replace(engine.backend.files, tuned_decoder=onnx, tuned_decoder_sha256=file_sha256(onnx))
         fold_engine = Engine(OnnxBackend(files), engine.cache)
         for protocol in CV_PROTOCOLS:
-            report = run(fold_engine, held_out, EvalConfig(protocol, methods=("refine",)), out / f"fold{k}" / protocol)
+            report = run(fold_engine, held_out, EvalConfig(protocol), out / f"fold{k}" / protocol)
             rows[protocol] += report.rows
     summary: dict[str, dict] = {}
     for protocol, protocol_rows in rows.items():
@@ -246,7 +246,7 @@ def cross_validate(engine: Engine, cases: Sequence[DatasetCase], cfg: TrainConfi
                 summary[protocol] = summarise_clicks(curves, len(curves[0]))
     (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "folds": folds, **summary}, indent=1) + "\n")
     curves_by = {p: summary[p]["mIoU_curve"] for p in CV_PROTOCOLS if p in summary}
-    plot_curves(curves_by, out / "miou_vs_clicks.png", "refine, out of fold")
+    plot_curves(curves_by, out / "miou_vs_clicks.png", "tuned decoder (tidied), out of fold")
     return summary
 
 

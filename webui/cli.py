@@ -176,8 +176,7 @@ def _segment(args: argparse.Namespace) -> int:
     prompts.validated(image.width, image.height)  # a bad prompt fails before the models load
     seg = Segmenter.open(settings_from(args))
     seg.set_image(image)
-    # Clicks go through click translation (the weights were trained on boxes); a box alone, to `head`.
-    result = interactive_predict(seg, prompts) if prompts.points else seg.predict(prompts, head=head)
+    result = interactive_predict(seg, prompts, head=head)
     save_mask_png(result.mask, args.out)
     print(f"{args.out}: {int(result.mask.sum())} lesion pixels, predicted IoU {result.score:.3f}, {result.model_id}")
     return 0

@@ -29,7 +29,7 @@ from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import DermasegError, GeometryError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.interactive import ClickMethod, click_session
+from dermaseg.core.interactive import ClickMethod, click_session, interactive_predict
 from dermaseg.core.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
 from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
@@ -300,9 +300,7 @@ def _predict(s: Session, prompts: Prompts) -> None:
         s.edited = False
         s.message = "Draw a box around the lesion, or click on it."
         return
-    # Clicks go through the session's click method (the tuned decoder fed its last logits, or prompt
-    # translation for the bundled box-only decoder); a box alone goes to the decoder head the user chose.
-    r = s.clicks.predict(prompts) if prompts.points else s.segmenter.predict(prompts, head=s.head)
+    r = interactive_predict(s.segmenter, prompts, s.clicks, s.head)
     s.result, s.mask, s.edited, s.metrics = r, r.mask, False, None
     s.polygons = mask_to_polygons(r.mask, s.tolerance_px) if r.mask.any() else None
     n = int(r.mask.sum())
