@@ -79,6 +79,7 @@ def gestures(width: int, height: int, n: int) -> Iterator[dict[str, Any]]:
 
 def run(image: Path, prompts: int, profile: cProfile.Profile | None = None) -> Times:
     """Stage times (ms) of `prompts` prompts on `image`, one entry per prompt and stage."""
+    import dermaseg.core.interactive as interactive_module
     import dermaseg.core.segmenter as segmenter_module
     from dermaseg.core.segmenter import Engine
     from dermaseg.core.settings import Settings
@@ -94,7 +95,12 @@ def run(image: Path, prompts: int, profile: cProfile.Profile | None = None) -> T
         s = h.Session(engine.segmenter(), project, work / "views")
         h.open_project_image(s, project.images()[0].id)
         watch = Stopwatch()
-        stages = [(engine.backend, "decode"), (segmenter_module, "mask_from_logits"), (h, "mask_to_polygons")]
+        stages = [
+            (engine.backend, "decode"),
+            (segmenter_module, "mask_from_logits"),
+            (interactive_module, "tidy_mask"),
+            (h, "mask_to_polygons"),
+        ]
         with patched([*stages, (h, "measure")], watch), profile or contextlib.nullcontext():
             for g in gestures(s.image.width, s.image.height, prompts):
                 t0 = time.perf_counter()
