@@ -10,7 +10,7 @@ from dermaseg.core.click_refine import RefineSession
 from dermaseg.core.clicks import iou, next_click
 from dermaseg.core.image import load_image
 from dermaseg.core.interactive import interactive_predict
-from dermaseg.core.mask_tidy import tidy_mask
+from dermaseg.core.mask_tidy import _sizes, tidy_mask
 from dermaseg.core.prompts import Prompts
 
 NONE = Prompts()
@@ -87,8 +87,6 @@ def test_one_click_on_a_textured_lesion_gives_one_editable_outline(engine, speck
 
 
 def test_component_sizes_are_exact_counts() -> None:
-    from dermaseg.core.mask_tidy import _sizes
-
     rng = np.random.default_rng(1)
     for _ in range(20):
         labels, n = ndimage.label(rng.random((40, 50)) < 0.5)
