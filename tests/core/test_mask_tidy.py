@@ -1,4 +1,4 @@
-"""`tidy_mask`: specks and pinholes go, clicks and real structure stay; on real speckled dev masks."""
+"""`tidy_mask`: one lesion without holes, as the clicks say; on real speckled dev masks."""
 
 from __future__ import annotations
 
@@ -32,20 +32,34 @@ def test_a_speck_goes_and_a_pinhole_is_filled() -> None:
     assert np.array_equal(out, expected)
 
 
-def test_parts_and_holes_above_the_fraction_stay() -> None:
+def two_parts() -> np.ndarray:
+    """`lesion()` with a second part of 400 px (20 % of the area) and a hole of 100 px (5 %)."""
     m = lesion()
-    m[70:90, 70:90] = True  # a second part of 400 px: 20 % of the area
-    m[40:50, 40:50] = False  # a hole of 100 px: 5 %
-    out = tidy_mask(m, NONE)
-    assert out[75, 75] and not out[45, 45]
-    assert out[31, 31] and out[20, 20]  # the pinhole still filled
-    assert tidy_mask(m, NONE, min_fraction=0.3)[45, 45]  # a larger fraction fills the hole too
+    m[70:90, 30:50] = True  # rows 70-89, columns 30-49
+    m[40:50, 40:50] = False
+    return m
 
 
-def test_a_click_keeps_its_speck_or_its_hole() -> None:
-    kept = tidy_mask(lesion(), Prompts().with_point(20, 20).with_point(81, 81).with_point(31, 31, positive=False))
-    assert kept[81, 81] and not kept[31, 31]
-    assert tidy_mask(lesion(), Prompts().with_point(31, 31))[31, 31]  # a positive click fills as before
+def test_without_clicks_parts_above_the_fraction_stay_and_every_hole_is_filled() -> None:
+    out = tidy_mask(two_parts(), NONE)
+    assert out[75, 35] and out[45, 45] and out[31, 31] and not out[81, 81]
+    assert not tidy_mask(two_parts(), NONE, min_fraction=0.3)[75, 35]  # a larger fraction drops it
+    assert tidy_mask(lesion(), NONE, min_fraction=0)[81, 81]  # no fraction: every part stays
+
+
+def test_positive_clicks_choose_the_parts_and_negative_clicks_keep_their_holes() -> None:
+    on_lesion = Prompts().with_point(25, 25)
+    out = tidy_mask(two_parts(), on_lesion)
+    assert out[25, 25] and not out[75, 35]  # a part nobody clicked goes, whatever its size
+    both = tidy_mask(two_parts(), on_lesion.with_point(35, 75).with_point(45, 45, positive=False))
+    assert both[75, 35] and not both[81, 81] and not both[45, 45] and both[31, 31]
+    assert tidy_mask(lesion(), Prompts().with_point(31, 31))[31, 31]  # a positive click in a hole: filled
+
+
+def test_a_box_vouches_for_its_largest_part_beside_the_clicked_ones() -> None:
+    boxed = Prompts(box=(10.0, 10.0, 95.0, 95.0)).with_point(81, 81)  # a correction on the speck
+    out = tidy_mask(two_parts(), boxed)
+    assert out[25, 25] and out[81, 81] and out[75, 35]  # largest, clicked, and >= 2 % parts all stay
 
 
 def test_the_background_around_the_lesion_is_no_hole_and_edge_cases_pass_through() -> None:
@@ -54,7 +68,6 @@ def test_the_background_around_the_lesion_is_no_hole_and_edge_cases_pass_through
     assert np.array_equal(tidy_mask(ring, NONE), ring)
     empty = np.zeros((10, 10), bool)
     assert not tidy_mask(empty, NONE).any()
-    assert np.array_equal(tidy_mask(lesion(), NONE, min_fraction=0), lesion())
     lone = np.zeros((10, 10), bool)
     lone[5, 5] = True
     assert np.array_equal(tidy_mask(lone, NONE), lone)  # the largest part always stays
@@ -82,7 +95,7 @@ def test_one_click_on_a_textured_lesion_gives_one_editable_outline(engine, speck
         product = interactive_predict(seg, click).mask
         assert sum(_pieces(raw)) > 50  # measured: 272 and 288 pieces
         parts, holes = _pieces(product)
-        assert parts <= 2 and holes <= 1
+        assert (parts, holes) == (1, 0)
         assert iou(gt, product) >= iou(gt, raw)  # measured: +0.012 and +0.010
 
 
