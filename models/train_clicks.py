@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from dermaseg.core.clicks import jitter_click, next_click
 from dermaseg.core.dataset import DatasetCase, box_from_mask
+from dermaseg.core.errors import DermasegError
 from dermaseg.core.evaluation import jittered_box
 from dermaseg.core.image import LesionImage, load_image
 from dermaseg.core.preprocess import LOW_RES_SIZE, Transform
@@ -208,28 +209,37 @@ def train(samples: Sequence[Sample], cfg: TrainConfig, log: bool = True) -> dict
     return {k: v.detach().clone() for k, v in decoder.state_dict().items()}
 
 
-def cross_validate(engine: Engine, cases: Sequence[DatasetCase], cfg: TrainConfig, folds: int, out: Path) -> dict:
+def cross_validate(
+    engine: Engine, cases: Sequence[DatasetCase], cfg: TrainConfig, folds: int, out: Path, reuse: bool = False
+) -> dict:
     """k-fold estimate of what the recipe gives on images it never saw. Row i of the dataset is in fold
-    i % k; each fold's decoder is trained on the other folds, exported to ONNX and evaluated on its fold
-    by the product's own code (`dermaseg evaluate`'s report, method auto: the fold's decoder, tidied) under
-    `out/fold<k>/<protocol>/`. Returns the out-of-fold summaries by protocol and method (also written to
-    `out/summary.json`, with a plot of the click protocols)."""
+    i % k; each fold's decoder is trained on the other folds, exported to ONNX (with `fold.json`: the
+    recipe and the held-out ids) and evaluated on its fold by the product's own code (`dermaseg
+    evaluate`'s report, method auto: the fold's decoder, tidied) under `out/fold<k>/<protocol>/`.
+    `reuse`: evaluate the fold decoders an earlier run left in `out` instead of training them again (to
+    score a change of inference in minutes); their recipe is reported, and their folds must match.
+    Returns the out-of-fold summaries by protocol and method (also written to `out/summary.json`, with
+    a plot of the click protocols)."""
     from dermaseg.core.artifacts import file_sha256
     from dermaseg.core.backend_onnx import OnnxBackend
     from dermaseg.core.evaluation import Scores, summarise_clicks, summarise_scores
     from dermaseg.core.evaluation_report import EvalConfig, plot_curves, run
     from dermaseg.models.export_onnx import export_decoder
 
-    samples = prepare(engine, cases, cfg.dihedral)
+    samples = [] if reuse else prepare(engine, cases, cfg.dihedral)
     rows: dict[str, list[dict]] = {p: [] for p in CV_PROTOCOLS}
     for k in range(folds):
         held_out = [c for i, c in enumerate(cases) if i % folds == k]
-        ids = {c.id for c in held_out}
-        decoder = PromptDecoder(load_model())
-        decoder.load_state_dict(train([s for s in samples if s.case_id not in ids], cfg))
-        onnx = out / f"fold{k}" / "decoder-tuned-fp32.onnx"
-        onnx.parent.mkdir(parents=True, exist_ok=True)
-        export_decoder(decoder.eval(), onnx)
+        ids = [c.id for c in held_out]
+        onnx, record = out / f"fold{k}" / "decoder-tuned-fp32.onnx", out / f"fold{k}" / "fold.json"
+        if reuse:
+            cfg = _reusable_fold(onnx, record, ids)
+        else:
+            decoder = PromptDecoder(load_model())
+            decoder.load_state_dict(train([s for s in samples if s.case_id not in set(ids)], cfg))
+            onnx.parent.mkdir(parents=True, exist_ok=True)
+            export_decoder(decoder.eval(), onnx)
+            record.write_text(json.dumps({"config": asdict(cfg), "held_out": ids}, indent=1) + "\n")
         files = replace(engine.backend.files, tuned_decoder=onnx, tuned_decoder_sha256=file_sha256(onnx))
         fold_engine = Engine(OnnxBackend(files), engine.cache)
         for protocol in CV_PROTOCOLS:
@@ -249,6 +259,17 @@ def cross_validate(engine: Engine, cases: Sequence[DatasetCase], cfg: TrainConfi
     curves_by = {p: summary[p]["mIoU_curve"] for p in CV_PROTOCOLS if p in summary}
     plot_curves(curves_by, out / "miou_vs_clicks.png", "tuned decoder (tidied), out of fold")
     return summary
+
+
+def _reusable_fold(onnx: Path, record: Path, held_out: list[str]) -> TrainConfig:
+    """The recipe of a fold decoder saved by an earlier cross-validation; DermasegError unless it was
+    trained without exactly these held-out images."""
+    if not onnx.is_file() or not record.is_file():
+        raise DermasegError(f"nothing to reuse: {onnx.parent} has no decoder and fold.json of a cross-validation")
+    saved = json.loads(record.read_text())
+    if saved["held_out"] != held_out:
+        raise DermasegError(f"{record} held out other images: same dataset and --folds as the run that saved it?")
+    return TrainConfig(**saved["config"])
 
 
 def save_deltas(state: dict[str, torch.Tensor], path: Path, cfg: TrainConfig, images: Sequence[str]) -> None:

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dihedral", action="store_true", help="train on the 8 symmetries, not the 4 flips")
     t.add_argument("--folds", type=int, help="cross-validate with K folds instead (reports under --cv-out)")
     t.add_argument("--cv-out", type=Path, default=Path("runs/clicks-cv"), help="cross-validation reports")
+    t.add_argument(
+        "--reuse-folds",
+        action="store_true",
+        help="with --folds: evaluate the fold decoders an earlier run left in --cv-out, without training",
+    )
     t.set_defaults(run=_models_train_clicks)
 
     s = sub.add_parser("segment", help="segment one image from a box and/or clicks", parents=[common])
@@ -148,7 +153,8 @@ def _models_train_clicks(args: argparse.Namespace) -> int:
     cases = read_dataset(args.dataset)
     engine = Engine.open(settings_from(args))
     if args.folds:
-        for protocol, s in tc.cross_validate(engine, cases, cfg, args.folds, args.cv_out).items():
+        summary = tc.cross_validate(engine, cases, cfg, args.folds, args.cv_out, reuse=args.reuse_folds)
+        for protocol, s in summary.items():
             print(protocol, {k: round(v, 4) for k, v in s.items() if isinstance(v, float)})
         print(f"wrote {args.cv_out}/summary.json, miou_vs_clicks.png and per-fold reports")
         return 0

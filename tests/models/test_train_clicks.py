@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dermaseg.core.dataset import read_dataset
+from dermaseg.core.errors import DermasegError
 from dermaseg.models import train_clicks as tc
 from dermaseg.models.build import TUNED_WEIGHTS
 from dermaseg.models.litemedsam import PromptDecoder, load_model
@@ -87,3 +88,10 @@ def test_cross_validation_evaluates_each_fold_on_images_it_did_not_train_on(engi
         evaluated = (tmp_path / f"fold{k}" / "clicks" / "per_image.csv").read_text()
         assert not any(i in evaluated for i in trained)
     assert json.loads((tmp_path / "summary.json").read_text())["folds"] == 2
+    # the saved fold decoders score again without training (an inference change, measured in minutes)
+    assert tc.cross_validate(engine, cases, replace(TINY, steps=10**6), 2, tmp_path, reuse=True) == summary
+    assert json.loads((tmp_path / "summary.json").read_text())["config"]["steps"] == TINY.steps
+    with pytest.raises(DermasegError, match="held out other images"):
+        tc.cross_validate(engine, cases[:3], TINY, 2, tmp_path, reuse=True)
+    with pytest.raises(DermasegError, match="nothing to reuse"):
+        tc.cross_validate(engine, cases, TINY, 2, tmp_path / "elsewhere", reuse=True)
