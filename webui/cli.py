@@ -148,6 +148,8 @@ def _models_train_clicks(args: argparse.Namespace) -> int:
     from dermaseg.core.dataset import read_dataset
     from dermaseg.core.segmenter import Engine
 
+    if args.reuse_folds and not args.folds:
+        raise DermasegError("--reuse-folds goes with --folds K (the K of the run that saved them)")
     steps = {"steps": args.steps} if args.steps else {}
     cfg = replace(tc.TrainConfig(), seed=args.seed, dihedral=args.dihedral, **steps)
     cases = read_dataset(args.dataset)
