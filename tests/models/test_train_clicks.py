@@ -95,3 +95,10 @@ def test_cross_validation_evaluates_each_fold_on_images_it_did_not_train_on(engi
         tc.cross_validate(engine, cases[:3], TINY, 2, tmp_path, reuse=True)
     with pytest.raises(DermasegError, match="nothing to reuse"):
         tc.cross_validate(engine, cases, TINY, 2, tmp_path / "elsewhere", reuse=True)
+
+
+def test_reuse_folds_needs_folds_on_the_command_line(dev_data, capsys) -> None:
+    from dermaseg.webui.cli import main
+
+    assert main(["models", "train-clicks", str(dev_data[0].image.parent.parent), "--reuse-folds"]) == 2
+    assert "--reuse-folds goes with --folds K" in capsys.readouterr().err
