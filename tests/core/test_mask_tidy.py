@@ -96,7 +96,7 @@ def test_one_click_on_a_textured_lesion_gives_one_editable_outline(engine, speck
         assert sum(_pieces(raw)) > 50  # measured: 272 and 288 pieces
         parts, holes = _pieces(product)
         assert (parts, holes) == (1, 0)
-        assert iou(gt, product) >= iou(gt, raw)  # measured: +0.012 and +0.010
+        assert iou(gt, product) >= iou(gt, raw)  # measured: +0.020 and +0.025
 
 
 def test_component_sizes_are_exact_counts() -> None:
