@@ -231,12 +231,12 @@ def cross_validate(
     for k in range(folds):
         held_out = [c for i, c in enumerate(cases) if i % folds == k]
         ids = [c.id for c in held_out]
-        held_out_ids = set(ids)
         onnx, record = out / f"fold{k}" / "decoder-tuned-fp32.onnx", out / f"fold{k}" / "fold.json"
         if reuse:
             cfg = _reusable_fold(onnx, record, ids)
         else:
             decoder = PromptDecoder(load_model())
+            held_out_ids = set(ids)
             decoder.load_state_dict(train([s for s in samples if s.case_id not in held_out_ids], cfg))
             onnx.parent.mkdir(parents=True, exist_ok=True)
             export_decoder(decoder.eval(), onnx)
