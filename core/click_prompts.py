@@ -230,20 +230,25 @@ def grow_box(box: Box, click: Point, grow: float, width: int, height: int) -> Bo
     return _clip((min(x0, x - mx), min(y0, y - my), max(x1, x + mx), max(y1, y + my)), width, height)
 
 
-def local_edits(result: MaskResult, prompts: Prompts, reach: float) -> np.ndarray:
+def local_edits(result: MaskResult, prompts: Prompts, reach: float, beyond: float = 0.0) -> np.ndarray:
     """The decoder's mask edited so that it honours every click, using the decoder's own logits.
 
     For each click the mask disagrees with (in order), at distance d px from the mask's edge: a
-    positive click adds the pixels connected to it whose logit is at least the click's, within
-    `reach` x d of it; a negative click removes those whose logit is at most the click's. So a click
-    shifts the decision threshold locally, along the model's own uncertainty. bool (H, W).
+    positive click adds the pixels connected to it, within `reach` x d of it, whose logit is at least
+    the lowest logit within `beyond` x d of the click; a negative click removes those whose logit is at
+    most the highest there. So a click shifts the decision threshold locally, along the model's own
+    uncertainty; `beyond` carries the edit past the click, since a click in the middle of a missed
+    stretch has about as much of it beyond as behind. Where that would take a pixel a click of the
+    other sign holds, the threshold falls back to the click's own logit. bool (H, W).
     """
     mask = result.mask.copy()
     h, w = mask.shape
     logits = None  # upscaled only when a click needs an edit (most clicks are already honoured)
-    for (x, y), label in zip(prompts.points, prompts.labels, strict=True):
-        px, py = min(int(x), w - 1), min(int(y), h - 1)
-        positive = label == POSITIVE
+    clicks = [
+        (min(int(x), w - 1), min(int(y), h - 1), label == POSITIVE)
+        for (x, y), label in zip(prompts.points, prompts.labels, strict=True)
+    ]
+    for px, py, positive in clicks:
         if mask[py, px] == positive:
             continue
         if logits is None:
@@ -254,10 +259,15 @@ def local_edits(result: MaskResult, prompts: Prompts, reach: float) -> np.ndarra
         x0, x1 = max(0, int(px - r)), min(w, int(px + r) + 1)
         yy, xx = np.ogrid[y0:y1, x0:x1]
         window = logits[y0:y1, x0:x1]
-        v = logits[py, px]
-        candidate = ((xx - px) ** 2 + (yy - py) ** 2 <= r * r) & ((window >= v) if positive else (window <= v))
-        labelled, _ = ndimage.label(candidate)
-        region = labelled == labelled[py - y0, px - x0]
+        squared = (xx - px) ** 2 + (yy - py) ** 2  # px^2 from the click
+        near = window[squared <= (beyond * d) ** 2]  # holds the click itself
+        others = [(y - y0, x - x0) for x, y, sign in clicks if sign != positive and y0 <= y < y1 and x0 <= x < x1]
+        for v in (near.min() if positive else near.max(), window[py - y0, px - x0]):
+            candidate = (squared <= r * r) & ((window >= v) if positive else (window <= v))
+            labelled, _ = ndimage.label(candidate)
+            region = labelled == labelled[py - y0, px - x0]
+            if not any(region[at] for at in others):
+                break
         if positive:
             mask[y0:y1, x0:x1] |= region
         else:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dermaseg.core import evaluation as ev
-from dermaseg.core.click_prompts import ClickSession
+from dermaseg.core.click_prompts import ClickSession, local_edits
 from dermaseg.core.click_refine import RefineSession
 from dermaseg.core.clicks import iou, next_click
 from dermaseg.core.dataset import box_from_mask
@@ -14,6 +14,7 @@ from dermaseg.core.errors import PromptError
 from dermaseg.core.image import load_image
 from dermaseg.core.interactive import click_session
 from dermaseg.core.prompts import Prompts
+from dermaseg.core.segmenter import MaskResult
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,36 @@ def test_translation_keeps_using_the_bundled_decoder(engine, cases, counted) -> 
     session.predict(Prompts(box=box_from_mask(gt, 5)).with_point(10.0, 10.0, positive=False))
     session.predict(Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy))
     assert counted and not any(counted)
+
+
+def _ramp_result(prompts: Prompts) -> MaskResult:
+    """A 256 x 256 image whose decoder logits fall 1 per px along x, 0 at x = 100: mask x < 100."""
+    logits = np.tile(100.0 - np.arange(256, dtype=np.float32), (256, 1))
+    return MaskResult(logits > 0, logits, 1.0, 0, (1.0,), prompts, "ramp", "0" * 64)
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_a_click_edit_reaches_past_the_click(positive: bool) -> None:
+    """A click d px across the edge moves it to the click (beyond 0) or d / 2 past it (beyond 0.5)."""
+    x, d = (120, 21) if positive else (80, 20)  # the mask's last column is x = 99
+    prompts = Prompts(points=((float(x), 128.0),), labels=(int(positive),))
+    result = _ramp_result(prompts)
+    past = x + 5 if positive else x - 5  # 5 px further from the edge than the click
+    at_click = local_edits(result, prompts, 3.0)
+    beyond = local_edits(result, prompts, 3.0, beyond=0.5)
+    assert at_click[128, x] == beyond[128, x] == positive
+    assert at_click[128, past] != positive and beyond[128, past] == positive
+    assert beyond[128, x + d if positive else x - d] != positive  # not further than d / 2 past it
+    changed = at_click != result.mask
+    assert np.array_equal(beyond[changed], at_click[changed])  # it only adds to the old edit
+    outside = 128 - 3 * d - 2  # a row beyond the edit's reach, 3 d
+    assert beyond[outside, x] == result.mask[outside, x]
+
+
+def test_a_click_edit_spares_the_other_clicks() -> None:
+    """Past the click, the edit stops short of a pixel a click of the other sign holds."""
+    positive_only = Prompts(points=((120.0, 128.0),), labels=(1,))
+    both = positive_only.with_point(126.0, 158.0, positive=False)  # inside the edit past the click
+    assert local_edits(_ramp_result(positive_only), positive_only, 3.0, beyond=0.5)[128, 125]
+    spared = local_edits(_ramp_result(both), both, 3.0, beyond=0.5)
+    assert spared[128, 120] and not spared[128, 125] and not spared[158, 126]

@@ -102,3 +102,22 @@ def test_reuse_folds_needs_folds_on_the_command_line(dev_data, capsys) -> None:
 
     assert main(["models", "train-clicks", str(dev_data[0].image.parent.parent), "--reuse-folds"]) == 2
     assert "--reuse-folds goes with --folds K" in capsys.readouterr().err
+
+
+def test_shown_mask_is_what_the_product_would_show() -> None:
+    """The training simulator's view of a decoder answer: every click honoured, one lesion, no holes."""
+    logits = np.tile(100.0 - np.arange(256, dtype=np.float32), (256, 1))  # mask: x < 100
+    raw = logits > 0
+    raw[40:60, 40:60] = False  # a hole
+    raw[200:210, 200:210] = True  # a stray part
+    coords, labels = [[120.5, 128.5], [0.0, 0.0]], [1.0, -1.0]  # a click past the edge, SAM's padding
+    shown = tc.shown_mask(raw, logits, coords, labels)
+    assert shown[128, 120] and shown[50, 50] and not shown[205, 205]
+    box = tc.shown_mask(raw, logits, [[10.0, 10.0], [240.0, 240.0]], [2.0, 3.0])  # a box: largest part kept
+    assert box[50, 50] and box[128, 50] and not box[128, 120]
+
+
+def test_training_on_shown_masks_runs(samples) -> None:
+    state = tc.train(samples, replace(TINY, click_shown=True, max_rounds=4), log=False)
+    plain = tc.train(samples, replace(TINY, max_rounds=4), log=False)
+    assert any(not torch.equal(state[k], plain[k]) for k in state)  # other clicks, other training
