@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="optimiser steps (default: the recipe's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--dihedral", action="store_true", help="train on the 8 symmetries, not the 4 flips")
+    t.add_argument("--click-shown", action="store_true", help="corrections click the shown (edited, tidied) mask")
     t.add_argument("--folds", type=int, help="cross-validate with K folds instead (reports under --cv-out)")
     t.add_argument("--cv-out", type=Path, default=Path("runs/clicks-cv"), help="cross-validation reports")
     t.add_argument(
@@ -151,7 +152,7 @@ def _models_train_clicks(args: argparse.Namespace) -> int:
     if args.reuse_folds and not args.folds:
         raise DermasegError("--reuse-folds goes with --folds K (the K of the run that saved them)")
     steps = {"steps": args.steps} if args.steps else {}
-    cfg = replace(tc.TrainConfig(), seed=args.seed, dihedral=args.dihedral, **steps)
+    cfg = replace(tc.TrainConfig(), seed=args.seed, dihedral=args.dihedral, click_shown=args.click_shown, **steps)
     cases = read_dataset(args.dataset)
     engine = Engine.open(settings_from(args))
     if args.folds:
