@@ -262,7 +262,8 @@ def local_edits(result: MaskResult, prompts: Prompts, reach: float, beyond: floa
         squared = (xx - px) ** 2 + (yy - py) ** 2  # px^2 from the click
         near = window[squared <= (beyond * d) ** 2]  # holds the click itself
         others = [(y - y0, x - x0) for x, y, sign in clicks if sign != positive and y0 <= y < y1 and x0 <= x < x1]
-        for v in (near.min() if positive else near.max(), window[py - y0, px - x0]):
+        past = near.min() if positive else near.max()
+        for v in dict.fromkeys((past, window[py - y0, px - x0])):  # past the click, else its own
             candidate = (squared <= r * r) & ((window >= v) if positive else (window <= v))
             labelled, _ = ndimage.label(candidate)
             region = labelled == labelled[py - y0, px - x0]
