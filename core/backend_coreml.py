@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
+from dermaseg.core.preprocess import DECODER_OUTPUTS, FEATURES_SHAPE, MASK_FEATURES
 from dermaseg.core.prompts import MAX_POINTS as MAX_CLICKS
 
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
-DECODER_OUTPUTS = ("low_res_logits", "iou_predictions")
+TUNED_OUTPUTS = (*DECODER_OUTPUTS, MASK_FEATURES)  # the tuned decoder's features feed `core.click_fit`
 MAX_POINTS = 16  # upper bound of the points decoder's RangeDim
 TUNED_MAX_POINTS = 2 + MAX_CLICKS  # the tuned decoder gets a box and every click (`RefineSession`)
 BOX_LABELS = (2.0, 3.0)  # top-left, bottom-right corner labels
@@ -193,6 +194,8 @@ def expected_specs(role: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
         TensorSpec("low_res_logits", f32, _LOGITS_SHAPE),
         TensorSpec("iou_predictions", f32, _IOU_SHAPE),
     )
+    if role == "decoder_tuned":
+        outputs += (TensorSpec(MASK_FEATURES, f32, FEATURES_SHAPE),)
     return inputs, outputs
 
 
@@ -433,6 +436,33 @@ class CoreMLBackend:
         has_mask_input (1,) 0 or 1. Untuned, the box package runs for N == 2 with labels [2, 3], else the points one.
         """
         role = decoder_role(point_coords, point_labels, tuned=tuned and self.has_tuned_decoder)
+        out = self._run(role, embedding, point_coords, point_labels, mask_input, has_mask_input)
+        return out[0], out[1]
+
+    def decode_features(
+        self,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tuned decoder's `decode` and its mask features (1, 32, 256, 256) float32."""
+        if not self.has_tuned_decoder:
+            raise ModelArtifactError(f"no tuned decoder in this build: rebuild with `{REBUILD}`")
+        role = decoder_role(point_coords, point_labels, tuned=True)
+        logits, iou, out = self._run(role, embedding, point_coords, point_labels, mask_input, has_mask_input)
+        return logits, iou, _array(out[MASK_FEATURES], FEATURES_SHAPE, MASK_FEATURES)
+
+    def _run(
+        self,
+        role: str,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         n = np.asarray(point_coords).shape[1]
         feed = {
             "image_embeddings": _array(embedding, _EMBEDDING_SHAPE, "image_embeddings"),
@@ -445,6 +475,7 @@ class CoreMLBackend:
         return (
             _array(out["low_res_logits"], _LOGITS_SHAPE, "low_res_logits"),
             _array(out["iou_predictions"], _IOU_SHAPE, "iou_predictions"),
+            out,
         )
 
 

@@ -7,6 +7,7 @@ import onnxruntime as ort
 
 from dermaseg.core.artifacts import REBUILD_HINT, VariantFiles
 from dermaseg.core.errors import ModelArtifactError
+from dermaseg.core.preprocess import DECODER_OUTPUTS, MASK_FEATURES
 
 
 class OnnxBackend:
@@ -16,6 +17,7 @@ class OnnxBackend:
     decode: embedding, point_coords (1, N, 2), point_labels (1, N), mask_input (1, 1, 256, 256),
             has_mask_input (1,) -> low_res_logits (1, 4, 256, 256), iou_predictions (1, 4);
             tuned=True runs the variant's fine-tuned decoder (same signature) when it has one.
+    decode_features: the tuned decoder's decode, plus its mask_features (1, 32, 256, 256).
     """
 
     name = "onnx"
@@ -31,6 +33,8 @@ class OnnxBackend:
         self._tuned_decoder = (
             None if files.tuned_decoder is None else _session(files.tuned_decoder, threads, mem_pattern=True)
         )
+        outputs = [] if self._tuned_decoder is None else [o.name for o in self._tuned_decoder.get_outputs()]
+        self._tuned_features = MASK_FEATURES in outputs
 
     @property
     def has_tuned_decoder(self) -> bool:
@@ -49,17 +53,39 @@ class OnnxBackend:
         tuned: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._decoder
-        logits, iou = session.run(
-            None,
-            {
-                "image_embeddings": embedding,
-                "point_coords": point_coords,
-                "point_labels": point_labels,
-                "mask_input": mask_input,
-                "has_mask_input": has_mask_input,
-            },
-        )
+        feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
+        logits, iou = session.run(list(DECODER_OUTPUTS), feed)
         return logits, iou
+
+    def decode_features(
+        self,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._tuned_decoder is None or not self._tuned_features:
+            raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
+        feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
+        logits, iou, features = self._tuned_decoder.run([*DECODER_OUTPUTS, MASK_FEATURES], feed)
+        return logits, iou, features
+
+
+def _feed(
+    embedding: np.ndarray,
+    point_coords: np.ndarray,
+    point_labels: np.ndarray,
+    mask_input: np.ndarray,
+    has_mask_input: np.ndarray,
+) -> dict[str, np.ndarray]:
+    return {
+        "image_embeddings": embedding,
+        "point_coords": point_coords,
+        "point_labels": point_labels,
+        "mask_input": mask_input,
+        "has_mask_input": has_mask_input,
+    }
 
 
 def _session(path, threads: int, mem_pattern: bool) -> ort.InferenceSession:

@@ -45,6 +45,15 @@ class Backend(Protocol):
         tuned: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def decode_features(
+        self,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
 
 @dataclass(frozen=True, eq=False)
 class MaskResult:
@@ -52,6 +61,7 @@ class MaskResult:
 
     mask: bool (H, W) at image resolution. low_res_logits: float32 (256, 256), usable as the next
     `mask_input`. score: the decoder's predicted IoU of the chosen head; head_scores: all four.
+    features: float32 (32, 256, 256), the decoder's mask features (`Segmenter.predict(features=True)`).
     """
 
     mask: np.ndarray
@@ -62,6 +72,7 @@ class MaskResult:
     prompts: Prompts
     model_id: str
     image_sha256: str
+    features: np.ndarray | None = None
 
 
 class Engine:
@@ -121,6 +132,7 @@ class Segmenter:
         mask_input: np.ndarray | None = None,
         head: int | Literal["best"] = 0,
         decoder: Decoder = "auto",
+        features: bool = False,
     ) -> MaskResult:
         """Mask for `prompts` on the current image.
 
@@ -128,8 +140,10 @@ class Segmenter:
         head: 0 (the single-mask head Med-SAM was trained on), 1-3, or "best" (highest predicted IoU).
         decoder: "auto" is the variant's fine-tuned decoder when it has one, else the bundled one;
             "base" is always the bundled (box-trained) decoder.
+        features: also return the fine-tuned decoder's mask features (`core.click_fit`); DermasegError
+            when the variant has no fine-tuned decoder or `decoder` is "base".
         """
-        return self._results(prompts, mask_input, None if head == "best" else (head,), decoder)[0]
+        return self._results(prompts, mask_input, None if head == "best" else (head,), decoder, features)[0]
 
     def candidates(
         self, prompts: Prompts, *, mask_input: np.ndarray | None = None, decoder: Decoder = "auto"
@@ -138,7 +152,12 @@ class Segmenter:
         return self._results(prompts, mask_input, tuple(range(NUM_HEADS)), decoder)
 
     def _results(
-        self, prompts: Prompts, mask_input: np.ndarray | None, heads: tuple[int, ...] | None, decoder: Decoder
+        self,
+        prompts: Prompts,
+        mask_input: np.ndarray | None,
+        heads: tuple[int, ...] | None,
+        decoder: Decoder,
+        features: bool = False,
     ) -> tuple[MaskResult, ...]:
         if self.image is None or self._embedding is None or self._transform is None:
             raise DermasegError("open an image before prompting")
@@ -157,7 +176,13 @@ class Segmenter:
         if decoder not in ("auto", "base"):
             raise PromptError(f"decoder must be 'auto' or 'base', got {decoder!r}")
         tuned = decoder == "auto" and self.engine.backend.has_tuned_decoder
-        logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has, tuned=tuned)
+        feats = None
+        if features:
+            if not tuned:
+                raise DermasegError("mask features come from the fine-tuned decoder, and this prompt does not use one")
+            logits, iou, feats = self.engine.backend.decode_features(self._embedding, coords, labels, mask, has)
+        else:
+            logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has, tuned=tuned)
         scores = tuple(float(s) for s in iou[0])
         if heads is None:
             heads = (int(np.argmax(scores)),)
@@ -171,6 +196,7 @@ class Segmenter:
                 prompts=prompts,
                 model_id=self.engine.model_id,
                 image_sha256=self.image.sha256,
+                features=None if feats is None else feats[0],
             )
             for h in heads
         )

@@ -31,7 +31,7 @@ from dermaseg.models import export_onnx
 from dermaseg.models.litemedsam import CHECKPOINT_SHA256, PromptDecoder, checkpoint_path, load_model, reference_decode
 
 # Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
-EXPORT_VERSION = 4  # 4: CoreML gets the tuned decoder too
+EXPORT_VERSION = 5  # 4: CoreML gets the tuned decoder too; 5: the tuned decoder outputs its mask features
 
 # variant id -> (encoder file, decoder file): the ones worth having by box-prompt mask IoU vs torch fp32 on
 # the 65 real dev images and by speed (README, "Model variants"). Dynamic int8/uint8 (MatMul) and static
@@ -114,7 +114,7 @@ def build(
     if tuned:
         step("tuned decoder")
         tuned_net = tuned_model()
-        export_onnx.export_decoder(PromptDecoder(tuned_net), models_dir / TUNED_DECODERS["fp32"])
+        export_onnx.export_decoder(PromptDecoder(tuned_net, features=True), models_dir / TUNED_DECODERS["fp32"])
         export_onnx.convert_fp16(models_dir / TUNED_DECODERS["fp32"], models_dir / TUNED_DECODERS["fp16"])
         steps.update()
     coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}

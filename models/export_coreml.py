@@ -35,11 +35,12 @@ from dermaseg.core.backend_coreml import (
     MAX_POINTS,
     PACKAGE_NAMES,
     TUNED_MAX_POINTS,
+    TUNED_OUTPUTS,
     io_specs,
     package_digest,
 )
 from dermaseg.core.preprocess import ENCODER_SIZE, LOW_RES_SIZE
-from dermaseg.models.litemedsam import PromptDecoder
+from dermaseg.models.litemedsam import PromptDecoder, predict_masks_batch1
 
 BOX_POINTS = 2  # the box model's fixed N: two corners labelled 2 and 3
 # coremltools stamps the conversion day into the spec; dropped so that a rebuild gives the same digest.
@@ -64,49 +65,14 @@ class CoreMLSettings:
     default_points: int = BOX_POINTS
 
 
-def predict_masks_batch1(
-    decoder: nn.Module,
-    image_embeddings: torch.Tensor,
-    image_pe: torch.Tensor,
-    sparse_prompt_embeddings: torch.Tensor,
-    dense_prompt_embeddings: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`MaskDecoder.predict_masks` for one image and one prompt set (batch 1), without repeat_interleave.
-
-    image_embeddings (1, 256, 64, 64), image_pe (1, 256, 64, 64), sparse_prompt_embeddings (1, N, 256),
-    dense_prompt_embeddings (1, 256, 64, 64), all float32. Returns masks (1, 4, 256, 256) logits and
-    iou_pred (1, 4). With batch 1 the upstream `repeat_interleave(x, 1, dim=0)` and `expand(1, ...)` are
-    identities, so dropping them changes no bit; coremltools cannot convert `repeat_interleave` with a
-    symbolic count, which is why this copy exists.
-    """
-    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
-    tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-    src = image_embeddings + dense_prompt_embeddings
-    b, c, h, w = src.shape
-
-    hs, src = decoder.transformer(src, image_pe, tokens)
-    iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1 : (1 + decoder.num_mask_tokens), :]
-
-    src = src.transpose(1, 2).reshape(b, c, h, w)
-    upscaled_embedding = decoder.output_upscaling(src)
-    hyper_in = torch.stack(
-        [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(decoder.num_mask_tokens)],
-        dim=1,
-    )
-    b, c, h, w = upscaled_embedding.shape
-    masks = (hyper_in @ upscaled_embedding.reshape(b, c, h * w)).reshape(b, -1, h, w)
-    iou_pred = decoder.iou_prediction_head(iou_token_out)
-    return masks, iou_pred
-
-
 class Batch1PromptDecoder(PromptDecoder):
     """`PromptDecoder` whose mask prediction is `predict_masks_batch1`: same inputs, outputs and bits."""
 
     def _predict_masks(
         self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return predict_masks_batch1(self.mask_decoder, image_embeddings, self.image_pe, sparse, dense)
+    ) -> tuple[torch.Tensor, ...]:
+        masks, iou, features = predict_masks_batch1(self.mask_decoder, image_embeddings, self.image_pe, sparse, dense)
+        return (masks, iou, features) if self.features else (masks, iou)
 
 
 def decoder_example_inputs(num_points: int = BOX_POINTS) -> tuple[torch.Tensor, ...]:
@@ -165,14 +131,16 @@ def convert_encoder(model: nn.Module) -> Any:
     return _convert(traced, inputs, [ENCODER_OUTPUT])
 
 
-def convert_decoder(model: nn.Module, min_points: int, max_points: int) -> Any:
-    """The prompt decoder with N in [min_points, max_points] (one fixed N when they are equal)."""
+def convert_decoder(model: nn.Module, min_points: int, max_points: int, features: bool = False) -> Any:
+    """The prompt decoder with N in [min_points, max_points] (one fixed N when they are equal); with
+    `features`, also its mask features output (`PromptDecoder`)."""
     import coremltools as ct
 
     default = BOX_POINTS if min_points <= BOX_POINTS <= max_points else min_points
     n: int | Any = default if min_points == max_points else ct.RangeDim(min_points, max_points, default)
     with torch.no_grad():
-        traced = torch.jit.trace(Batch1PromptDecoder(model).eval(), decoder_example_inputs(default), check_trace=False)
+        module = Batch1PromptDecoder(model, features=features).eval()
+        traced = torch.jit.trace(module, decoder_example_inputs(default), check_trace=False)
     shapes = {
         "image_embeddings": (1, 256, 64, 64),
         "point_coords": (1, n, 2),
@@ -181,7 +149,7 @@ def convert_decoder(model: nn.Module, min_points: int, max_points: int) -> Any:
         "has_mask_input": (1,),
     }
     inputs = [ct.TensorType(name=k, shape=ct.Shape(shapes[k]), dtype=np.float32) for k in DECODER_INPUTS]
-    return _convert(traced, inputs, list(DECODER_OUTPUTS))
+    return _convert(traced, inputs, list(TUNED_OUTPUTS if features else DECODER_OUTPUTS))
 
 
 def _operations(spec: Any) -> Iterator[Any]:
@@ -280,7 +248,8 @@ def export_coreml(
         "decoder_points": lambda: convert_decoder(model, settings.min_points, settings.max_points),
     }
     if tuned is not None:
-        jobs["decoder_tuned"] = lambda: convert_decoder(tuned, settings.min_points, settings.tuned_max_points)
+        max_points = settings.tuned_max_points
+        jobs["decoder_tuned"] = lambda: convert_decoder(tuned, settings.min_points, max_points, features=True)
     packages: dict[str, Any] = {}
     for role, job in jobs.items():
         path = out_dir / PACKAGE_NAMES[role]

@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from dermaseg.core.preprocess import ENCODER_SIZE
+from dermaseg.core.preprocess import DECODER_OUTPUTS, ENCODER_SIZE, MASK_FEATURES
 from dermaseg.models.litemedsam import PromptDecoder
 
 OPSET = 17
@@ -22,7 +22,7 @@ def export_encoder(model: nn.Module, path: Path) -> None:
 
 
 def export_decoder(decoder: PromptDecoder, path: Path) -> None:
-    """See `PromptDecoder`; the number of points N is dynamic."""
+    """See `PromptDecoder` (with its `features`, a third output); the number of points N is dynamic."""
     args = (
         torch.zeros(1, 256, 64, 64),
         torch.tensor([[[10.0, 10.0], [100.0, 100.0]]]),
@@ -35,7 +35,7 @@ def export_decoder(decoder: PromptDecoder, path: Path) -> None:
         args,
         path,
         ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-        ["low_res_logits", "iou_predictions"],
+        [*DECODER_OUTPUTS, MASK_FEATURES] if decoder.features else list(DECODER_OUTPUTS),
         {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
     )
 

@@ -95,12 +95,15 @@ class PromptDecoder(nn.Module):
     (x, y); point_labels (1, N) float32: 1 positive, 0 negative, 2/3 box corners, -1 padding;
     mask_input (1, 1, 256, 256) logits; has_mask_input (1,) 0 or 1.
     Outputs: low_res_logits (1, 4, 256, 256), iou_predictions (1, 4). All four heads are returned.
+    With `features`, also mask_features (1, 32, 256, 256): the upscaled embedding whose dot product
+    with each head's hypernetwork weights gives its logits (`core.click_fit`); batch 1 only then.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, features: bool = False) -> None:
         super().__init__()
         self.mask_decoder = model.mask_decoder
         self.prompt_encoder = model.prompt_encoder
+        self.features = features
         self.register_buffer("image_pe", model.prompt_encoder.get_dense_pe().detach().clone())
 
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -133,13 +136,52 @@ class PromptDecoder(nn.Module):
 
     def _predict_masks(
         self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
+        if self.features:
+            return predict_masks_batch1(self.mask_decoder, image_embeddings, self.image_pe, sparse, dense)
         return self.mask_decoder.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=self.image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )
+
+
+def predict_masks_batch1(
+    decoder: nn.Module,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`MaskDecoder.predict_masks` for one image and one prompt set (batch 1), without repeat_interleave,
+    also returning the upscaled embedding.
+
+    image_embeddings (1, 256, 64, 64), image_pe (1, 256, 64, 64), sparse_prompt_embeddings (1, N, 256),
+    dense_prompt_embeddings (1, 256, 64, 64), all float32. Returns masks (1, 4, 256, 256) logits,
+    iou_pred (1, 4) and the upscaled embedding (1, 32, 256, 256). With batch 1 the upstream
+    `repeat_interleave(x, 1, dim=0)` and `expand(1, ...)` are identities, so dropping them changes no
+    bit; coremltools cannot convert `repeat_interleave` with a symbolic count, which is why this copy exists.
+    """
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
+    tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+    src = image_embeddings + dense_prompt_embeddings
+    b, c, h, w = src.shape
+
+    hs, src = decoder.transformer(src, image_pe, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : (1 + decoder.num_mask_tokens), :]
+
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    upscaled_embedding = decoder.output_upscaling(src)
+    hyper_in = torch.stack(
+        [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(decoder.num_mask_tokens)],
+        dim=1,
+    )
+    b, c, h, w = upscaled_embedding.shape
+    masks = (hyper_in @ upscaled_embedding.reshape(b, c, h * w)).reshape(b, -1, h, w)
+    iou_pred = decoder.iou_prediction_head(iou_token_out)
+    return masks, iou_pred, upscaled_embedding
 
 
 @torch.no_grad()

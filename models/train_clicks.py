@@ -257,7 +257,7 @@ def cross_validate(
         if reuse:
             cfg = _reusable_fold(onnx, record, ids)
         else:
-            decoder = PromptDecoder(load_model())
+            decoder = PromptDecoder(load_model(), features=True)  # exported with its features (`click_fit`)
             held_out_ids = set(ids)
             decoder.load_state_dict(train([s for s in samples if s.case_id not in held_out_ids], cfg))
             onnx.parent.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,14 @@ import pytest
 
 from dermaseg.core import evaluation as ev
 from dermaseg.core.click_prompts import ClickSession, local_edits
-from dermaseg.core.click_refine import RefineSession
+from dermaseg.core.click_fit import fit_logits
+from dermaseg.core.click_refine import FIT_LAMBDA, FIT_MARGIN, RefineSession
 from dermaseg.core.clicks import iou, next_click
 from dermaseg.core.dataset import box_from_mask
 from dermaseg.core.errors import PromptError
 from dermaseg.core.image import load_image
 from dermaseg.core.interactive import click_session
+from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import MaskResult
 
@@ -24,15 +26,21 @@ def cases(dev_data):
 
 @pytest.fixture
 def counted(engine, monkeypatch):
-    """The engine's backend with its decoder runs counted (the real decoder still runs)."""
+    """The engine's backend with its decoder runs counted, True for the tuned decoder (the real decoder
+    still runs)."""
     calls = []
-    decode = engine.backend.decode
+    decode, decode_features = engine.backend.decode, engine.backend.decode_features
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("tuned", False))
         return decode(*args, **kwargs)
 
+    def counting_features(*args, **kwargs):
+        calls.append(True)
+        return decode_features(*args, **kwargs)
+
     monkeypatch.setattr(engine.backend, "decode", counting)
+    monkeypatch.setattr(engine.backend, "decode_features", counting_features)
     return calls
 
 
@@ -69,7 +77,7 @@ def test_a_box_alone_is_one_run_of_the_tuned_decoder(engine, cases, counted) -> 
     assert not np.array_equal(ours, seg.predict(box, decoder="base").low_res_logits)
 
 
-def test_each_click_costs_one_decoder_run_and_feeds_the_last_logits(engine, cases, counted) -> None:
+def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engine, cases, counted) -> None:
     seg, gt = _segmenter(engine, cases[1]), cases[1].load_mask()
     session = RefineSession(seg)
     trace = ev.run_clicks(lambda p: session.predict(p).mask, gt, max_clicks=4)
@@ -81,8 +89,12 @@ def test_each_click_costs_one_decoder_run_and_feeds_the_last_logits(engine, case
     again = session.predict(prompts)  # cached: no decoder run
     assert counted == [] and np.array_equal(again.mask, trace.final_mask)
     prefix = Prompts(None, prompts.points[:-1], prompts.labels[:-1])
-    fresh = seg.predict(prompts, mask_input=session.predict(prefix).low_res_logits)
-    assert np.array_equal(fresh.low_res_logits, again.low_res_logits)
+    fresh = seg.predict(prompts, mask_input=session.predict(prefix).low_res_logits, features=True)
+    t = Transform(seg.image.height, seg.image.width)
+    clicks = t.to_model(np.array(prompts.points))
+    fitted = fit_logits(fresh.low_res_logits, fresh.features, clicks, prompts.labels, t.resized, FIT_LAMBDA, FIT_MARGIN)
+    assert np.array_equal(fitted, again.low_res_logits)
+    assert again.features is None  # not kept in the session's cache: 8 MB a click
 
 
 def test_a_click_the_decoder_disagrees_with_is_honoured(engine, cases) -> None:
