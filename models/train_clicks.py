@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -45,7 +46,7 @@ from dermaseg.core.errors import DermasegError
 from dermaseg.core.evaluation import jittered_box
 from dermaseg.core.image import LesionImage, load_image
 from dermaseg.core.mask_tidy import tidy_mask
-from dermaseg.core.preprocess import LOW_RES_SIZE, Transform
+from dermaseg.core.preprocess import LOW_RES_SIZE, MASK_FEATURES, Transform
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import BOX_CORNER_LABELS, PAD_LABEL, Engine, MaskResult
 from dermaseg.models.litemedsam import PromptDecoder, load_model
@@ -253,17 +254,17 @@ def cross_validate(
     for k in range(folds):
         held_out = [c for i, c in enumerate(cases) if i % folds == k]
         ids = [c.id for c in held_out]
-        onnx, record = out / f"fold{k}" / "decoder-tuned-fp32.onnx", out / f"fold{k}" / "fold.json"
+        onnx_path, record = out / f"fold{k}" / "decoder-tuned-fp32.onnx", out / f"fold{k}" / "fold.json"
         if reuse:
-            cfg = _reusable_fold(onnx, record, ids)
+            cfg = _reusable_fold(onnx_path, record, ids)
         else:
             decoder = PromptDecoder(load_model(), features=True)  # exported with its features (`click_fit`)
             held_out_ids = set(ids)
             decoder.load_state_dict(train([s for s in samples if s.case_id not in held_out_ids], cfg))
-            onnx.parent.mkdir(parents=True, exist_ok=True)
-            export_decoder(decoder.eval(), onnx)
+            onnx_path.parent.mkdir(parents=True, exist_ok=True)
+            export_decoder(decoder.eval(), onnx_path)
             record.write_text(json.dumps({"config": asdict(cfg), "held_out": ids}, indent=1) + "\n")
-        files = replace(engine.backend.files, tuned_decoder=onnx, tuned_decoder_sha256=file_sha256(onnx))
+        files = replace(engine.backend.files, tuned_decoder=onnx_path, tuned_decoder_sha256=file_sha256(onnx_path))
         fold_engine = Engine(OnnxBackend(files), engine.cache)
         for protocol in CV_PROTOCOLS:
             report = run(fold_engine, held_out, EvalConfig(protocol), out / f"fold{k}" / protocol)
@@ -284,14 +285,16 @@ def cross_validate(
     return summary
 
 
-def _reusable_fold(onnx: Path, record: Path, held_out: list[str]) -> TrainConfig:
+def _reusable_fold(onnx_path: Path, record: Path, held_out: list[str]) -> TrainConfig:
     """The recipe of a fold decoder saved by an earlier cross-validation; DermasegError unless it was
     trained without exactly these held-out images."""
-    if not onnx.is_file() or not record.is_file():
-        raise DermasegError(f"nothing to reuse: {onnx.parent} has no decoder and fold.json of a cross-validation")
+    if not onnx_path.is_file() or not record.is_file():
+        raise DermasegError(f"nothing to reuse: {onnx_path.parent} has no decoder and fold.json of a cross-validation")
     saved = json.loads(record.read_text())
     if saved["held_out"] != held_out:
         raise DermasegError(f"{record} held out other images: same dataset and --folds as the run that saved it?")
+    if MASK_FEATURES not in {o.name for o in onnx.load(str(onnx_path)).graph.output}:
+        raise DermasegError(f"{onnx_path} predates the decoder's {MASK_FEATURES} output: train the folds again")
     return TrainConfig(**saved["config"])
 
 

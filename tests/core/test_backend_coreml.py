@@ -58,7 +58,8 @@ def fake_decode(emb: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask: n
     return np.tile(m, (1, 4, 1, 1)), np.tile(m.mean(axis=(2, 3)), (1, 4))
 
 
-def _fake_decoder(n_range: tuple[int, int] | None, offset: float) -> object:
+def _fake_decoder(n_range: tuple[int, int] | None, offset: float, features: bool = False) -> object:
+    """The fake decoder package; with `features`, also mask_features: the logits' first plane x 32."""
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import get_new_symbol
 
@@ -73,6 +74,8 @@ def _fake_decoder(n_range: tuple[int, int] | None, offset: float) -> object:
         m = mb.add(x=mb.add(x=mb.mul(x=mask_input, y=has_mask_input), y=e), y=mb.add(x=s, y=offset))
         logits = mb.tile(x=m, reps=[1, 4, 1, 1], name="low_res_logits")
         iou = mb.reduce_mean(x=logits, axes=[2, 3], name="iou_predictions")
+        if features:
+            return logits, iou, mb.tile(x=m, reps=[1, 32, 1, 1], name="mask_features")
         return logits, iou
 
     dim = 2 if n_range is None else ct.RangeDim(n_range[0], n_range[1], 2)
@@ -83,7 +86,7 @@ def _fake_decoder(n_range: tuple[int, int] | None, offset: float) -> object:
         ct.TensorType(name="mask_input", shape=(1, 1, 256, 256), dtype=np.float32),
         ct.TensorType(name="has_mask_input", shape=(1,), dtype=np.float32),
     ]
-    return _convert(prog, inputs, ["low_res_logits", "iou_predictions"])
+    return _convert(prog, inputs, list(bc.TUNED_OUTPUTS if features else bc.DECODER_OUTPUTS))
 
 
 BOX_OFFSET = 1000.0
@@ -98,7 +101,7 @@ def fake_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "encoder": _fake_encoder(),
         "decoder_box": _fake_decoder(None, BOX_OFFSET),
         "decoder_points": _fake_decoder((1, bc.MAX_POINTS), 0.0),
-        "decoder_tuned": _fake_decoder((1, bc.TUNED_MAX_POINTS), TUNED_OFFSET),
+        "decoder_tuned": _fake_decoder((1, bc.TUNED_MAX_POINTS), TUNED_OFFSET, features=True),
     }
     for role, model in models.items():
         model.save(str(root / bc.PACKAGE_NAMES[role]))
@@ -433,6 +436,9 @@ def test_decode_routes_and_matches(backend: bc.CoreMLBackend, n: int, labels: li
     offset = TUNED_OFFSET
     np.testing.assert_allclose(logits, want_logits + offset, atol=0.6, rtol=0.01)
     np.testing.assert_allclose(iou, want_iou + offset, atol=0.6, rtol=0.01)
+    logits_f, iou_f, features = backend.decode_features(emb, coords, lab, mask, has)
+    assert np.array_equal(logits_f, logits) and np.array_equal(iou_f, iou)
+    assert features.shape == (1, 32, 256, 256) and np.array_equal(features[:, :4], logits)
 
 
 @needs_coreml

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dermaseg.core import evaluation as ev
-from dermaseg.core.click_prompts import ClickSession, local_edits
 from dermaseg.core.click_fit import fit_logits
+from dermaseg.core.click_prompts import ClickSession, local_edits
 from dermaseg.core.click_refine import FIT_LAMBDA, FIT_MARGIN, RefineSession
 from dermaseg.core.clicks import iou, next_click
 from dermaseg.core.dataset import box_from_mask

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -95,6 +96,9 @@ def test_cross_validation_evaluates_each_fold_on_images_it_did_not_train_on(engi
         tc.cross_validate(engine, cases[:3], TINY, 2, tmp_path, reuse=True)
     with pytest.raises(DermasegError, match="nothing to reuse"):
         tc.cross_validate(engine, cases, TINY, 2, tmp_path / "elsewhere", reuse=True)
+    shutil.copy(engine.backend.files.decoder, tmp_path / "fold0" / "decoder-tuned-fp32.onnx")  # no mask features
+    with pytest.raises(DermasegError, match="predates the decoder's mask_features"):
+        tc.cross_validate(engine, cases, TINY, 2, tmp_path, reuse=True)
 
 
 def test_reuse_folds_needs_folds_on_the_command_line(dev_data, capsys) -> None:
