@@ -66,7 +66,7 @@ class CoreMLSettings:
 
 
 class Batch1PromptDecoder(PromptDecoder):
-    """`PromptDecoder` whose mask prediction is `predict_masks_batch1`: same inputs, outputs and bits."""
+    """`PromptDecoder` whose mask prediction is `predict_masks_batch1`: same inputs and outputs."""
 
     def _predict_masks(
         self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
