@@ -11,7 +11,7 @@ margin; the pixels whose features resemble the clicked pixel's change with it, w
 
 over the clicks i (y = +1 positive, -1 negative; l_i, u_i: the click pixel's logit and features); the
 second term is the mean squared change of the logits over the image. A 32-dimensional convex problem:
-a few Newton steps, ~10 ms.
+a few Newton steps (a click through `RefineSession`: 57.5 ms median with the fit, 56.7 without).
 """
 
 from __future__ import annotations
