@@ -33,7 +33,6 @@ from dermaseg.core.prompts import MAX_POINTS as MAX_CLICKS
 
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 TUNED_OUTPUTS = (*DECODER_OUTPUTS, MASK_FEATURES)  # the tuned decoder's features feed `core.click_fit`
 MAX_POINTS = 16  # upper bound of the points decoder's RangeDim
 TUNED_MAX_POINTS = 2 + MAX_CLICKS  # the tuned decoder gets a box and every click (`RefineSession`)

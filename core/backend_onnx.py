@@ -7,7 +7,7 @@ import onnxruntime as ort
 
 from dermaseg.core.artifacts import REBUILD_HINT, VariantFiles
 from dermaseg.core.errors import ModelArtifactError
-from dermaseg.core.preprocess import DECODER_OUTPUTS, MASK_FEATURES
+from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, MASK_FEATURES
 
 
 class OnnxBackend:
@@ -72,20 +72,9 @@ class OnnxBackend:
         return logits, iou, features
 
 
-def _feed(
-    embedding: np.ndarray,
-    point_coords: np.ndarray,
-    point_labels: np.ndarray,
-    mask_input: np.ndarray,
-    has_mask_input: np.ndarray,
-) -> dict[str, np.ndarray]:
-    return {
-        "image_embeddings": embedding,
-        "point_coords": point_coords,
-        "point_labels": point_labels,
-        "mask_input": mask_input,
-        "has_mask_input": has_mask_input,
-    }
+def _feed(*arrays: np.ndarray) -> dict[str, np.ndarray]:
+    """The decoder's inputs by name, from arrays in `DECODER_INPUTS` order."""
+    return dict(zip(DECODER_INPUTS, arrays, strict=True))
 
 
 def _session(path, threads: int, mem_pattern: bool) -> ort.InferenceSession:

@@ -18,6 +18,7 @@ ENCODER_SIZE = 256  # model input side, px
 EMBEDDING_SHAPE = (1, 256, 64, 64)
 LOW_RES_SIZE = 256  # decoder logits side, px
 NUM_HEADS = 4  # decoder mask heads; head 0 is the single-mask head Med-SAM was trained on
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("low_res_logits", "iou_predictions")
 # The tuned decoder's third output: the upscaled mask features the heads' logits are dot products of.
 MASK_FEATURES = "mask_features"

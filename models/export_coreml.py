@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from dermaseg.core.backend_coreml import (
-    DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_INPUT,
     ENCODER_OUTPUT,
@@ -39,7 +38,7 @@ from dermaseg.core.backend_coreml import (
     io_specs,
     package_digest,
 )
-from dermaseg.core.preprocess import ENCODER_SIZE, LOW_RES_SIZE
+from dermaseg.core.preprocess import DECODER_INPUTS, ENCODER_SIZE, LOW_RES_SIZE
 from dermaseg.models.litemedsam import PromptDecoder, predict_masks_batch1
 
 BOX_POINTS = 2  # the box model's fixed N: two corners labelled 2 and 3

@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from dermaseg.core.preprocess import DECODER_OUTPUTS, ENCODER_SIZE, MASK_FEATURES
+from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, MASK_FEATURES
 from dermaseg.models.litemedsam import PromptDecoder
 
 OPSET = 17
@@ -34,7 +34,7 @@ def export_decoder(decoder: PromptDecoder, path: Path) -> None:
         decoder,
         args,
         path,
-        ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+        list(DECODER_INPUTS),
         [*DECODER_OUTPUTS, MASK_FEATURES] if decoder.features else list(DECODER_OUTPUTS),
         {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
     )
