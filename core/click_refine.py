@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from dermaseg.core.click_fit import fit_logits
+from dermaseg.core.click_fit import colour_features, fit_logits
 from dermaseg.core.click_prompts import local_edits
 from dermaseg.core.errors import PromptError
-from dermaseg.core.preprocess import Transform, mask_from_logits
+from dermaseg.core.preprocess import Transform, encoder_input, mask_from_logits
 from dermaseg.core.prompts import NEGATIVE, Prompts
 from dermaseg.core.segmenter import MaskResult, Segmenter
 
@@ -46,7 +46,7 @@ class RefineSession:
     image and the prompts (in order); each prefix's decoder result is cached, so a new click costs one
     decoder run. `edit_reach`, `edit_beyond`: see `local_edits` (reach None: the decoder's mask as it is);
     `fit_lambda` (clicks alone), `fit_lambda_box` (clicks after a box), `fit_margin`: see `fit_logits`
-    (fit_lambda None: no fit)."""
+    (fit_lambda None: no fit); `fit_colour`: fit with the image's colour too (`colour_features`)."""
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class RefineSession:
         fit_lambda: float | None = FIT_LAMBDA,
         fit_lambda_box: float = FIT_LAMBDA_BOX,
         fit_margin: float = FIT_MARGIN,
+        fit_colour: bool = True,
     ) -> None:
         self.segmenter = segmenter
         self.edit_reach = edit_reach
@@ -63,7 +64,9 @@ class RefineSession:
         self.fit_lambda = fit_lambda
         self.fit_lambda_box = fit_lambda_box
         self.fit_margin = fit_margin
+        self.fit_colour = fit_colour
         self._results: dict[tuple[str, Prompts], MaskResult] = {}
+        self._colour: tuple[str, np.ndarray] | None = None  # image sha256, its colour_features
 
     def predict(self, prompts: Prompts) -> MaskResult:
         """Mask for the user's `prompts` (image pixels). PromptError when the first click is negative
@@ -104,8 +107,11 @@ class RefineSession:
         assert image is not None
         t = Transform(image.height, image.width)
         clicks = t.to_model(np.array(prompts.points, dtype=np.float64))
+        features = result.features
+        if self.fit_colour:
+            if self._colour is None or self._colour[0] != image.sha256:
+                self._colour = (image.sha256, colour_features(encoder_input(image.rgb)[0], t.resized))
+            features = np.concatenate([features, self._colour[1]])
         lam = self.fit_lambda if prompts.box is None else self.fit_lambda_box
-        logits = fit_logits(
-            result.low_res_logits, result.features, clicks, prompts.labels, t.resized, lam, self.fit_margin
-        )
+        logits = fit_logits(result.low_res_logits, features, clicks, prompts.labels, t.resized, lam, self.fit_margin)
         return replace(result, mask=mask_from_logits(logits, t), low_res_logits=logits, features=None)

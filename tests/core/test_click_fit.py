@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dermaseg.core.click_fit import fit_logits
+from dermaseg.core.click_fit import colour_features, fit_logits
 from dermaseg.core.clicks import next_click
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.image import load_image
@@ -68,6 +68,39 @@ def test_padding_neither_weighs_in_nor_holds_a_click() -> None:
     below = fit_logits(logits, f, np.array([[120.5, 230.0]]), [1], EXTENT, lam=1.0, margin=2.0)
     at_edge = fit_logits(logits, f, np.array([[120.5, 199.0]]), [1], EXTENT, lam=1.0, margin=2.0)
     assert np.array_equal(below, at_edge)  # a click in the padding counts on the image's last row
+
+
+def test_colour_features_are_standardised_over_the_image_and_zero_on_padding() -> None:
+    rng = np.random.default_rng(0)
+    frame = np.zeros((1, 3, 256, 256), np.float32)
+    frame[0, :, :200] = rng.uniform(0.2, 0.9, (3, 200, 256))
+    frame[0, :, 200:] = 7.0  # never counted: padding
+    c = colour_features(frame, EXTENT)
+    assert c.shape == (3, 256, 256) and c.dtype == np.float32
+    assert np.allclose(c[:, :200].mean(axis=(1, 2)), 0, atol=1e-5)
+    assert np.allclose(c[:, :200].std(axis=(1, 2)), 1, atol=1e-4)
+    assert (c[:, 200:] == 0).all()
+    flat = colour_features(np.full((1, 3, 256, 256), 0.5, np.float32), EXTENT)
+    assert np.isfinite(flat).all() and (flat == 0).all()  # one colour: nothing to tell apart
+
+
+def test_with_colour_a_click_brings_the_pixels_of_its_colour() -> None:
+    """The decoder's features cannot tell a darker rim from the skin around it; the colour can."""
+    logits, f = _scene()
+    frame = np.full((1, 3, 256, 256), 0.8, np.float32)  # skin
+    frame[0, :, 60:140, 60:180] = 0.3  # the lesion
+    frame[0, :, 50:60, 60:180] = 0.4  # a rim above it, missed by the model
+    rim = np.zeros((256, 256), bool)
+    rim[50:60, 60:180] = True
+    click = np.array([[120.5, 55.5]])
+    decoder_only = fit_logits(logits, f[[0, 1, 3]], click, [1], EXTENT, lam=1.0, margin=2.0)
+    assert (decoder_only[rim] > 0).mean() < 0.1  # the decoder's features alone cannot single the rim out
+    both = np.concatenate([f[[0, 1, 3]], colour_features(frame, EXTENT)])
+    out = fit_logits(logits, both, click, [1], EXTENT, lam=1.0, margin=2.0)
+    assert (out[rim] > 0).all() and (out[f[1] > 0] > 0).all()
+    skin = (f[1] == 0) & ~rim
+    skin[EXTENT[0] :] = False
+    assert (out[skin] < 0).all()
 
 
 def test_the_tuned_decoder_logits_are_a_dot_product_of_its_features(engine, dev_data) -> None:

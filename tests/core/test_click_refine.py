@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dermaseg.core import evaluation as ev
-from dermaseg.core.click_fit import fit_logits
+from dermaseg.core.click_fit import colour_features, fit_logits
 from dermaseg.core.click_prompts import ClickSession, local_edits
 from dermaseg.core.click_refine import FIT_LAMBDA, FIT_MARGIN, RefineSession
 from dermaseg.core.clicks import iou, next_click
@@ -14,7 +14,7 @@ from dermaseg.core.dataset import box_from_mask
 from dermaseg.core.errors import PromptError
 from dermaseg.core.image import load_image
 from dermaseg.core.interactive import click_session
-from dermaseg.core.preprocess import Transform
+from dermaseg.core.preprocess import Transform, encoder_input
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import MaskResult
 
@@ -92,7 +92,8 @@ def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engin
     fresh = seg.predict(prompts, mask_input=session.predict(prefix).low_res_logits, features=True)
     t = Transform(seg.image.height, seg.image.width)
     clicks = t.to_model(np.array(prompts.points))
-    fitted = fit_logits(fresh.low_res_logits, fresh.features, clicks, prompts.labels, t.resized, FIT_LAMBDA, FIT_MARGIN)
+    features = np.concatenate([fresh.features, colour_features(encoder_input(seg.image.rgb)[0], t.resized)])
+    fitted = fit_logits(fresh.low_res_logits, features, clicks, prompts.labels, t.resized, FIT_LAMBDA, FIT_MARGIN)
     assert np.array_equal(fitted, again.low_res_logits)
     assert again.features is None  # not kept in the session's cache: 8 MB a click
 
