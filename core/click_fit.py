@@ -14,7 +14,7 @@ second term is the mean squared change of the logits over the image. A 35-dimens
 (with the colour below), a few Newton steps.
 
 The decoder's features see the image at 1/4 of the frame through the encoder; `colour_features` adds
-the image's own colour at full frame resolution as three more features, so that pixels the colour of a
+the image's own colour, in the 256 x 256 frame, as three more features, so that pixels the colour of a
 clicked one may follow it too (out of fold: NoC@90 3.34 -> 3.18).
 """
 

@@ -5,8 +5,8 @@
 Opens one image in a temporary project and sends, as `bench_browser` does, a box and then alternating
 lesion / not-lesion clicks near its centre (a new box every 10 prompts) through `handlers.handle_gesture`,
 then what the page's second event does (`handlers.measurements`). Each stage is timed with
-time.perf_counter: the decoder runs, the full-resolution masks, the outline tracing, the view JSON, the
-measurements. Prints median / p95 ms per prompt; `--profile` adds cProfile's top functions.
+time.perf_counter: the decoder runs, the fit to the clicks, the full-resolution masks, the outline
+tracing, the view JSON, the measurements. Prints median / p95 ms per prompt; `--profile` adds cProfile's top functions.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def gestures(width: int, height: int, n: int) -> Iterator[dict[str, Any]]:
 
 def run(image: Path, prompts: int, profile: cProfile.Profile | None = None) -> Times:
     """Stage times (ms) of `prompts` prompts on `image`, one entry per prompt and stage."""
+    import dermaseg.core.click_refine as refine_module
     import dermaseg.core.interactive as interactive_module
     import dermaseg.core.segmenter as segmenter_module
     from dermaseg.core.segmenter import Engine
@@ -96,7 +97,9 @@ def run(image: Path, prompts: int, profile: cProfile.Profile | None = None) -> T
         h.open_project_image(s, project.images()[0].id)
         watch = Stopwatch()
         stages = [
-            (engine.backend, "decode"),
+            (engine.backend, "decode"),  # a box alone
+            (engine.backend, "decode_features"),  # a click (the decoder with its mask features)
+            (refine_module, "fit_logits"),  # the click fit (`colour_features` once per image)
             (segmenter_module, "mask_from_logits"),
             (interactive_module, "tidy_mask"),
             (h, "mask_to_polygons"),
