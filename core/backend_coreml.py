@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
-from dermaseg.core.preprocess import DECODER_OUTPUTS, FEATURES_SHAPE, MASK_FEATURES
+from dermaseg.core.preprocess import FEATURES_SHAPE, MASK_FEATURES
 from dermaseg.core.prompts import MAX_POINTS as MAX_CLICKS
 
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
-TUNED_OUTPUTS = (*DECODER_OUTPUTS, MASK_FEATURES)  # the tuned decoder's features feed `core.click_fit`
 MAX_POINTS = 16  # upper bound of the points decoder's RangeDim
 TUNED_MAX_POINTS = 2 + MAX_CLICKS  # the tuned decoder gets a box and every click (`RefineSession`)
 BOX_LABELS = (2.0, 3.0)  # top-left, bottom-right corner labels

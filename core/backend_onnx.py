@@ -7,7 +7,7 @@ import onnxruntime as ort
 
 from dermaseg.core.artifacts import REBUILD_HINT, VariantFiles
 from dermaseg.core.errors import ModelArtifactError
-from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, MASK_FEATURES
+from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, MASK_FEATURES, TUNED_OUTPUTS
 
 
 class OnnxBackend:
@@ -68,7 +68,7 @@ class OnnxBackend:
         if self._tuned_decoder is None or not self._tuned_features:
             raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
         feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
-        logits, iou, features = self._tuned_decoder.run([*DECODER_OUTPUTS, MASK_FEATURES], feed)
+        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), feed)
         return logits, iou, features
 
 

@@ -22,6 +22,7 @@ DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_inpu
 DECODER_OUTPUTS = ("low_res_logits", "iou_predictions")
 # The tuned decoder's third output: the upscaled mask features the heads' logits are dot products of.
 MASK_FEATURES = "mask_features"
+TUNED_OUTPUTS = (*DECODER_OUTPUTS, MASK_FEATURES)  # the tuned decoder's outputs; the features feed `core.click_fit`
 FEATURES_SHAPE = (1, 32, LOW_RES_SIZE, LOW_RES_SIZE)
 
 

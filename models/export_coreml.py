@@ -28,17 +28,15 @@ import torch
 from torch import nn
 
 from dermaseg.core.backend_coreml import (
-    DECODER_OUTPUTS,
     ENCODER_INPUT,
     ENCODER_OUTPUT,
     MAX_POINTS,
     PACKAGE_NAMES,
     TUNED_MAX_POINTS,
-    TUNED_OUTPUTS,
     io_specs,
     package_digest,
 )
-from dermaseg.core.preprocess import DECODER_INPUTS, ENCODER_SIZE, LOW_RES_SIZE
+from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, LOW_RES_SIZE, TUNED_OUTPUTS
 from dermaseg.models.litemedsam import PromptDecoder, predict_masks_batch1
 
 BOX_POINTS = 2  # the box model's fixed N: two corners labelled 2 and 3

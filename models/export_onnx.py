@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, MASK_FEATURES
+from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, TUNED_OUTPUTS
 from dermaseg.models.litemedsam import PromptDecoder
 
 OPSET = 17
@@ -35,7 +35,7 @@ def export_decoder(decoder: PromptDecoder, path: Path) -> None:
         args,
         path,
         list(DECODER_INPUTS),
-        [*DECODER_OUTPUTS, MASK_FEATURES] if decoder.features else list(DECODER_OUTPUTS),
+        list(TUNED_OUTPUTS if decoder.features else DECODER_OUTPUTS),
         {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
     )
 

@@ -19,6 +19,7 @@ import pytest
 
 from dermaseg.core import backend_coreml as bc
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
+from dermaseg.core.preprocess import DECODER_OUTPUTS, TUNED_OUTPUTS
 
 ct = pytest.importorskip("coremltools")
 
@@ -86,7 +87,7 @@ def _fake_decoder(n_range: tuple[int, int] | None, offset: float, features: bool
         ct.TensorType(name="mask_input", shape=(1, 1, 256, 256), dtype=np.float32),
         ct.TensorType(name="has_mask_input", shape=(1,), dtype=np.float32),
     ]
-    return _convert(prog, inputs, list(bc.TUNED_OUTPUTS if features else bc.DECODER_OUTPUTS))
+    return _convert(prog, inputs, list(TUNED_OUTPUTS if features else DECODER_OUTPUTS))
 
 
 BOX_OFFSET = 1000.0
