@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import onnxruntime as ort
 
@@ -11,7 +13,8 @@ from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, MASK_FEATU
 
 
 class OnnxBackend:
-    """Runs the exported LiteMedSAM graphs. Thread-safe: ORT sessions allow concurrent `run` calls.
+    """Runs the exported LiteMedSAM graphs. Thread-safe: ORT sessions allow concurrent `run` calls; the
+    encoder runs one at a time (below).
 
     encode: float32 (1, 3, 256, 256) -> float32 (1, 256, 64, 64)
     decode: embedding, point_coords (1, N, 2), point_labels (1, N), mask_input (1, 1, 256, 256),
@@ -29,6 +32,10 @@ class OnnxBackend:
         # Memory pattern on the encoder doubled peak RSS on a second encode at the same speed; the
         # decoder keeps it (off, its p90 went from 26 to 58 ms). Measured, see the model notes.
         self._encoder = _session(files.encoder, threads, mem_pattern=False)
+        # Each concurrent encoder run holds its own ~270 MiB of activations in ORT's arena, which keeps its
+        # peak (1 / 2 / 4 at once: RSS 468 / 735 / 1284 MiB); one run already uses every core, so queueing
+        # them costs no throughput and bounds the memory whatever the number of users and prefetches.
+        self._encoder_lock = threading.Lock()
         self._decoder = _session(files.decoder, threads, mem_pattern=True)
         self._tuned_decoder = (
             None if files.tuned_decoder is None else _session(files.tuned_decoder, threads, mem_pattern=True)
@@ -41,7 +48,8 @@ class OnnxBackend:
         return self._tuned_decoder is not None
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        return self._encoder.run(None, {"image": x})[0]
+        with self._encoder_lock:
+            return self._encoder.run(None, {"image": x})[0]
 
     def decode(
         self,

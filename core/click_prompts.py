@@ -93,6 +93,9 @@ class ClickSession:
         self.config = config
         self._steps: dict[tuple[str, Prompts], Step] = {}
 
+    def prepare(self) -> None:
+        """Nothing to do before the first click (`RefineSession.prepare` has)."""
+
     def predict(self, prompts: Prompts) -> MaskResult:
         """Mask for the user's `prompts` (image pixels). PromptError when no click is positive and there
         is no box."""

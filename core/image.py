@@ -52,6 +52,10 @@ class LesionImage:
     def with_calibration(self, calibration: Calibration | None) -> LesionImage:
         return LesionImage(self.rgb, self.sha256, self.name, calibration)
 
+    def mirrored(self) -> LesionImage:
+        """The image flipped left-right (its own pixels, hence its own sha256 and embedding)."""
+        return LesionImage.from_array(self.rgb[:, ::-1], f"{self.name} (mirrored)", self.calibration)
+
     @classmethod
     def from_array(cls, rgb: np.ndarray, name: str = "image", calibration: Calibration | None = None) -> LesionImage:
         """Wrap an (H, W, 3) uint8 array (or (H, W) grey, or (H, W, 4) RGBA) after validation."""

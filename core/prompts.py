@@ -43,6 +43,11 @@ class Prompts:
     def with_box(self, box: Box | None) -> Prompts:
         return Prompts(box, self.points, self.labels)
 
+    def mirrored(self, width: float) -> Prompts:
+        """The same prompts on the image flipped left-right (`width`: the image's, px)."""
+        box = None if self.box is None else (width - self.box[2], self.box[1], width - self.box[0], self.box[3])
+        return Prompts(box, tuple((width - x, y) for x, y in self.points), self.labels)
+
     def validated(self, width: int, height: int) -> Prompts:
         """Check against an image of `width` x `height` px; clip a box that pokes out of it.
 

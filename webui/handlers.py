@@ -148,6 +148,7 @@ def open_project_image(s: Session, image_id: int) -> str:
     """Make a project image current; its saved annotation (if any) becomes the editable outline."""
     image = s.project.load_image(image_id)
     source = s.segmenter.set_image(image)
+    s.clicks.prepare()
     _reset(s, image, image_id)
     saved = s.project.annotations(image_id)
     if saved:
@@ -218,7 +219,9 @@ class Prefetcher:
 
     def _encode(self, project: Project, image_id: int) -> None:
         try:
-            self.engine.embedding(project.load_image(image_id))
+            segmenter = self.engine.segmenter()
+            segmenter.set_image(project.load_image(image_id))
+            click_session(segmenter).prepare()  # and what the first click will need
         except DermasegError:
             pass  # the user will see the error when opening that image
         finally:

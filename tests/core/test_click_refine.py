@@ -79,12 +79,10 @@ def test_a_box_alone_is_one_run_of_the_tuned_decoder(engine, cases, counted) -> 
 
 def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engine, cases, counted) -> None:
     seg, gt = _segmenter(engine, cases[1]), cases[1].load_mask()
-    session = RefineSession(seg)
+    session = RefineSession(seg, mirror=False)
     trace = ev.run_clicks(lambda p: session.predict(p).mask, gt, max_clicks=4)
     assert counted == [True] * len(trace.clicks)
-    prompts = Prompts()
-    for c in trace.clicks:
-        prompts = prompts.with_point(*c.xy, positive=c.positive)
+    prompts = _prompts(trace)
     counted.clear()
     again = session.predict(prompts)  # cached: no decoder run
     assert counted == [] and np.array_equal(again.mask, trace.final_mask)
@@ -96,6 +94,42 @@ def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engin
     fitted = fit_logits(fresh.low_res_logits, features, clicks, prompts.labels, t.resized, FIT_LAMBDA, FIT_MARGIN)
     assert np.array_equal(fitted, again.low_res_logits)
     assert again.features is None  # not kept in the session's cache: 8 MB a click
+
+
+def test_the_mirror_image_answers_too_and_the_logits_are_averaged(engine, cases, counted, monkeypatch) -> None:
+    seg, gt = _segmenter(engine, cases[1]), cases[1].load_mask()
+    session = RefineSession(seg)
+    session.prepare()  # the mirror image's embedding, before the first click
+    encoded, encode = [], engine.backend.encode
+    monkeypatch.setattr(engine.backend, "encode", lambda *a, **k: encoded.append(1) or encode(*a, **k))
+    trace = ev.run_clicks(lambda p: session.predict(p).mask, gt, max_clicks=4)
+    assert encoded == [] and counted == [True, True] * len(trace.clicks)  # each click: image and mirror
+    prompts, width = _prompts(trace), seg.image.width
+    mirror = engine.segmenter()
+    mirror.set_image(seg.image.mirrored())
+    h, w = Transform(seg.image.height, width).resized
+    ours = RefineSession(seg, mirror=False).predict(prompts).low_res_logits[:h, :w]
+    theirs = RefineSession(mirror, mirror=False).predict(prompts.mirrored(width)).low_res_logits[:h, :w]
+    averaged = session.predict(prompts)
+    assert np.allclose(averaged.low_res_logits[:h, :w], (ours + theirs[:, ::-1]) / 2, atol=1e-6)
+    # so the answer does not depend on which way round the image was opened
+    flipped = RefineSession(mirror).predict(prompts.mirrored(width))
+    assert np.array_equal(flipped.low_res_logits[:h, :w], averaged.low_res_logits[:h, w - 1 :: -1])
+    assert iou(flipped.mask[:, ::-1], averaged.mask) > 0.999
+
+
+def test_prompts_mirrored() -> None:
+    p = Prompts(box=(10.0, 20.0, 50.0, 60.0)).with_point(15.0, 25.0).with_point(0.0, 5.0, positive=False)
+    m = p.mirrored(100)
+    assert m.box == (50.0, 20.0, 90.0, 60.0) and m.points == ((85.0, 25.0), (100.0, 5.0)) and m.labels == p.labels
+    assert m.mirrored(100) == p
+
+
+def _prompts(trace: ev.ClickTrace) -> Prompts:
+    prompts = Prompts()
+    for c in trace.clicks:
+        prompts = prompts.with_point(*c.xy, positive=c.positive)
+    return prompts
 
 
 def test_a_click_the_decoder_disagrees_with_is_honoured(engine, cases) -> None:
