@@ -1,11 +1,11 @@
 """Clicks answered by a decoder fine-tuned for them, SAM's interactive loop: each click re-runs the decoder
 with every prompt so far and the previous step's logits as mask input; `fit_logits` refits its answer
 to every click in the decoder's own feature space and the image's colour (the pixels that look like a
-clicked one, to the model or by their colour, follow it); without a box, the same is done on the image's
-mirror image (left-right) and the two answers' logits are averaged; then `local_edits` makes the mask honour every
-click (moving the threshold locally along the logits). Out of fold, the edits lifted mIoU@5 from 0.897
-to 0.916 and halved the images never reaching IoU 0.90; the fit took NoC@90 from 3.77 to 3.34, its
-colour to 3.18, the mirror to 2.69 (docs/evaluation/README.md).
+clicked one, to the model or by their colour, follow it); without a box, the same is done on the
+image's mirror image (left-right) and the two answers' logits are averaged; then `local_edits` makes
+the mask honour every click (moving the threshold locally along the logits). Out of fold, the edits
+lifted mIoU@5 from 0.897 to 0.916 and halved the images never reaching IoU 0.90; the fit took NoC@90
+from 3.77 to 3.34, its colour to 3.18, the mirror to 2.69 (docs/evaluation/README.md).
 
 Used when the model variant ships a fine-tuned decoder (`dermaseg models train-clicks`); `ClickSession`
 (prompt translation) remains the path for the bundled box-only decoder. A lone box goes to the decoder
@@ -48,11 +48,12 @@ FIT_MARGIN = 2.0
 class RefineSession:
     """One user's prompting of the segmenter's current image. `predict(prompts)` is a function of the
     image and the prompts (in order); each prefix's decoder result is cached, so a new click costs one
-    decoder run. `edit_reach`, `edit_beyond`: see `local_edits` (reach None: the decoder's mask as it is);
-    `fit_lambda` (clicks alone), `fit_lambda_box` (clicks after a box), `fit_margin`: see `fit_logits`
-    (fit_lambda None: no fit); `fit_colour`: fit with the image's colour too (`colour_features`);
-    `mirror`: average clicks without a box with the answer on the mirror image (its embedding costs one
-    more encoder run per image, each such click one more decoder run and fit)."""
+    decoder run (two without a box: the image's and its mirror image's). `edit_reach`, `edit_beyond`:
+    see `local_edits` (reach None: the decoder's mask as it is); `fit_lambda` (clicks alone),
+    `fit_lambda_box` (clicks after a box), `fit_margin`: see `fit_logits` (fit_lambda None: no fit);
+    `fit_colour`: fit with the image's colour too (`colour_features`); `mirror`: average clicks without
+    a box with the answer on the mirror image (its embedding costs one more encoder run per image, each
+    such click one more decoder run and fit)."""
 
     def __init__(
         self,
@@ -125,7 +126,7 @@ class RefineSession:
         t = Transform(image.height, image.width)
         h, w = t.resized
         logits = result.low_res_logits.copy()
-        logits[:h, :w] = (logits[:h, :w] + other[:h, w - 1 :: -1]) / 2  # the frame pads right: flip the image's part
+        logits[:h, :w] = (logits[:h, :w] + other[:h, w - 1 :: -1]) / 2  # flip the image's part, not the padding
         return replace(result, mask=mask_from_logits(logits, t), low_res_logits=logits)
 
     def _mirrored(self, image: LesionImage) -> RefineSession:

@@ -1,9 +1,10 @@
 """Per-stage time of a prompt through the page's handler path, in-process (no browser, no Gradio).
 
-    python -m dermaseg.webui.bench_prompt [--image PATH] [--prompts 30] [--profile]
+    python -m dermaseg.webui.bench_prompt [--image PATH] [--prompts 30] [--no-box] [--profile]
 
 Opens one image in a temporary project and sends, as `bench_browser` does, a box and then alternating
-lesion / not-lesion clicks near its centre (a new box every 10 prompts) through `handlers.handle_gesture`,
+lesion / not-lesion clicks near its centre (a new box every 10 prompts; with --no-box the prompts are
+cleared there instead, so clicks go alone, answered with the mirror image too) through `handlers.handle_gesture`,
 then what the page's second event does (`handlers.measurements`). Each stage is timed with
 time.perf_counter: the decoder runs, the fit to the clicks, the full-resolution masks, the outline
 tracing, the view JSON, the measurements. Prints median / p95 ms per prompt; `--profile` adds cProfile's top functions.
@@ -77,8 +78,9 @@ def gestures(width: int, height: int, n: int) -> Iterator[dict[str, Any]]:
             yield {"kind": "gesture", "type": "click", **click, "seq": i + 1}
 
 
-def run(image: Path, prompts: int, profile: cProfile.Profile | None = None) -> Times:
-    """Stage times (ms) of `prompts` prompts on `image`, one entry per prompt and stage."""
+def run(image: Path, prompts: int, profile: cProfile.Profile | None = None, boxes: bool = True) -> Times:
+    """Stage times (ms) of `prompts` prompts on `image`, one entry per prompt and stage (without `boxes`,
+    each box of `gestures` clears the prompts instead, untimed)."""
     import dermaseg.core.click_refine as refine_module
     import dermaseg.core.interactive as interactive_module
     import dermaseg.core.segmenter as segmenter_module
@@ -98,7 +100,7 @@ def run(image: Path, prompts: int, profile: cProfile.Profile | None = None) -> T
         watch = Stopwatch()
         stages = [
             (engine.backend, "decode"),  # a box alone
-            (engine.backend, "decode_features"),  # a click (the decoder with its mask features)
+            (engine.backend, "decode_features"),  # a click (the decoder with its mask features; alone, twice: mirror)
             (refine_module, "fit_logits"),  # the click fit (`colour_features` once per image)
             (segmenter_module, "mask_from_logits"),
             (interactive_module, "tidy_mask"),
@@ -106,6 +108,10 @@ def run(image: Path, prompts: int, profile: cProfile.Profile | None = None) -> T
         ]
         with patched([*stages, (h, "measure")], watch), profile or contextlib.nullcontext():
             for g in gestures(s.image.width, s.image.height, prompts):
+                if not boxes and g["type"] == "box":
+                    h.clear_prompts(s)
+                    watch.lap()
+                    continue
                 t0 = time.perf_counter()
                 h.handle_gesture(s, json.dumps(g))
                 t1 = time.perf_counter()
@@ -137,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", type=Path, help="image to prompt on (default: first dev image)")
     ap.add_argument("--prompts", type=int, default=30, help="prompts to time (1 box per 10)")
+    ap.add_argument("--no-box", action="store_true", help="clicks alone: clear the prompts where a box would come")
     ap.add_argument("--profile", action="store_true", help="also print cProfile's top 30 functions")
     args = ap.parse_args(argv)
     image = args.image or default_image()
     prof = cProfile.Profile() if args.profile else None
-    times = run(image, max(args.prompts, 1), prof)
-    print(f"handler path per prompt, {image.name}, {args.prompts} prompts (a box every 10, else clicks)")
+    times = run(image, max(args.prompts, 1), prof, boxes=not args.no_box)
+    every = "cleared every 10, clicks alone" if args.no_box else "a box every 10, else clicks"
+    print(f"handler path per prompt, {image.name}, {args.prompts} prompts ({every})")
     print(table(times))
     if prof is not None:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(30)

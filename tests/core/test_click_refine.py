@@ -116,6 +116,9 @@ def test_the_mirror_image_answers_too_and_the_logits_are_averaged(engine, cases,
     flipped = RefineSession(mirror).predict(prompts.mirrored(width))
     assert np.array_equal(flipped.low_res_logits[:h, :w], averaged.low_res_logits[:h, w - 1 :: -1])
     assert iou(flipped.mask[:, ::-1], averaged.mask) > 0.999
+    counted.clear()
+    session.predict(Prompts(box=box_from_mask(gt, 5)).with_point(*prompts.points[0]))
+    assert counted == [True, True]  # after a box, no mirror: the box's decoder run and the click's
 
 
 def test_prompts_mirrored() -> None:
