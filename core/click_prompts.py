@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from dermaseg.core.errors import PromptError
-from dermaseg.core.preprocess import Transform, upscale_logits
+from dermaseg.core.preprocess import upscale_logits
 from dermaseg.core.prompts import NEGATIVE, POSITIVE, Box, Point, Prompts
 from dermaseg.core.segmenter import MaskResult, Segmenter
 
@@ -96,19 +96,20 @@ class ClickSession:
     def prepare(self) -> None:
         """Nothing to do before the first click (`RefineSession.prepare` has)."""
 
-    def predict(self, prompts: Prompts) -> MaskResult:
-        """Mask for the user's `prompts` (image pixels). PromptError when no click is positive and there
-        is no box."""
+    def predict(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult:
+        """Mask for the user's `prompts` (image pixels), at image resolution or at `shape` (h, w) as
+        `RefineSession.predict`. PromptError when no click is positive and there is no box."""
         image = self.segmenter.image
         if image is None:
             return self.segmenter.predict(prompts)  # raises the usual "open an image first"
         prompts = prompts.validated(image.width, image.height)
         if not prompts.points:
-            return self.segmenter.predict(prompts, head=0, decoder="base")  # the plain box path, unchanged
+            return self.segmenter.predict(prompts, head=0, decoder="base").at(shape)  # the plain box path
         result = self.step(prompts).result
-        if self.config.local_edits:
-            result = replace(result, mask=local_edits(result, prompts, self.config.edit_reach), prompts=prompts)
-        return result
+        if not self.config.local_edits:
+            return result.at(shape)
+        result = replace(result, prompts=prompts).at(shape)
+        return result.with_mask(local_edits(result, prompts, self.config.edit_reach))
 
     def step(self, prompts: Prompts) -> Step:
         """The (cached) translation state after all of `prompts`' clicks."""
@@ -247,15 +248,16 @@ def local_edits(result: MaskResult, prompts: Prompts, reach: float, beyond: floa
     mask = result.mask.copy()
     h, w = mask.shape
     logits = None  # upscaled only when a click needs an edit (most clicks are already honoured)
+    on_mask = prompts.scaled(w / result.image_size[1], h / result.image_size[0])  # the mask may be a smaller grid
     clicks = [
         (min(int(x), w - 1), min(int(y), h - 1), label == POSITIVE)
-        for (x, y), label in zip(prompts.points, prompts.labels, strict=True)
+        for (x, y), label in zip(on_mask.points, on_mask.labels, strict=True)
     ]
     for px, py, positive in clicks:
         if mask[py, px] == positive:
             continue
         if logits is None:
-            logits = upscale_logits(result.low_res_logits, Transform(h, w))
+            logits = upscale_logits(result.low_res_logits, result.transform, (h, w))
         d = distance_to(mask if positive else ~mask, px, py)  # across the edge
         r = reach * max(d, 2.0)
         y0, y1 = max(0, int(py - r)), min(h, int(py + r) + 1)

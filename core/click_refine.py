@@ -22,7 +22,7 @@ from dermaseg.core.click_fit import colour_features, fit_logits
 from dermaseg.core.click_prompts import local_edits
 from dermaseg.core.errors import PromptError
 from dermaseg.core.image import LesionImage
-from dermaseg.core.preprocess import Transform, encoder_input, mask_from_logits
+from dermaseg.core.preprocess import Transform, encoder_input
 from dermaseg.core.prompts import NEGATIVE, Prompts
 from dermaseg.core.segmenter import MaskResult, Segmenter
 
@@ -83,15 +83,16 @@ class RefineSession:
         if self.mirror and self.segmenter.image is not None:
             self._mirrored(self.segmenter.image)
 
-    def predict(self, prompts: Prompts) -> MaskResult:
-        """Mask for the user's `prompts` (image pixels). PromptError when the first click is negative
-        and there is no box."""
+    def predict(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult:
+        """Mask for the user's `prompts` (image pixels), at image resolution or at `shape` (h, w), a smaller
+        grid over the image (the same logits; the edits at that grid). PromptError when the first click
+        is negative and there is no box."""
         image = self.segmenter.image
         if image is None:
             return self.segmenter.predict(prompts)  # raises the usual "open an image first"
         prompts = prompts.validated(image.width, image.height)
         if not prompts.points:
-            return self.segmenter.predict(prompts, head=0)
+            return self.segmenter.predict(prompts, head=0).at(shape)
         if prompts.box is None and prompts.labels[0] == NEGATIVE:
             raise PromptError("start with a click on the lesion (or draw a box): the first click is negative")
         key = (image.sha256, prompts)
@@ -100,9 +101,10 @@ class RefineSession:
         result = self._decoded(key, prompts)
         if self.mirror and prompts.box is None:
             result = self._averaged(result, image, prompts)
+        result = result.at(shape)
         if self.edit_reach is None:
             return result
-        return replace(result, mask=local_edits(result, prompts, self.edit_reach, self.edit_beyond))
+        return result.with_mask(local_edits(result, prompts, self.edit_reach, self.edit_beyond))
 
     def _decoded(self, key: tuple[str, Prompts], prompts: Prompts) -> MaskResult:
         """The decoder's answer to `prompts` fed with that of their prefix (a box alone included), fitted
@@ -127,7 +129,7 @@ class RefineSession:
         h, w = t.resized
         logits = result.low_res_logits.copy()
         logits[:h, :w] = (logits[:h, :w] + other[:h, w - 1 :: -1]) / 2  # flip the image's part, not the padding
-        return replace(result, mask=mask_from_logits(logits, t), low_res_logits=logits)
+        return replace(result, low_res_logits=logits)
 
     def _mirrored(self, image: LesionImage) -> RefineSession:
         """A session like this one (without edits or mirror) on the mirror image of `image`."""
@@ -152,4 +154,4 @@ class RefineSession:
             features = np.concatenate([features, self._colour[1]])
         lam = self.fit_lambda if prompts.box is None else self.fit_lambda_box
         logits = fit_logits(result.low_res_logits, features, clicks, prompts.labels, t.resized, lam, self.fit_margin)
-        return replace(result, mask=mask_from_logits(logits, t), low_res_logits=logits, features=None)
+        return replace(result, low_res_logits=logits, features=None)

@@ -89,6 +89,19 @@ class Polygons:
     def to_shapely(self) -> MultiPolygon:
         return MultiPolygon([p.to_shapely() for p in self.parts])
 
+    def scaled_to(self, width: int, height: int) -> Polygons:
+        """The same outline on the image resized to `width` x `height` px (each coordinate scaled); itself
+        when the size is its own."""
+        if (width, height) == (self.width, self.height):
+            return self
+        fx, fy = width / self.width, height / self.height
+
+        def ring(r: Ring) -> Ring:
+            return tuple((x * fx, y * fy) for x, y in r)
+
+        parts = tuple(Polygon(ring(p.exterior), tuple(ring(h) for h in p.holes)) for p in self.parts)
+        return Polygons(parts, width, height)
+
 
 @dataclass(frozen=True)
 class RepairResult:

@@ -5,7 +5,6 @@ user chose; then the mask is tidied (`mask_tidy`)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Literal
 
 from dermaseg.core.click_prompts import ClickSession
@@ -15,6 +14,10 @@ from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import MaskResult, Segmenter
 
 ClickMethod = ClickSession | RefineSession
+# The page's working grid, px on the longest side: every dev and PH2 image (<= 1022 px) is worked on at
+# full resolution, exactly as before; a 12-megapixel photo (4088 x 3068) at 1024 x 768, so that a click's
+# upscaling, tidying, outline and measurements cost what they cost on a dermoscopy image.
+WORK_MAX_SIDE = 1024
 
 
 def click_session(segmenter: Segmenter) -> ClickMethod:
@@ -27,11 +30,25 @@ def interactive_predict(
     prompts: Prompts,
     session: ClickMethod | None = None,
     head: int | Literal["best"] = 0,
+    shape: tuple[int, int] | None = None,
 ) -> MaskResult:
     """The product's mask for `prompts` on the segmenter's image (pass the user's session to reuse its
-    cache; `head` applies to a box alone, as clicks have their method's own)."""
+    cache; `head` applies to a box alone, as clicks have their method's own).
+
+    shape: (h, w) of the mask to make, a grid over the image (`work_shape`); default the image's own.
+    The page works on a bounded grid so that a prompt's cost does not grow with the image's pixels; the
+    same call without `shape` then gives the full-resolution mask to save (no decoder run: cached).
+    """
     if prompts.points:
-        result = (session or click_session(segmenter)).predict(prompts)
+        result = (session or click_session(segmenter)).predict(prompts, shape)
     else:
-        result = segmenter.predict(prompts, head=head)
-    return replace(result, mask=tidy_mask(result.mask, prompts))
+        result = segmenter.predict(prompts, head=head).at(shape)
+    h, w = result.mask.shape
+    return result.with_mask(tidy_mask(result.mask, prompts.scaled(w / result.image_size[1], h / result.image_size[0])))
+
+
+def work_shape(height: int, width: int, max_side: int = WORK_MAX_SIDE) -> tuple[int, int]:
+    """(h, w) of the grid the page works on for an image of `height` x `width` px: the image itself up to
+    `max_side` px on its longest side, else scaled down to it (aspect kept; at least 1 px)."""
+    scale = min(1.0, max_side / max(height, width))
+    return (height, width) if scale == 1.0 else (max(1, round(height * scale)), max(1, round(width * scale)))

@@ -73,13 +73,15 @@ def encoder_input(rgb: np.ndarray) -> tuple[np.ndarray, Transform]:
     return out, t
 
 
-def upscale_logits(low_res: np.ndarray, t: Transform) -> np.ndarray:
-    """(256, 256) low-res logits -> float32 (H, W) logits at image resolution (bilinear, pixel centres)."""
+def upscale_logits(low_res: np.ndarray, t: Transform, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """(256, 256) low-res logits -> float32 logits at image resolution, or at `shape` (h, w) (a smaller grid
+    over the same image, for work whose cost must not grow with the image's pixels); bilinear, pixel centres."""
     h, w = t.resized
+    out_h, out_w = shape if shape is not None else (t.height, t.width)
     crop = np.ascontiguousarray(low_res[:h, :w], dtype=np.float32)
-    return np.asarray(Image.fromarray(crop, mode="F").resize((t.width, t.height), Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(crop, mode="F").resize((out_w, out_h), Image.Resampling.BILINEAR))
 
 
-def mask_from_logits(low_res: np.ndarray, t: Transform) -> np.ndarray:
-    """(256, 256) low-res logits -> bool (H, W) mask, threshold at logit 0."""
-    return upscale_logits(low_res, t) > 0.0
+def mask_from_logits(low_res: np.ndarray, t: Transform, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """(256, 256) low-res logits -> bool mask at image resolution (or at `shape`), threshold at logit 0."""
+    return upscale_logits(low_res, t, shape) > 0.0

@@ -48,6 +48,11 @@ class Prompts:
         box = None if self.box is None else (width - self.box[2], self.box[1], width - self.box[0], self.box[3])
         return Prompts(box, tuple((width - x, y) for x, y in self.points), self.labels)
 
+    def scaled(self, fx: float, fy: float) -> Prompts:
+        """The same prompts on the image resized by `fx` along x and `fy` along y (a smaller grid over it)."""
+        box = None if self.box is None else (self.box[0] * fx, self.box[1] * fy, self.box[2] * fx, self.box[3] * fy)
+        return Prompts(box, tuple((x * fx, y * fy) for x, y in self.points), self.labels)
+
     def validated(self, width: int, height: int) -> Prompts:
         """Check against an image of `width` x `height` px; clip a box that pokes out of it.
 

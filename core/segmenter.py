@@ -7,7 +7,7 @@ cache); `predict` re-runs only the light prompt decoder.
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -19,6 +19,7 @@ from dermaseg.core.image import LesionImage
 from dermaseg.core.preprocess import LOW_RES_SIZE, NUM_HEADS, Transform, encoder_input, mask_from_logits
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.settings import Settings
+from dermaseg.core.threads import limit_numeric_threads
 
 BOX_CORNER_LABELS = (2.0, 3.0)
 Decoder = Literal["auto", "base"]
@@ -59,12 +60,14 @@ class Backend(Protocol):
 class MaskResult:
     """A predicted mask and what it was made from.
 
-    mask: bool (H, W) at image resolution. low_res_logits: float32 (256, 256), usable as the next
-    `mask_input`. score: the decoder's predicted IoU of the chosen head; head_scores: all four.
+    low_res_logits: float32 (256, 256), usable as the next `mask_input`. score: the decoder's predicted
+    IoU of the chosen head; head_scores: all four. image_size: (H, W) of the image, px.
     features: float32 (32, 256, 256), the decoder's mask features (`Segmenter.predict(features=True)`).
+    mask: bool (H, W), the logits thresholded at 0 at image resolution, made when first read (a click's
+    intermediate answers are never upscaled); or the mask a later step set with `with_mask` (edits,
+    tidying), which may be on a smaller grid over the same image (`interactive_predict(shape=...)`).
     """
 
-    mask: np.ndarray
     low_res_logits: np.ndarray
     score: float
     head: int
@@ -72,7 +75,33 @@ class MaskResult:
     prompts: Prompts
     model_id: str
     image_sha256: str
+    image_size: tuple[int, int]
     features: np.ndarray | None = None
+
+    @property
+    def transform(self) -> Transform:
+        return Transform(*self.image_size)
+
+    @property
+    def mask(self) -> np.ndarray:
+        mask = self.__dict__.get("_mask")
+        if mask is None:  # two threads may both make it: the same array, no harm
+            mask = mask_from_logits(self.low_res_logits, self.transform)
+            self.__dict__["_mask"] = mask
+        return mask
+
+    def at(self, shape: tuple[int, int] | None) -> MaskResult:
+        """This result with its mask made from the logits at `shape` (h, w), a grid over the same image
+        (None: at image resolution, when first read)."""
+        if shape is None:
+            return replace(self)
+        return self.with_mask(mask_from_logits(self.low_res_logits, self.transform, shape))
+
+    def with_mask(self, mask: np.ndarray) -> MaskResult:
+        """This result with `mask` instead of the logits' own (same logits, prompts and provenance)."""
+        out = replace(self)
+        out.__dict__["_mask"] = mask
+        return out
 
 
 class Engine:
@@ -84,8 +113,10 @@ class Engine:
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Engine:
-        """Load the configured variant (checksums verified) and the embedding cache under cache_dir."""
+        """Load the configured variant (checksums verified) and the embedding cache under cache_dir; hold
+        the process's BLAS pools to `settings.blas_threads` (`core.threads`)."""
         settings = settings or Settings.from_env()
+        limit_numeric_threads(settings.blas_threads)
         backend = _open_backend(settings)
         cache = EmbeddingCache(settings.embeddings_dir, settings.memory_cache_bytes)
         return cls(backend, cache)
@@ -188,7 +219,6 @@ class Segmenter:
             heads = (int(np.argmax(scores)),)
         return tuple(
             MaskResult(
-                mask=mask_from_logits(logits[0, h], self._transform),
                 low_res_logits=logits[0, h].copy(),
                 score=scores[h],
                 head=h,
@@ -196,6 +226,7 @@ class Segmenter:
                 prompts=prompts,
                 model_id=self.engine.model_id,
                 image_sha256=self.image.sha256,
+                image_size=(self.image.height, self.image.width),
                 features=None if feats is None else feats[0],
             )
             for h in heads

@@ -22,6 +22,7 @@ class Settings:
     variant: model variant id of the default ONNX pair (see `dermaseg.core.artifacts.VARIANTS`).
     backend: "onnx", "coreml" or "auto" (CoreML on macOS when its artifacts exist, else ONNX).
     threads: intra-op threads for ONNX Runtime.
+    blas_threads: threads of numpy's / SciPy's BLAS pools (`core.threads`; 1: they leave the cores to ONNX Runtime).
     max_pixels: largest accepted image, in pixels (width x height).
     memory_cache_bytes: bound of the in-memory embedding LRU, in bytes (one embedding is 4 MiB).
     """
@@ -30,6 +31,7 @@ class Settings:
     variant: str = "default"
     backend: str = "auto"
     threads: int = 2
+    blas_threads: int = 1
     max_pixels: int = 50_000_000
     memory_cache_bytes: int = 256 * 1024 * 1024
 
@@ -51,7 +53,7 @@ class Settings:
         for name in ("variant", "backend"):
             if v := env.get(ENV_PREFIX + name.upper()):
                 values[name] = v
-        for name in ("threads", "max_pixels", "memory_cache_bytes"):
+        for name in ("threads", "blas_threads", "max_pixels", "memory_cache_bytes"):
             if v := env.get(ENV_PREFIX + name.upper()):
                 values[name] = int(v)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -159,7 +159,7 @@ def shown_mask(raw: np.ndarray, logits: np.ndarray, coords: list[list[float]], l
     corners = [xy for xy, v in zip(coords, labels, strict=True) if v in BOX_CORNER_LABELS]
     box = (corners[0][0], corners[0][1], corners[1][0], corners[1][1]) if corners else None
     prompts = Prompts(box, points, tuple(int(v) for v in labels if v in (0.0, 1.0)))
-    result = MaskResult(raw, logits, 0.0, 0, (0.0,), prompts, "training", "")
+    result = MaskResult(logits, 0.0, 0, (0.0,), prompts, "training", "", raw.shape).with_mask(raw)
     return tidy_mask(local_edits(result, prompts, EDIT_REACH, EDIT_BEYOND), prompts)
 
 

@@ -91,8 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the engine against the torch reference", parents=[common])
     bench.add_argument("--images", type=Path, help="dataset folder (default: the shared dev set if found)")
-    bench.add_argument("--repeats", type=int, default=30, help="decoder runs per image")
-    bench.add_argument("--max-images", type=int, default=8)
+    bench.add_argument(
+        "--max-images", type=int, default=6, help="PH2-size images (+ one 12 MP photo made from the first)"
+    )
+    bench.add_argument("--clicks", type=int, default=4, help="corrective clicks per round")
+    bench.add_argument("--rounds", type=int, default=2, help="rounds of prompts per image (later ones jittered)")
     bench.add_argument("--no-torch", action="store_true", help="skip the torch reference")
     bench.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench.set_defaults(run=_bench)
@@ -224,9 +227,9 @@ def _precompute(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from dermaseg.models.benchmark import run_benchmark
+    from dermaseg.webui.bench import main
 
-    return run_benchmark(settings_from(args), args)
+    return main(settings_from(args), args)
 
 
 if __name__ == "__main__":

@@ -55,11 +55,17 @@ def startup_notice(host: str, auth: tuple[str, str] | None) -> str:
     )
 
 
+def threads_line(pools: dict[str, int]) -> str:
+    """ "libscipy_openblas64_.so 1, ..." from `core.threads.numeric_threads()` (read from the libraries)."""
+    return ", ".join(f"{name} {n}" for name, n in sorted(pools.items())) or "none loaded"
+
+
 def run(args: argparse.Namespace) -> int:
     from dermaseg.core.artifacts import read_manifest
     from dermaseg.core.errors import ModelArtifactError
     from dermaseg.core.segmenter import Engine
     from dermaseg.core.store import Project
+    from dermaseg.core.threads import numeric_threads
     from dermaseg.webui.cli import settings_from
 
     auth = parse_auth(args.auth, args.host)
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     except ModelArtifactError as e:
         raise DermasegError(f"the model is not built yet ({e}); run `dermaseg models build` first") from None
     engine = Engine.open(settings)
+    print(f"threads: ONNX Runtime {settings.threads} intra-op; BLAS {threads_line(numeric_threads())}", flush=True)
     project = None
     if args.project is not None:
         args.project.mkdir(parents=True, exist_ok=True)

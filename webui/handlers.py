@@ -29,7 +29,7 @@ from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import DermasegError, GeometryError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.interactive import ClickMethod, click_session, interactive_predict
+from dermaseg.core.interactive import ClickMethod, click_session, interactive_predict, work_shape
 from dermaseg.core.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
 from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
@@ -62,8 +62,12 @@ class Session:
 
     history: undoable states (prompts and outline edits), the last one current (starts with no prompts);
     redo: undone states.
-    mask: the current lesion mask, bool (H, W), from the model or rasterised from edited polygons.
-    polygons: the editable outline shown on the page (simplified with `tolerance_px`).
+    mask: the current lesion mask, from the model or rasterised from edited polygons, bool on the working
+    grid (`mask_shape()`: the image itself up to `interactive.WORK_MAX_SIDE` px a side, else scaled down to
+    it, so that a prompt costs the same on a 12-megapixel photo); `full_mask` gives it at image resolution.
+    work_rgb: the image on that grid (for the measurements). full: (mask, the same at image resolution),
+    made once when saved.
+    polygons: the editable outline shown on the page (simplified with `tolerance_px`), in image pixels.
     lock: held by every page event on this session (`app.bound`): one tab's events run one at a time,
     different tabs in parallel. Re-entrant, so a handler may call another that takes it.
     channel: an unguessable token naming this session to the canvas's fast path (`gesture_route`).
@@ -86,6 +90,8 @@ class Session:
     ruler: tuple[tuple[float, float], ...] = ()
     heatmap: bool = False
     metrics: LesionMetrics | None = None
+    work_rgb: np.ndarray | None = field(default=None, repr=False)
+    full: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     annotation_id: int | None = None
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
@@ -105,8 +111,15 @@ class Session:
         return self
 
     def mask_shape(self) -> tuple[int, int]:
+        """(h, w) of the working grid `mask` lives on."""
         image = self.require_image()
-        return image.height, image.width
+        return work_shape(image.height, image.width)
+
+    @property
+    def pixel_size(self) -> float:
+        """Image pixels per working-grid pixel (1.0 up to `interactive.WORK_MAX_SIDE` px a side)."""
+        image = self.require_image()
+        return image.width / self.mask_shape()[1]
 
     def require_image(self) -> LesionImage:
         if self.image is None:
@@ -154,10 +167,12 @@ def open_project_image(s: Session, image_id: int) -> str:
     if saved:
         ann = saved[-1]
         s.annotation_id = ann.id
-        s.mask = ann.mask()
-        s.polygons = Polygons.from_json(ann.polygons) if ann.polygons else mask_to_polygons(s.mask, s.tolerance_px)
+        full = ann.mask()
+        s.mask = on_grid(s, full)
+        s.full = (s.mask, full)
+        s.polygons = Polygons.from_json(ann.polygons) if ann.polygons else outline(s, s.mask)
         s.edited = True
-        s.history = [Step(Prompts(), s.polygons, s.mask)]  # undo comes back to the saved annotation
+        s.history = [Step(Prompts(), s.polygons, full)]  # undo comes back to the saved annotation
         _remeasure(s)
     s.message = f"{image.name}: {image.width}×{image.height} px, embedding from {source}"
     if saved:
@@ -185,6 +200,7 @@ def add_upload(project: Project, data: bytes, name: str, max_pixels: int) -> int
 
 def _reset(s: Session, image: LesionImage, image_id: int | None) -> None:
     s.image, s.image_id = image, image_id
+    s.work_rgb, s.full = on_grid_rgb(image.rgb, s.mask_shape()), None
     s.history, s.redo = [Step(Prompts())], []
     s.result = s.mask = s.polygons = s.metrics = None
     s.edited = False
@@ -278,7 +294,9 @@ def _restore(s: Session, step: Step) -> None:
     _predict(s, step.prompts)
     if step.outline is not None and s.image is not None:
         s.polygons = step.outline
-        s.mask = step.mask if step.mask is not None else polygons_to_mask(step.outline, *s.mask_shape())
+        s.mask = on_grid(s, step.mask) if step.mask is not None else rasterised(s, step.outline)
+        if step.mask is not None:
+            s.full = (s.mask, step.mask)
         s.edited, s.metrics = True, None
         s.message = f"outline: {int(s.mask.sum()):,} px (edited by hand)"
 
@@ -303,9 +321,9 @@ def _predict(s: Session, prompts: Prompts) -> None:
         s.edited = False
         s.message = "Draw a box around the lesion, or click on it."
         return
-    r = interactive_predict(s.segmenter, prompts, s.clicks, s.head)
+    r = interactive_predict(s.segmenter, prompts, s.clicks, s.head, shape=s.mask_shape())
     s.result, s.mask, s.edited, s.metrics = r, r.mask, False, None
-    s.polygons = mask_to_polygons(r.mask, s.tolerance_px) if r.mask.any() else None
+    s.polygons = outline(s, r.mask) if r.mask.any() else None
     n = int(r.mask.sum())
     s.message = (
         f"mask: {n:,} px, predicted IoU {r.score:.2f} (head {r.head})"
@@ -323,6 +341,60 @@ def candidate_choices(s: Session) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------------
+# the working grid: a prompt's cost depends on it, not on the image's pixels
+
+
+def on_grid(s: Session, full: np.ndarray) -> np.ndarray:
+    """A bool mask at image resolution on the session's working grid (itself when the grid is the image):
+    a grid pixel is in when at least half of the image pixels it covers are."""
+    h, w = s.mask_shape()
+    if full.shape == (h, w):
+        return full
+    small = Image.fromarray(full.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX)
+    return np.asarray(small) >= 128
+
+
+def on_grid_rgb(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> the same on a (h, w) grid (area average, as the encoder shrinks); itself when equal."""
+    h, w = shape
+    if rgb.shape[:2] == (h, w):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BOX))
+
+
+def outline(s: Session, mask: np.ndarray) -> Polygons:
+    """The editable outline of a working-grid mask, in image pixels (simplified at `tolerance_px` grid px)."""
+    image = s.require_image()
+    return mask_to_polygons(mask, s.tolerance_px).scaled_to(image.width, image.height)
+
+
+def rasterised(s: Session, polygons: Polygons) -> np.ndarray:
+    """An outline in image pixels as a mask on the working grid."""
+    h, w = s.mask_shape()
+    return polygons_to_mask(polygons.scaled_to(w, h), h, w)
+
+
+def full_mask(s: Session) -> np.ndarray:
+    """The current mask at image resolution, made once per mask (to save it). Where the grid is smaller
+    than the image: the model's mask by the same steps at full resolution (the decoder's answers are
+    cached, so no model runs: pixel-identical to a session working at full resolution), or the edited
+    outline rasterised at full resolution."""
+    image = s.require_image()
+    if s.mask is None:
+        raise DermasegError("nothing to save: draw a box or click on the lesion first")
+    if s.mask.shape == (image.height, image.width):
+        return s.mask
+    if s.full is None or s.full[0] is not s.mask:
+        if s.edited or s.result is None:
+            assert s.polygons is not None  # every non-empty mask has its outline
+            full = polygons_to_mask(s.polygons, image.height, image.width)
+        else:
+            full = interactive_predict(s.segmenter, s.prompts, s.clicks, s.head).mask
+        s.full = (s.mask, full)
+    return s.full[1]
+
+
+# --------------------------------------------------------------------------------------------------
 # polygons
 
 
@@ -337,7 +409,7 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
         )
     repaired = repair_polygons(polys)
     s.polygons = repaired.polygons
-    s.mask = polygons_to_mask(repaired.polygons, image.height, image.width)
+    s.mask = rasterised(s, repaired.polygons)
     s.edited, s.metrics = True, None
     s.history.append(Step(s.prompts, repaired.polygons))  # undoable like a prompt
     s.redo.clear()
@@ -353,9 +425,9 @@ def set_tolerance(s: Session, tolerance_px: float) -> None:
         raise GeometryError(f"the tolerance must be a number of pixels >= 0, got {tolerance_px!r}")
     s.tolerance_px = float(tolerance_px)
     if s.mask is not None and s.mask.any():
-        s.polygons = mask_to_polygons(s.mask, s.tolerance_px)
+        s.polygons = outline(s, s.mask)
         if s.edited:  # the edit is baked into the mask; keep mask and outline in agreement
-            s.mask = polygons_to_mask(s.polygons, s.mask.shape[0], s.mask.shape[1])
+            s.mask = rasterised(s, s.polygons)
             s.history[-1] = Step(s.prompts, s.polygons)
         n = sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in s.polygons.parts)
         s.message = f"outline simplified at {s.tolerance_px:g} px: {n} vertices"
@@ -412,7 +484,8 @@ def calibration_text(s: Session) -> str:
 
 def _remeasure(s: Session) -> LesionMetrics | None:
     image = s.require_image()
-    s.metrics = measure(s.mask, image.rgb, image.calibration) if s.mask is not None and s.mask.any() else None
+    has_mask = s.mask is not None and s.mask.any()
+    s.metrics = measure(s.mask, s.work_rgb, image.calibration, s.pixel_size) if has_mask else None
     return s.metrics
 
 
@@ -425,10 +498,11 @@ def measurements(s: Session) -> LesionMetrics | None:
     """
     while True:
         with s.lock:
-            mask, image = s.mask, s.image
+            mask, image, rgb = s.mask, s.image, s.work_rgb
             if s.metrics is not None or image is None or mask is None or not mask.any():
                 return s.metrics
-        metrics = measure(mask, image.rgb, image.calibration)
+            pixel_size = s.pixel_size
+        metrics = measure(mask, rgb, image.calibration, pixel_size)
         with s.lock:
             if s.mask is mask and s.image is image:  # masks and images are replaced, never changed in place
                 s.metrics = metrics
@@ -502,10 +576,11 @@ def accept(s: Session, label: str, annotator: str | None = None) -> int:
     )
     kw = dict(polygons=s.polygons, metrics=metrics.to_dict() if metrics else None, provenance=prov)
     existing = {a.id for a in s.project.annotations(s.image_id)}
+    mask = full_mask(s)
     if s.annotation_id in existing:
-        s.project.update_annotation(s.annotation_id, mask=s.mask, label=label, tolerance_px=s.tolerance_px, **kw)
+        s.project.update_annotation(s.annotation_id, mask=mask, label=label, tolerance_px=s.tolerance_px, **kw)
     else:
-        ann = s.project.add_annotation(s.image_id, s.mask, label, tolerance_px=s.tolerance_px, **kw)
+        ann = s.project.add_annotation(s.image_id, mask, label, tolerance_px=s.tolerance_px, **kw)
         s.annotation_id = ann.id
     s.project.set_status(s.image_id, "done")
     s.message = f"saved: {image.name} labelled {label!r} (annotation {s.annotation_id}), marked done"

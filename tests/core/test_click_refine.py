@@ -178,7 +178,7 @@ def test_translation_keeps_using_the_bundled_decoder(engine, cases, counted) -> 
 def _ramp_result(prompts: Prompts) -> MaskResult:
     """A 256 x 256 image whose decoder logits fall 1 per px along x, 0 at x = 100: mask x < 100."""
     logits = np.tile(100.0 - np.arange(256, dtype=np.float32), (256, 1))
-    return MaskResult(logits > 0, logits, 1.0, 0, (1.0,), prompts, "ramp", "0" * 64)
+    return MaskResult(logits, 1.0, 0, (1.0,), prompts, "ramp", "0" * 64, (256, 256)).with_mask(logits > 0)
 
 
 @pytest.mark.parametrize("positive", [True, False])
