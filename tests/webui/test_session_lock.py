@@ -84,13 +84,13 @@ def test_measurements_run_off_the_lock_and_follow_a_newer_mask(session, dev_data
     h.prompt_box(session, box_from_mask(expert))
     real_measure, calls = h.measure, []
 
-    def measure_while_a_prompt_arrives(mask, rgb, calibration):
+    def measure_while_a_prompt_arrives(mask, rgb, calibration, pixel_size):
         if not calls:  # a prompt from the same tab, in another thread, while the first mask is measured
             t, _ = start(bound(h.prompt_box), session, (0, 0, session.image.width / 2, session.image.height / 2))
             t.join(WAIT_S)
             assert not t.is_alive(), "the prompt waited for the measurements"
         calls.append(mask)
-        return real_measure(mask, rgb, calibration)
+        return real_measure(mask, rgb, calibration, pixel_size)
 
     monkeypatch.setattr(h, "measure", measure_while_a_prompt_arrives)
     metrics = h.measurements(session)
