@@ -44,12 +44,13 @@ def test_every_dev_image_is_worked_on_at_full_size(dev_data):
 def test_a_12mp_click_works_on_the_grid_and_saves_the_full_resolution_mask(engine, big, tmp_path, monkeypatch):
     project, gt = big
     s = _session(engine, project, tmp_path)
-    assert s.mask_shape() == (768, 1024) and max(s.mask_shape()) == WORK_MAX_SIDE
+    grid = work_shape(BIG[1], BIG[0])
+    assert s.mask_shape() == grid and max(grid) == WORK_MAX_SIDE
     ys, xs = np.nonzero(gt)
     x, y = float(xs.mean()), float(ys.mean())
     h.prompt_box(s, box_from_mask(gt, 40))
     h.prompt_click(s, x, y, positive=True)
-    assert s.mask.shape == (768, 1024)
+    assert s.mask.shape == grid
     assert (s.polygons.width, s.polygons.height) == BIG  # the outline is in image pixels
     xs_outline = [p[0] for part in s.polygons.parts for p in part.exterior]
     assert max(xs_outline) > 1024  # ... scaled up from the grid
@@ -83,7 +84,7 @@ def test_a_12mp_outline_edit_round_trips_through_the_grid(engine, big, tmp_path)
     h.prompt_box(s, box_from_mask(gt, 40))
     outline = s.polygons.to_json()
     h.edit_polygons(s, outline)  # the page sends back the outline it was given (image px)
-    assert s.edited and s.mask.shape == (768, 1024)
+    assert s.edited and s.mask.shape == work_shape(BIG[1], BIG[0])
     assert np.count_nonzero(s.mask ^ h.rasterised(s, s.polygons)) == 0
     full = h.full_mask(s)  # an edited outline is rasterised at full resolution
     grid_area = np.count_nonzero(s.mask) * s.pixel_size**2
