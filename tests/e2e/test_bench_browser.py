@@ -11,3 +11,11 @@ def test_bench_browser_times_prompts_against_its_reference(chromium, models_dir,
     assert all(0 < t < 30000 for v in times.values() for t in v)
     rows = bb.table(times).splitlines()
     assert len(rows) == 2 + 3 and rows[2].startswith("| page |") and rows[3].endswith("| 1.00 |")
+
+
+def test_bench_browser_times_clicks_alone(chromium, models_dir, dev_data):
+    from dermaseg.webui import bench_browser as bb
+
+    times = bb.run(dev_data[0].image, bb.CLICKS_PER_ROUND + 1, clicks_alone=True)
+    assert [len(times[k]) for k in ("page", bb.REFERENCE)] == [bb.CLICKS_PER_ROUND + 1] * 2
+    assert all(0 < t < 30000 for v in times.values() for t in v)
