@@ -8,8 +8,9 @@ Lengths are in px and, when a `Calibration` is given, in mm (square pixels of `m
 Definitions (see /work/shared/notes/evaluation-facts.md):
 - area: number of lesion pixels (x mm_per_px^2).
 - perimeter: total length of every outline (outer and hole boundaries) of the marching-squares
-  contour at level 0.5, resampled at equal arc-length steps of `PERIMETER_STEP_MM` (0.1 mm) when
-  calibrated, never finer than `MIN_PERIMETER_STEP_PX` (2 px), or exactly 2 px when uncalibrated.
+  contour at level 0.5, resampled at equal arc-length steps: in px (and for the unit-free compactness
+  and fractal dimension) every `MIN_PERIMETER_STEP_PX` (2 px), whether or not a scale is set, so that
+  calibrating never changes them; in mm every `PERIMETER_STEP_MM` (0.1 mm), never finer than 2 px.
   A coarse fixed step removes the pixel staircase (a digital disc of radius >= 20 px measures
   1.3-1.8 % above 2 pi r) and makes the figure comparable across resolutions.
 - Feret diameters: on the convex hull of the lesion pixels' corners (an n x n square has max n*sqrt(2),
@@ -103,6 +104,7 @@ class LesionMetrics:
     calibration_source: str | None = None
     area_mm2: float | None = None
     perimeter_mm: float | None = None
+    perimeter_mm_step_px: float | None = None
     feret_max_mm: float | None = None
     feret_min_mm: float | None = None
     equivalent_diameter_mm: float | None = None
@@ -165,9 +167,12 @@ def measure(
     s = calibration.mm_per_px if calibration else None
     ps = float(pixel_size)
     area_grid = int(mask.sum())
-    step = max(PERIMETER_STEP_MM / (s * ps), MIN_PERIMETER_STEP_PX) if s else MIN_PERIMETER_STEP_PX  # grid px
+    step = MIN_PERIMETER_STEP_PX  # grid px: the resolution-defined contour of every unit-free figure
     contours = resampled_contours(mask, step)
     perimeter = float(sum(_closed_length(c) for c in contours))
+    mm_step = max(PERIMETER_STEP_MM / (s * ps), MIN_PERIMETER_STEP_PX) if s else None  # grid px
+    mm_contours = contours if mm_step in (None, step) else resampled_contours(mask, mm_step)
+    mm_perimeter = float(sum(_closed_length(c) for c in mm_contours))
     contour_area = abs(sum(_signed_area(c) for c in contours))
     hull = _hull_corners(mask)
     fmax, fmin, fseg = _feret(hull)
@@ -209,7 +214,8 @@ def measure(
         mm_per_px=s,
         calibration_source=calibration.source if calibration else None,
         area_mm2=mm(area, 2),
-        perimeter_mm=mm(perimeter * ps),
+        perimeter_mm=mm(mm_perimeter * ps),
+        perimeter_mm_step_px=mm_step * ps if mm_step else None,
         feret_max_mm=mm(fmax * ps),
         feret_min_mm=mm(fmin * ps),
         equivalent_diameter_mm=mm(eqd),

@@ -172,12 +172,25 @@ def test_calibration_scales_to_mm() -> None:
     assert mm.feret_min_mm == pytest.approx(px.feret_min_px * s)
     assert mm.equivalent_diameter_mm == pytest.approx(px.equivalent_diameter_px * s)
     assert mm.equivalent_diameter_mm == pytest.approx(2.0, rel=0.01)  # 100 px at 0.02 mm/px
-    assert mm.perimeter_mm == pytest.approx(mm.perimeter_px * s)
-    assert mm.perimeter_step_px == pytest.approx(5.0)  # 0.1 mm at 0.02 mm/px
+    # perimeter in mm: the same outline resampled every 0.1 mm (px: every 2 px, scale or not)
+    assert mm.perimeter_mm == pytest.approx(mm.perimeter_px * s, rel=0.02)  # the 2 px step keeps ~1.3 % of staircase
+    assert mm.perimeter_mm_step_px == pytest.approx(5.0)  # 0.1 mm at 0.02 mm/px
     assert mm.perimeter_mm == pytest.approx(2 * math.pi, rel=0.03)
     assert mm.mm_per_px == s and mm.calibration_source == "ruler"
     coarse = _m(mask, Calibration(0.2))
-    assert coarse.perimeter_step_px == 2.0  # never finer than 2 px
+    assert coarse.perimeter_mm_step_px == 2.0  # never finer than 2 px
+    assert coarse.perimeter_mm == pytest.approx(coarse.perimeter_px * 0.2)  # the same contour then
+
+
+@pytest.mark.parametrize("s", [0.002, 0.02, 0.2])
+def test_a_scale_never_changes_unit_free_measurements(s: float) -> None:
+    """Setting a calibration changes only the mm figures (issue: perimeter 1,490.9 -> 1,450.6 px,
+    compactness 1.31 -> 1.24 once a scale was set)."""
+    mask = ellipse(120, 70, angle_deg=20, size=300) & ~disc(15, 300, cx=170, cy=150)
+    px, mm = _m(mask), _m(mask, Calibration(s, "ruler"))
+    unit_free = ("perimeter_px", "perimeter_step_px", "compactness", "fractal_dimension", "feret_max_px")
+    for name in (*unit_free, "asymmetry_index_major", "asymmetry_index_minor", "area_px", "colour_shares"):
+        assert getattr(mm, name) == getattr(px, name), name
 
 
 def test_empty_and_bad_input() -> None:
