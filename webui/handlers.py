@@ -591,9 +591,11 @@ def _load_saved(s: Session, ann: Annotation) -> None:
     s.pending = s.conflict = None
 
 
-def select_lesion(s: Session, ann_id: int) -> None:
+def select_lesion(s: Session, ann_id: int | str) -> None:
     """Edit a saved lesion of the open image (the outline being drawn, if any, is dropped)."""
     s.require_image()
+    if not (isinstance(ann_id, int) or (isinstance(ann_id, str) and ann_id.isdecimal() and len(ann_id) < 19)):
+        raise DermasegError(f"not an annotation id: {str(ann_id)[:40]!r}")
     saved = lesions(s)
     ann = next((a for a in saved if a.id == int(ann_id)), None)
     if ann is None:
