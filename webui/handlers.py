@@ -690,10 +690,14 @@ def _undo_saved(s: Session, redo: bool = False) -> None:
     dst.append(src.pop())
     saved = lesions(s)
     ann = next((a for a in saved if a.id == ann_id), None)
-    if ann is None:
-        new_lesion(s)
-    else:
+    if ann is not None:
         _load_saved(s, ann)
+    else:
+        mask, polygons = s.mask, s.polygons
+        new_lesion(s)
+        if not redo and mask is not None and polygons is not None:  # a save taken back: its outline stays, unsaved
+            s.mask, s.polygons, s.edited = mask, polygons, True
+            s.history = [Step(Prompts(), polygons, mask)]
     what = "redone" if redo else "undone"
     s.message = (
         f"{what}: {lesion_name(s, ann_id, saved)} is back as saved (version {ann.version})"

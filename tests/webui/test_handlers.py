@@ -408,3 +408,17 @@ def test_image_export_is_the_project_export_of_that_image(own, tmp_path):
         ]
         assert [a.tolerance_px for a in got] == [1.0, 2.0]
         assert all(np.array_equal(x.mask(), y.mask()) for x, y in zip(got, want, strict=True))
+
+
+def test_undo_after_a_save_takes_it_back_and_keeps_the_outline(own):
+    s, expert = own
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    a = h.accept(s, "lesion")
+    mask = s.mask.copy()
+    h.undo_prompt(s)
+    assert s.project.annotations(s.image_id) == [] and s.annotation_id is None
+    assert np.array_equal(s.mask, mask) and "no longer saved" in s.message  # the outline stays, unsaved
+    h.redo_prompt(s)
+    assert [x.id for x in s.project.annotations(s.image_id)] == [a] and s.annotation_id == a
+    with pytest.raises(DermasegError, match="nothing to redo"):
+        h.redo_prompt(s)
