@@ -520,7 +520,7 @@ class Project:
         """
         backup = self.db_path.with_name(f"{DB_NAME}.v{version}.bak")
         if not backup.exists():
-            tmp = backup.with_name(backup.name + ".tmp")
+            tmp = backup.with_name(f"{backup.name}.{os.getpid()}.tmp")  # two processes may upgrade at once
             tmp.unlink(missing_ok=True)
             dest = sqlite3.connect(tmp)
             try:
