@@ -33,6 +33,40 @@ class StoreError(DermasegError):
     """A project folder or database that cannot be used (read-only, corrupt, not a project)."""
 
 
+class ConflictError(StoreError):
+    """A save against an annotation that changed (or was deleted) since it was loaded.
+
+    annotation_id: the annotation; expected_version: the version the caller loaded; current_version:
+    the stored one (None when deleted); changed_by / changed_utc: who and when, when known.
+    """
+
+    def __init__(
+        self,
+        annotation_id: int,
+        expected_version: int | None,
+        current_version: int | None,
+        changed_by: str | None = None,
+        changed_utc: str | None = None,
+    ) -> None:
+        self.annotation_id = annotation_id
+        self.expected_version = expected_version
+        self.current_version = current_version
+        self.changed_by = changed_by
+        self.changed_utc = changed_utc
+        who = " ".join(w for w in (changed_by and f"by {changed_by}", changed_utc and f"at {changed_utc}") if w)
+        if current_version is None:
+            what = f"annotation {annotation_id} was deleted since you opened it" + (f" ({who})" if who else "")
+        else:
+            what = (
+                f"annotation {annotation_id} was changed since you opened it ({who + '; ' if who else ''}"
+                f"it is now version {current_version}, you edited version {expected_version})"
+            )
+        super().__init__(
+            f"{what}. Nothing was saved. Choose: Reload (show the saved version, dropping your edit) "
+            "or Keep both (save yours as a new annotation beside it)"
+        )
+
+
 class ModelArtifactError(DermasegError):
     """A model artifact that is missing or fails its checksum; the message says how to rebuild it."""
 

@@ -40,13 +40,13 @@ from PIL import Image, UnidentifiedImageError
 
 from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.errors import CalibrationError, CocoError, StoreError
+from dermaseg.core.errors import CalibrationError, CocoError, ConflictError, StoreError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask
 from dermaseg.core.image import LesionImage, load_image
 
 DB_DIR = ".dermaseg"
 DB_NAME = "project.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: annotations.version (optimistic concurrency); 1 -> 2 in `_migrate`
 BUSY_TIMEOUT_S = 10.0
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 STATUSES = ("not_started", "in_progress", "done")
@@ -202,6 +202,8 @@ class Annotation:
 
     rle: the mask (truth), of the image's size. polygons: `Polygons.to_json()` dict (editable
     outline, simplified with `tolerance_px` pixels). metrics: `LesionMetrics.to_dict()` or None.
+    version: 1 when inserted, +1 on every change (update, undo, redo); a save names the version it
+    was made from (`Project.update_annotation(expected_version=...)`), so none silently replaces another.
     """
 
     id: int
@@ -214,6 +216,7 @@ class Annotation:
     provenance: Provenance
     created_utc: str
     updated_utc: str
+    version: int = 1
 
     def mask(self) -> np.ndarray:
         """bool (H, W)."""
@@ -308,7 +311,8 @@ CREATE TABLE annotations(
     metrics_json TEXT,
     tolerance_px REAL,
     created_utc TEXT NOT NULL,
-    updated_utc TEXT NOT NULL
+    updated_utc TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1 CHECK (version > 0)
 );
 CREATE INDEX annotations_image ON annotations(image_id);
 CREATE TABLE provenance(
@@ -342,8 +346,9 @@ CREATE INDEX action_changes_action ON action_changes(action_id);
 
 _ANN_COLUMNS = (
     "id, image_id, label, height, width, rle_counts, area, polygons_json, metrics_json, tolerance_px, "
-    "created_utc, updated_utc"
+    "created_utc, updated_utc, version"
 )
+_N_ANN = len(_ANN_COLUMNS.split(","))
 _PROV_COLUMNS = "source, prompts_json, model_id, model_variant, embedding_sha256, annotator, tool_version, time_utc"
 
 
@@ -487,7 +492,14 @@ class Project:
             if ok != "ok":
                 raise StoreError(f"{db_path}: the project database is corrupt ({ok}); restore it from a backup")
             version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if version is None or int(version[0]) != SCHEMA_VERSION:
+            if version is not None and version[0].isdigit() and 1 <= int(version[0]) < SCHEMA_VERSION:
+                project._migrate(int(version[0]))
+            elif version is not None and version[0].isdigit() and int(version[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{db_path}: made by a newer dermaseg (database version {version[0]}, this one knows "
+                    f"{SCHEMA_VERSION}); update dermaseg to open it"
+                )
+            elif version is None or version[0] != str(SCHEMA_VERSION):
                 raise StoreError(f"{db_path}: unknown project database version {version and version[0]}")
         except sqlite3.Error as e:
             project.close()
@@ -498,6 +510,29 @@ class Project:
         if scan:
             project.scan(progress)
         return project
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade a database of schema `version` to SCHEMA_VERSION, after a consistent copy of it
+        (SQLite's backup API: the WAL's content included) at `project.sqlite.v<version>.bak` beside it.
+
+        The upgrade is one write transaction that checks the version again inside it, so two processes
+        opening the same old project at once upgrade it once.
+        """
+        backup = self.db_path.with_name(f"{DB_NAME}.v{version}.bak")
+        if not backup.exists():
+            tmp = backup.with_name(f"{backup.name}.{os.getpid()}.tmp")  # two processes may upgrade at once
+            tmp.unlink(missing_ok=True)
+            dest = sqlite3.connect(tmp)
+            try:
+                self._conn().backup(dest)
+            finally:
+                dest.close()
+            tmp.replace(backup)
+        with self._write() as c:
+            current = int(c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            if current < 2:
+                c.execute("ALTER TABLE annotations ADD COLUMN version INTEGER NOT NULL DEFAULT 1 CHECK (version > 0)")
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     @staticmethod
     def _check_folder(folder: str | Path) -> Path:
@@ -790,6 +825,7 @@ class Project:
             provenance=prov,
             created_utc=a[10],
             updated_utc=a[11],
+            version=a[12],
         )
 
     def annotations(self, image_id: int | None = None) -> list[Annotation]:
@@ -802,7 +838,8 @@ class Project:
             f"LEFT JOIN provenance p ON p.annotation_id = a.id {where} ORDER BY a.id",
             params,
         )
-        return [self._annotation_from_row(r[:12], r[13:] if r[12] is not None else None) for r in rows]
+        n = _N_ANN
+        return [self._annotation_from_row(r[:n], r[n + 1 :] if r[n] is not None else None) for r in rows]
 
     def annotation(self, ann_id: int) -> Annotation:
         cols = ", ".join(f"a.{c.strip()}" for c in _ANN_COLUMNS.split(","))
@@ -814,8 +851,8 @@ class Project:
         )
         if not rows:
             raise StoreError(f"annotation id {ann_id}: not in this project")
-        r = rows[0]
-        return self._annotation_from_row(r[:12], r[13:] if r[12] is not None else None)
+        r, n = rows[0], _N_ANN
+        return self._annotation_from_row(r[:n], r[n + 1 :] if r[n] is not None else None)
 
     # ---- annotations: snapshots (the unit of undo/redo)
 
@@ -829,11 +866,21 @@ class Project:
 
     @staticmethod
     def _restore(c: sqlite3.Connection, ann_id: int, snapshot: str | None) -> None:
+        """Put the annotation back as `snapshot` says (None: delete it).
+
+        The restored row gets a version above both the snapshot's and the stored one's, so a save made
+        from any version seen before the undo/redo is refused (`update_annotation(expected_version)`).
+        """
+        now = c.execute("SELECT version FROM annotations WHERE id = ?", (ann_id,)).fetchone()
         c.execute("DELETE FROM annotations WHERE id = ?", (ann_id,))  # provenance goes with it (cascade)
         if snapshot is None:
             return
         s = json.loads(snapshot)
-        c.execute(f"INSERT INTO annotations({_ANN_COLUMNS}) VALUES ({','.join('?' * 12)})", s["a"])
+        row = list(s["a"])[:_N_ANN]
+        if len(row) < _N_ANN:  # a snapshot from a schema-1 project: no version
+            row.append(1)
+        row[-1] = max(int(row[-1]), now[0] if now else 0) + 1
+        c.execute(f"INSERT INTO annotations({_ANN_COLUMNS}) VALUES ({','.join('?' * _N_ANN)})", row)
         if s["p"] is not None:
             c.execute(
                 f"INSERT INTO provenance(annotation_id, {_PROV_COLUMNS}) VALUES (?, {','.join('?' * 8)})",
@@ -963,13 +1010,23 @@ class Project:
         metrics: Any = _UNSET,
         tolerance_px: float | None = _UNSET,
         provenance: Provenance | None = None,
+        expected_version: int | None = None,
     ) -> Annotation:
-        """Change an annotation (committed on return, undoable). Unset arguments keep their value.
+        """Change an annotation (committed on return, undoable; its version goes up by one). Unset
+        arguments keep their value.
 
         A new mask without polygons gets its exact outline; new polygons without a mask are
         rasterised (`geometry.polygons_to_mask`) into the new mask, so the two never disagree.
+        expected_version: the version the change was made from; when the stored one differs, or the
+        annotation was deleted meanwhile, nothing is written and `ConflictError` says who changed it.
+        The check and the write are one transaction (BEGIN IMMEDIATE): two processes cannot both pass.
         """
-        old = self.annotation(ann_id)
+        try:
+            old = self.annotation(ann_id)
+        except StoreError:
+            if expected_version is None:
+                raise
+            raise self._conflict(self._conn(), ann_id, expected_version) from None
         rec = self.image(old.image_id)
         if polygons is not None and not isinstance(polygons, Polygons):
             polygons = Polygons.from_json(dict(polygons))
@@ -980,10 +1037,9 @@ class Project:
             tol = DEFAULT_TOLERANCE_PX if tolerance_px is self._UNSET or tolerance_px is None else tolerance_px
             polygons, tolerance_px = default_polygons(m, tol), tol
         with self._write() as c:
+            version = self._check_version(c, ann_id, expected_version)
             before = self._snapshot(c, ann_id)
-            if before is None:
-                raise StoreError(f"annotation id {ann_id}: not in this project")
-            sets: dict[str, Any] = {"updated_utc": utc_now()}
+            sets: dict[str, Any] = {"updated_utc": utc_now(), "version": version + 1}
             if m is not None:
                 rle = coco.Rle.from_mask(m)
                 sets.update(height=rle.height, width=rle.width, rle_counts=rle.counts, area=rle.area)
@@ -1004,26 +1060,76 @@ class Project:
             self._record(c, action, ann_id, before, self._snapshot(c, ann_id))
         return self.annotation(ann_id)
 
-    def delete_annotation(self, ann_id: int) -> None:
-        """Delete an annotation (committed on return, undoable)."""
+    def delete_annotation(self, ann_id: int, *, expected_version: int | None = None) -> None:
+        """Delete an annotation (committed on return, undoable).
+
+        expected_version: as in `update_annotation` (ConflictError when it changed or is gone).
+        """
         with self._write() as c:
+            self._check_version(c, ann_id, expected_version)
             row = c.execute("SELECT image_id FROM annotations WHERE id = ?", (ann_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"annotation id {ann_id}: not in this project")
             before = self._snapshot(c, ann_id)
             action = self._begin_action(c, row[0], "delete")
             self._restore(c, ann_id, None)
             self._record(c, action, ann_id, before, None)
 
+    def _check_version(self, c: sqlite3.Connection, ann_id: int, expected: int | None) -> int:
+        """The stored version of `ann_id` (inside the caller's write transaction); StoreError when it is
+        not in the project, ConflictError when `expected` is given and differs (or it was deleted)."""
+        row = c.execute("SELECT version FROM annotations WHERE id = ?", (ann_id,)).fetchone()
+        if row is None and expected is None:
+            raise StoreError(f"annotation id {ann_id}: not in this project")
+        if row is None or (expected is not None and row[0] != expected):
+            raise self._conflict(c, ann_id, expected)
+        return int(row[0])
+
+    @staticmethod
+    def _conflict(c: sqlite3.Connection, ann_id: int, expected: int | None) -> ConflictError:
+        """A ConflictError naming who changed `ann_id` and when (or when it was deleted), as far as known."""
+        row = c.execute(
+            "SELECT a.version, a.updated_utc, p.annotator FROM annotations a "
+            "LEFT JOIN provenance p ON p.annotation_id = a.id WHERE a.id = ?",
+            (ann_id,),
+        ).fetchone()
+        if row is not None:
+            return ConflictError(ann_id, expected, row[0], row[2], row[1])
+        gone = c.execute(
+            "SELECT a.time_utc FROM action_changes ch JOIN actions a ON a.id = ch.action_id "
+            "WHERE ch.annotation_id = ? AND ch.after_json IS NULL AND a.undone = 0 ORDER BY a.id DESC LIMIT 1",
+            (ann_id,),
+        ).fetchone()
+        return ConflictError(ann_id, expected, None, None, gone[0] if gone else None)
+
     # ---- undo / redo
 
-    def undo(self, image_id: int) -> bool:
-        """Undo the latest annotation edit on the image; False when there is nothing to undo."""
+    def last_action(self, image_id: int, *, undone: bool = False) -> int | None:
+        """Id of the step `undo(image_id)` would undo (undone=True: the one `redo` would redo), or None."""
+        order = "ASC" if undone else "DESC"
+        rows = self._query(
+            f"SELECT id FROM actions WHERE image_id = ? AND undone = ? ORDER BY id {order} LIMIT 1",
+            (image_id, int(undone)),
+        )
+        return int(rows[0][0]) if rows else None
+
+    @staticmethod
+    def _step_or_conflict(row: tuple[Any, ...] | None, action_id: int | None) -> None:
+        if action_id is not None and (row is None or row[0] != action_id):
+            raise StoreError(
+                "this image was changed by someone else since your last save (another tab or user); "
+                "undo would undo their change, not yours. Reopen the image to see the saved state"
+            )
+
+    def undo(self, image_id: int, action_id: int | None = None) -> bool:
+        """Undo the latest annotation edit on the image; False when there is nothing to undo.
+
+        action_id: undo only if that step (`last_action`) is still the latest, else StoreError.
+        """
         with self._write() as c:
             row = c.execute(
                 "SELECT id FROM actions WHERE image_id = ? AND undone = 0 ORDER BY id DESC LIMIT 1",
                 (image_id,),
             ).fetchone()
+            self._step_or_conflict(row, action_id)
             if row is None:
                 return False
             changes = c.execute(
@@ -1035,12 +1141,16 @@ class Project:
             c.execute("UPDATE actions SET undone = 1 WHERE id = ?", (row[0],))
             return True
 
-    def redo(self, image_id: int) -> bool:
-        """Redo the earliest undone edit on the image; False when there is nothing to redo."""
+    def redo(self, image_id: int, action_id: int | None = None) -> bool:
+        """Redo the earliest undone edit on the image; False when there is nothing to redo.
+
+        action_id: redo only if that step (`last_action(undone=True)`) is still the next, else StoreError.
+        """
         with self._write() as c:
             row = c.execute(
                 "SELECT id FROM actions WHERE image_id = ? AND undone = 1 ORDER BY id LIMIT 1", (image_id,)
             ).fetchone()
+            self._step_or_conflict(row, action_id)
             if row is None:
                 return False
             changes = c.execute(
@@ -1082,9 +1192,11 @@ class Project:
         masks_dir: str | Path | None = None,
         force_rle: bool = False,
         statuses: Collection[str] | None = None,
+        image_ids: Collection[int] | None = None,
         progress: Progress | None = None,
     ) -> ExportReport:
-        """Write the project (or the images with one of `statuses`) as COCO JSON, plus PNG masks.
+        """Write the project (or the images with one of `statuses`, or those of `image_ids`) as COCO
+        JSON, plus PNG masks. Every annotation is one COCO annotation (several per image).
 
         COCO image ids and annotation ids are the project's ids; category ids are the label ids.
         `file_name` is the image's path relative to the project folder. masks_dir: one 0/255 PNG per
@@ -1100,8 +1212,11 @@ class Project:
             )
         cats = self._category_ids()
         images = self.images(statuses)
+        if image_ids is not None:
+            wanted = set(image_ids)
+            images = [r for r in images if r.id in wanted]
         by_image: dict[int, list[Annotation]] = {}
-        for a in self.annotations():
+        for a in self.annotations() if image_ids is None else [a for r in images for a in self.annotations(r.id)]:
             by_image.setdefault(a.image_id, []).append(a)
         coco_images, coco_anns = [], []
         n_poly = 0

@@ -146,6 +146,19 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
     def list_update(s: h.Session) -> dict[str, Any]:
         return gr.update(choices=h.gallery_choices(project), value=s.image_id)
 
+    def lesion_panel(s: h.Session) -> tuple[Any, ...]:
+        """The lesions radio, the confirm row (replace / delete asked first) and the conflict row."""
+        chosen = str(s.annotation_id) if s.annotation_id is not None else "new"
+        pending = s.pending is not None and s.pending[1] == s.annotation_id
+        conflict = s.conflict is not None
+        return (
+            gr.update(choices=h.lesion_choices(s) if s.image is not None else [], value=chosen),
+            gr.update(visible=pending),
+            gr.update(value=s.message.lstrip("⚠ ") if pending else ""),
+            gr.update(visible=conflict),
+            gr.update(value=s.message.lstrip("⚠ ") if conflict else ""),
+        )
+
     def open_outputs(s: h.Session) -> tuple[Any, ...]:
         labels = list(project.labels())
         ann = project.annotations(s.image_id) if s.image_id is not None else []
@@ -160,6 +173,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             h.calibration_text(s),
             gr.update(value=cal.mm_per_px if cal else None),
             gr.update(choices=labels, value=label),
+            *lesion_panel(s),
         )
 
     def open_id(s: h.Session, image_id: int | None, progress: gr.Progress) -> tuple[Any, ...]:
@@ -219,7 +233,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         with reported(s):
             h.measurements(s)  # measures outside the session's lock: the next prompt need not wait for it
         with s.lock:
-            return canvas_out(s), h.metrics_html(s.metrics), head_update(s)
+            return canvas_out(s), h.metrics_html(s.metrics), head_update(s), *lesion_panel(s)
 
     @bound
     def on_click_api(s: h.Session, x: float, y: float, positive: bool) -> str:
@@ -265,6 +279,38 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
             gr.Info(s.message)
         return canvas_out(s), list_update(s), h.progress_summary(project)
 
+    def lesion_action(action: Callable[..., Any], toast: bool = False):
+        """A lesion button's handler: `action(s, *args)`, then the canvas, image list and summary."""
+
+        @bound
+        def run(s: h.Session, *args: Any) -> tuple[Any, ...]:
+            with reported(s):
+                action(s, *args)
+                if toast:
+                    gr.Info(s.message)
+            return canvas_out(s), list_update(s), h.progress_summary(project)
+
+        return run
+
+    def resolver(choice: str) -> Callable[..., None]:
+        return lambda s, label, annotator: h.resolve_conflict(s, choice, label, annotator)
+
+    @bound
+    def on_select(s: h.Session, choice: str | None) -> tuple[Any, ...]:
+        """A lesion picked in the side panel ("new": a new lesion); the label picker shows its label."""
+        with reported(s):
+            if choice and choice != "new":
+                h.select_lesion(s, choice)
+            else:
+                h.new_lesion(s)
+        chosen = next((a.label for a in h.lesions(s) if a.id == s.annotation_id), None)
+        return (
+            canvas_out(s),
+            list_update(s),
+            h.progress_summary(project),
+            gr.update(value=chosen) if chosen else gr.update(),
+        )
+
     @bound
     def on_labels(s: h.Session, text: str) -> dict[str, Any]:
         with reported(s):
@@ -275,16 +321,16 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         return exports_dir / uuid.uuid4().hex[:12]
 
     @bound
-    def on_export_project(s: h.Session) -> list[str] | None:
+    def on_export_project(s: h.Session) -> Any:
         with reported(s):
             return [str(p) for p in h.export_project(project, session_exports(s))]
-        return None
+        return gr.update()  # nothing exported: the links of an earlier export stay
 
     @bound
-    def on_export_image(s: h.Session) -> list[str] | None:
+    def on_export_image(s: h.Session) -> Any:
         with reported(s):
             return [str(p) for p in h.export_image(s, session_exports(s))]
-        return None
+        return gr.update()  # nothing exported: the links of an earlier export stay
 
     with gr.Blocks(title="dermaseg", analytics_enabled=False) as app:
         # Not a callable: Gradio would re-run a callable state at page load, racing `on_load` and
@@ -316,6 +362,21 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                 with gr.Group(), gr.Row(equal_height=True):
                     label = gr.Dropdown(choices=list(project.labels()), label="Label", scale=2, elem_id="ds-label")
                     accept_btn = gr.Button("✓ Accept & save", variant="primary", scale=1, elem_id="ds-accept")
+                with gr.Group(elem_id="ds-lesion-panel"):
+                    lesion_pick = gr.Radio(
+                        choices=[], label="Lesions on this image (select one to edit it)", elem_id="ds-lesions"
+                    )
+                    with gr.Row():
+                        new_btn = gr.Button("＋ New lesion", size="sm", elem_id="ds-new-lesion")
+                        delete_btn = gr.Button("🗑 Delete lesion", size="sm", elem_id="ds-delete-lesion")
+                    with gr.Row(visible=False, elem_id="ds-confirm-row") as confirm_row:
+                        confirm_text = gr.Markdown(elem_id="ds-confirm-text")
+                        confirm_btn = gr.Button("Confirm", variant="stop", size="sm", elem_id="ds-confirm")
+                        cancel_btn = gr.Button("Cancel", size="sm", elem_id="ds-cancel")
+                    with gr.Row(visible=False, elem_id="ds-conflict-row") as conflict_row:
+                        conflict_text = gr.Markdown(elem_id="ds-conflict-text")
+                        reload_btn = gr.Button("Reload", size="sm", elem_id="ds-conflict-reload")
+                        keep_btn = gr.Button("Keep both", size="sm", elem_id="ds-conflict-keep")
                 annotator = gr.Textbox(
                     label="Annotator (saved with each annotation)", placeholder="your name", max_lines=1,
                     elem_id="ds-annotator",
@@ -368,8 +429,9 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         # Different browser sessions run in parallel; one session's events run one at a time under its
         # lock (`bound`), which keeps its state consistent.
         one = dict(concurrency_id="session", concurrency_limit=None)
-        opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label]
-        measured = [canvas, metrics, head]
+        panel = [lesion_pick, confirm_row, confirm_text, conflict_row, conflict_text]
+        opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label, *panel]
+        measured = [canvas, metrics, head, *panel]
         app.load(on_load, [state], opened, api_name="load", **one, show_progress="full")
         image_list.input(on_pick, [state, image_list], opened, api_name="open_image", **one)
         prev_btn.click(on_step(-1), [state], opened, api_name="previous", **one)
@@ -410,7 +472,25 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         for button, field, action, name in calibrations:  # the button, or Enter in its field
             gr.on([button.click, field.submit], on_calibrate(action), [state, field], [canvas, cal_text, metrics],
                   api_name=name, **one)  # fmt: skip
-        accept_btn.click(on_accept, [state, label, annotator], [canvas, image_list, summary], api_name="accept", **one)
+        saved = [canvas, image_list, summary]
+        accept_btn.click(on_accept, [state, label, annotator], saved, api_name="accept", **one).then(
+            on_measure, [state], measured, **one
+        )
+        lesion_events = (
+            (new_btn.click, h.new_lesion, [], "new_lesion", False),
+            (delete_btn.click, h.delete_lesion, [], "delete_lesion", False),
+            (confirm_btn.click, h.confirm_pending, [label, annotator], "confirm", True),
+            (cancel_btn.click, h.cancel_pending, [], "cancel", False),
+            (reload_btn.click, resolver("reload"), [label, annotator], "conflict_reload", False),
+            (keep_btn.click, resolver("keep_both"), [label, annotator], "conflict_keep_both", True),
+        )  # fmt: skip
+        lesion_pick.input(on_select, [state, lesion_pick], [*saved, label], api_name="select_lesion", **one).then(
+            on_measure, [state], measured, **one
+        )
+        for event, action, inputs, name, toast in lesion_events:
+            event(lesion_action(action, toast), [state, *inputs], saved, api_name=name, **one).then(
+                on_measure, [state], measured, **one
+            )
         labels_text.submit(on_labels, [state, labels_text], [label], api_name="labels", **one)
         export_img.click(on_export_image, [state], [downloads], api_name="export_image", **one)
         export_all.click(on_export_project, [state], [downloads], api_name="export_project", **one)

@@ -18,15 +18,14 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.errors import DermasegError, GeometryError
+from dermaseg.core.errors import ConflictError, DermasegError, GeometryError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
 from dermaseg.core.interactive import ClickMethod, click_session, interactive_predict, work_shape
@@ -34,7 +33,7 @@ from dermaseg.core.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
 from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import Engine, MaskResult, Segmenter
-from dermaseg.core.store import Project, Provenance
+from dermaseg.core.store import Annotation, Project, Provenance
 
 DISPLAY_MAX_SIDE = 2048  # px; larger images are shown downscaled (prompts stay in full-res pixels)
 DEFAULT_TOLERANCE_PX = 1.0
@@ -68,6 +67,12 @@ class Session:
     work_rgb: the image on that grid (for the measurements). full: (mask, the same at image resolution),
     made once when saved.
     polygons: the editable outline shown on the page (simplified with `tolerance_px`), in image pixels.
+    annotation_id / annotation_version: the saved lesion being edited and the version it was loaded (or
+    saved) at; None while a new lesion is drawn. Every other saved lesion of the image stays as stored.
+    pending: ("replace" | "delete", annotation id) waiting for the user's confirmation.
+    conflict: the annotation whose save was refused (`ConflictError`), waiting for "Reload" or "Keep both".
+    saved_steps / saved_redo: (store action id, annotation id) of this tab's saves and deletes on the
+    image, which the page's Undo / Redo take back once the tab's own prompt history is exhausted.
     lock: held by every page event on this session (`app.bound`): one tab's events run one at a time,
     different tabs in parallel. Re-entrant, so a handler may call another that takes it.
     channel: an unguessable token naming this session to the canvas's fast path (`gesture_route`).
@@ -93,6 +98,11 @@ class Session:
     work_rgb: np.ndarray | None = field(default=None, repr=False)
     full: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     annotation_id: int | None = None
+    annotation_version: int | None = None
+    pending: tuple[str, int] | None = None
+    conflict: int | None = None
+    saved_steps: list[tuple[int, int]] = field(default_factory=list)
+    saved_redo: list[tuple[int, int]] = field(default_factory=list)
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
     channel: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
@@ -158,25 +168,16 @@ def needs_encoding(engine: Engine, image: LesionImage) -> bool:
 
 
 def open_project_image(s: Session, image_id: int) -> str:
-    """Make a project image current; its saved annotation (if any) becomes the editable outline."""
+    """Make a project image current, drawing a new lesion: its saved lesions are shown, none is edited
+    until selected (`select_lesion`), so no prompt can replace a saved lesion unasked."""
     image = s.project.load_image(image_id)
     source = s.segmenter.set_image(image)
     s.clicks.prepare()
     _reset(s, image, image_id)
     saved = s.project.annotations(image_id)
-    if saved:
-        ann = saved[-1]
-        s.annotation_id = ann.id
-        full = ann.mask()
-        s.mask = on_grid(s, full)
-        s.full = (s.mask, full)
-        s.polygons = Polygons.from_json(ann.polygons) if ann.polygons else outline(s, s.mask)
-        s.edited = True
-        s.history = [Step(Prompts(), s.polygons, full)]  # undo comes back to the saved annotation
-        _remeasure(s)
     s.message = f"{image.name}: {image.width}×{image.height} px, embedding from {source}"
     if saved:
-        s.message += f"; showing the saved annotation ({len(saved)} in total)"
+        s.message += f"; {_count(len(saved), 'saved lesion')} shown, drawing a new one (select one to edit it)"
     return s.message
 
 
@@ -205,7 +206,8 @@ def _reset(s: Session, image: LesionImage, image_id: int | None) -> None:
     s.result = s.mask = s.polygons = s.metrics = None
     s.edited = False
     s.ruler = ()
-    s.annotation_id = None
+    s.annotation_id = s.annotation_version = s.pending = s.conflict = None
+    s.saved_steps, s.saved_redo = [], []
 
 
 class Prefetcher:
@@ -274,16 +276,22 @@ def _push(s: Session, prompts: Prompts) -> None:
 
 
 def undo_prompt(s: Session) -> None:
-    """Undo the last prompt or outline edit."""
+    """Undo the last prompt or outline edit; past them, this tab's last save or delete on the image."""
     if len(s.history) <= 1:
+        if s.saved_steps:
+            _undo_saved(s)
+            return
         raise DermasegError("nothing to undo")
     s.redo.append(s.history.pop())
     _restore(s, s.history[-1])
 
 
 def redo_prompt(s: Session) -> None:
-    """Redo the last undone prompt or outline edit."""
+    """Redo the last undone prompt or outline edit, else the save or delete undone last."""
     if not s.redo:
+        if s.saved_redo:
+            _undo_saved(s, redo=True)
+            return
         raise DermasegError("nothing to redo")
     s.history.append(s.redo.pop())
     _restore(s, s.history[-1])
@@ -302,7 +310,12 @@ def _restore(s: Session, step: Step) -> None:
 
 
 def clear_prompts(s: Session) -> None:
+    """Esc: drop the prompts and outline. On a saved lesion, that lesion stays as saved and a new one starts."""
     s.require_image()
+    if s.annotation_id is not None:
+        new_lesion(s)
+        s.ruler = ()
+        return
     s.history, s.redo = [Step(Prompts())], []
     _predict(s, s.prompts)
     s.ruler = ()
@@ -557,9 +570,17 @@ def _esc(v: str) -> str:
 # accept and export
 
 
-def accept(s: Session, label: str, annotator: str | None = None) -> int:
+class ConfirmationNeeded(DermasegError):
+    """Replacing or deleting a saved lesion waits for the user's confirmation (`Session.pending`)."""
+
+
+def accept(s: Session, label: str, annotator: str | None = None, *, replace: bool = False) -> int:
     """Save the current outline with `label` (committed at once), mark the image done; returns its id.
 
+    A new lesion becomes a new annotation. A saved lesion (selected, or saved before by this tab) is
+    updated from the version it was loaded at: when it was changed since it was loaded or saved,
+    ConfirmationNeeded asks first (then `replace=True`, or `confirm_pending`); when someone else changed
+    or deleted it meanwhile, ConflictError leaves it as stored (`resolve_conflict` offers the choice).
     annotator: the person's name for the provenance (blank: none recorded).
     """
     image = s.require_image()
@@ -567,6 +588,13 @@ def accept(s: Session, label: str, annotator: str | None = None) -> int:
         raise DermasegError("this image is not in the project; reopen it from the list")
     if s.mask is None or not s.mask.any():
         raise DermasegError("nothing to accept: draw a box or click on the lesion first")
+    if s.annotation_id is not None and len(s.history) > 1 and not replace:
+        s.pending = ("replace", s.annotation_id)
+        s.message = (
+            f"Accept would replace saved {lesion_name(s, s.annotation_id)}: Confirm to replace it (Undo brings "
+            "it back), Cancel to keep editing, or New lesion to save yours beside it"
+        )
+        raise ConfirmationNeeded(s.message)
     metrics = measurements(s)
     prov = Provenance(
         source="manual" if s.edited else "model",
@@ -575,16 +603,182 @@ def accept(s: Session, label: str, annotator: str | None = None) -> int:
         annotator=(annotator or "").strip() or None,
     )
     kw = dict(polygons=s.polygons, metrics=metrics.to_dict() if metrics else None, provenance=prov)
-    existing = {a.id for a in s.project.annotations(s.image_id)}
+    s.pending = None
     mask = full_mask(s)
-    if s.annotation_id in existing:
-        s.project.update_annotation(s.annotation_id, mask=mask, label=label, tolerance_px=s.tolerance_px, **kw)
+    if s.annotation_id is not None:
+        try:
+            ann = s.project.update_annotation(
+                s.annotation_id, mask=mask, label=label, tolerance_px=s.tolerance_px,
+                expected_version=s.annotation_version, **kw,
+            )  # fmt: skip
+        except ConflictError as e:
+            s.conflict = e.annotation_id
+            s.message = f"⚠ {e}"
+            raise
     else:
         ann = s.project.add_annotation(s.image_id, mask, label, tolerance_px=s.tolerance_px, **kw)
-        s.annotation_id = ann.id
     s.project.set_status(s.image_id, "done")
-    s.message = f"saved: {image.name} labelled {label!r} (annotation {s.annotation_id}), marked done"
-    return s.annotation_id
+    _saved_step(s, ann.id)
+    s.annotation_id, s.annotation_version, s.conflict = ann.id, ann.version, None
+    s.history, s.redo = [Step(s.prompts, s.polygons, mask)], []  # Undo now takes the save back
+    s.message = f"saved: {lesion_name(s, ann.id)} on {image.name} (annotation {ann.id}), marked done"
+    return ann.id
+
+
+# --------------------------------------------------------------------------------------------------
+# several lesions per image
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def lesions(s: Session) -> list[Annotation]:
+    """The open image's saved annotations, oldest first (lesion 1, 2, ...)."""
+    return s.project.annotations(s.image_id) if s.image_id is not None else []
+
+
+def lesion_name(s: Session, ann_id: int, saved: list[Annotation] | None = None) -> str:
+    """ "lesion 2 of 3 ('naevus')": the annotation's place among the image's lesions."""
+    saved = lesions(s) if saved is None else saved
+    for i, a in enumerate(saved, 1):
+        if a.id == ann_id:
+            return f"lesion {i} of {len(saved)} ({a.label!r})"
+    return f"annotation {ann_id}"
+
+
+def lesion_choices(s: Session) -> list[tuple[str, str]]:
+    """Radio choices for the side panel: each saved lesion (value: its id), and "new lesion" (value "new")."""
+    saved = lesions(s)
+    out = [(f"{i} · {a.label} · annotation {a.id} (v{a.version})", str(a.id)) for i, a in enumerate(saved, 1)]
+    return [*out, ("＋ new lesion", "new")]
+
+
+def _load_saved(s: Session, ann: Annotation) -> None:
+    """Make a saved annotation the edited lesion, at the version it has now."""
+    s.annotation_id, s.annotation_version = ann.id, ann.version
+    full = ann.mask()
+    s.mask = on_grid(s, full)
+    s.full = (s.mask, full)
+    s.polygons = Polygons.from_json(ann.polygons) if ann.polygons else outline(s, s.mask)
+    s.result, s.metrics, s.edited = None, None, True
+    s.history, s.redo = [Step(Prompts(), s.polygons, full)], []  # undo comes back to the saved outline
+    s.pending = s.conflict = None
+
+
+def select_lesion(s: Session, ann_id: int | str) -> None:
+    """Edit a saved lesion of the open image (the outline being drawn, if any, is dropped)."""
+    s.require_image()
+    if not (isinstance(ann_id, int) or (isinstance(ann_id, str) and ann_id.isdecimal() and len(ann_id) < 19)):
+        raise DermasegError(f"not an annotation id: {str(ann_id)[:40]!r}")
+    saved = lesions(s)
+    ann = next((a for a in saved if a.id == int(ann_id)), None)
+    if ann is None:
+        raise DermasegError(f"annotation {ann_id} is not a saved lesion of this image (deleted meanwhile?)")
+    _load_saved(s, ann)
+    s.message = f"editing {lesion_name(s, ann.id, saved)}, annotation {ann.id} version {ann.version}"
+
+
+def new_lesion(s: Session) -> None:
+    """Start a fresh outline beside the saved lesions, which stay as they are."""
+    s.require_image()
+    s.history, s.redo = [Step(Prompts())], []
+    s.result = s.mask = s.polygons = s.metrics = None
+    s.edited = False
+    s.annotation_id = s.annotation_version = s.pending = s.conflict = None
+    n = len(lesions(s))
+    s.message = "new lesion: draw a box or click on it" + (f" ({_count(n, 'saved lesion')} stay as saved)" if n else "")
+
+
+def delete_lesion(s: Session, *, confirmed: bool = False) -> None:
+    """Delete the selected saved lesion: asks first (ConfirmationNeeded), then deletes it (undoable)."""
+    s.require_image()
+    if s.annotation_id is None:
+        raise DermasegError("select a saved lesion first (in the list of lesions, or on the image)")
+    name = lesion_name(s, s.annotation_id)
+    if not confirmed:
+        s.pending = ("delete", s.annotation_id)
+        s.message = f"Delete {name}? Confirm to delete it (Undo brings it back), or Cancel"
+        raise ConfirmationNeeded(s.message)
+    ann_id = s.annotation_id
+    try:
+        s.project.delete_annotation(ann_id, expected_version=s.annotation_version)
+    except ConflictError as e:
+        s.pending, s.conflict, s.message = None, e.annotation_id, f"⚠ {e}"
+        raise
+    _saved_step(s, ann_id)
+    new_lesion(s)
+    s.message = f"deleted {name} (annotation {ann_id}); Undo brings it back"
+
+
+def confirm_pending(s: Session, label: str, annotator: str | None = None) -> None:
+    """Carry out the replace or delete the user was asked about."""
+    if s.pending is None or s.pending[1] != s.annotation_id:
+        s.pending = None
+        raise DermasegError("nothing to confirm")
+    if s.pending[0] == "delete":
+        delete_lesion(s, confirmed=True)
+    else:
+        accept(s, label, annotator, replace=True)
+
+
+def cancel_pending(s: Session) -> None:
+    s.pending = None
+    s.message = "cancelled: nothing was saved or deleted"
+
+
+def resolve_conflict(s: Session, choice: str, label: str, annotator: str | None = None) -> None:
+    """After a refused save: "reload" shows the stored version (or a new lesion if it was deleted),
+    dropping this tab's edit; "keep_both" saves this tab's outline as a new annotation beside it."""
+    if s.conflict is None:
+        raise DermasegError("no conflicting save to resolve")
+    ann_id, s.conflict = s.conflict, None
+    if choice == "reload":
+        saved = {a.id: a for a in lesions(s)}
+        if ann_id in saved:
+            select_lesion(s, ann_id)
+            s.message = f"reloaded the saved version: {s.message}"
+        else:
+            new_lesion(s)
+            s.message = f"annotation {ann_id} was deleted; {s.message}"
+    elif choice == "keep_both":
+        s.annotation_id = s.annotation_version = None
+        accept(s, label, annotator)
+    else:
+        raise DermasegError(f"unknown choice {choice!r}: reload or keep_both")
+
+
+def _saved_step(s: Session, ann_id: int) -> None:
+    """Remember the store step just made (for the page's Undo); the store dropped its redo steps."""
+    action = s.project.last_action(s.image_id) if s.image_id is not None else None
+    if action is not None:
+        s.saved_steps.append((action, ann_id))
+    s.saved_redo.clear()
+
+
+def _undo_saved(s: Session, redo: bool = False) -> None:
+    """Undo (or redo) this tab's last save or delete on the image, then edit that lesion as it is now."""
+    src, dst = (s.saved_redo, s.saved_steps) if redo else (s.saved_steps, s.saved_redo)
+    action, ann_id = src[-1]
+    s.require_image()
+    (s.project.redo if redo else s.project.undo)(s.image_id, action)  # StoreError if another tab's step came after
+    dst.append(src.pop())
+    saved = lesions(s)
+    ann = next((a for a in saved if a.id == ann_id), None)
+    if ann is not None:
+        _load_saved(s, ann)
+    else:
+        mask, polygons, full = s.mask, s.polygons, s.full
+        new_lesion(s)
+        if not redo and mask is not None and polygons is not None:  # a save taken back: its outline stays, unsaved
+            s.mask, s.polygons, s.edited, s.full = mask, polygons, True, full
+            s.history = [Step(Prompts(), polygons, full_mask(s))]
+    what = "redone" if redo else "undone"
+    s.message = (
+        f"{what}: {lesion_name(s, ann_id, saved)} is back as saved (version {ann.version})"
+        if ann is not None
+        else f"{what}: annotation {ann_id} is no longer saved"
+    )
 
 
 def _prompts_json(p: Prompts) -> dict[str, Any]:
@@ -605,31 +799,20 @@ def export_project(project: Project, out_dir: Path) -> list[Path]:
 
 
 def export_image(s: Session, out_dir: Path) -> list[Path]:
-    """COCO JSON of the current image's saved annotations and its PNG mask (union of them)."""
+    """COCO JSON of the current image's saved annotations (`Project.export_coco` for that image: the same
+    category ids, polygons and tolerance as a project export) and its PNG mask (union of them)."""
     image = s.require_image()
-    anns = s.project.annotations(s.image_id) if s.image_id is not None else []
-    if not anns:
+    if s.image_id is None or not s.project.annotations(s.image_id):
         raise DermasegError(f"nothing to export for {image.name}: accept an annotation first")
     rec = s.project.image(s.image_id)
-    cats = {name: i + 1 for i, name in enumerate(s.project.labels())}
-    union = np.zeros((rec.height, rec.width), dtype=bool)
-    coco_anns = []
-    for a in anns:
-        m = a.mask()
-        union |= m
-        extra = {"label": a.label, "metrics": a.metrics, "provenance": a.provenance.to_json()}
-        coco_anns.append(coco.annotation_dict(a.id, rec.id, cats[a.label], m, extra=extra))
-    data = coco.dataset_dict(
-        [coco.image_dict(rec.id, rec.path, rec.width, rec.height)],
-        coco_anns,
-        [(i, n) for n, i in cats.items()],
-        {"description": f"dermaseg annotation of {rec.path}"},
-    )
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = _slug(Path(rec.path).stem)
-    coco.write_json_atomic(data, out_dir / f"{stem}-coco.json")
-    coco.write_png_mask(union, out_dir / f"{stem}-mask.png")
-    return [out_dir / f"{stem}-coco.json", out_dir / f"{stem}-mask.png"]
+    masks = out_dir / f"{stem}-masks"
+    report = s.project.export_coco(out_dir / f"{stem}-coco.json", masks_dir=masks, image_ids=[rec.id])
+    png = out_dir / f"{stem}-mask.png"
+    (masks / PurePosixPath(rec.path).with_suffix(".png")).replace(png)
+    shutil.rmtree(masks, ignore_errors=True)
+    return [report.coco_path, png]
 
 
 def _slug(name: str) -> str:
@@ -678,7 +861,11 @@ def heatmap_data_url(result: MaskResult, height: int, width: int) -> str:
 
 
 def view(s: Session, url_of: Callable[[Path], str]) -> dict[str, Any]:
-    """Everything the canvas draws, as JSON: image URL and size, outline, prompts, ruler, axes."""
+    """Everything the canvas draws, as JSON: image URL and size, outline, prompts, ruler, axes.
+
+    "polygons" is the outline being edited; "lesions" are the image's saved annotations (id, number
+    among them, label, version, polygons in the same format, selected: the one being edited, whose live
+    outline is "polygons"); "annotation_id" / "annotation_version": the edited one (None: a new lesion)."""
     out: dict[str, Any] = {"kind": "view", "ack": s.ack, "message": s.message, "channel": s.channel}
     if s.image is None:
         return out
@@ -697,6 +884,18 @@ def view(s: Session, url_of: Callable[[Path], str]) -> dict[str, Any]:
     )
     out["heatmap"] = heatmap_data_url(s.result, img.height, img.width) if s.heatmap and s.result else None
     out["edited"] = s.edited
+    out["annotation_id"], out["annotation_version"] = s.annotation_id, s.annotation_version
+    out["lesions"] = [
+        {
+            "id": a.id,
+            "number": i,
+            "label": a.label,
+            "version": a.version,
+            "polygons": (a.polygons or {}).get("parts", []),
+            "selected": a.id == s.annotation_id,
+        }
+        for i, a in enumerate(lesions(s), 1)
+    ]
     return out
 
 
@@ -720,7 +919,9 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
     """Apply one gesture sent by the canvas; returns warnings to show. Unknown gestures raise.
 
     payload: {"type": "box", "box": [x0, y0, x1, y1]} | {"type": "click", "x", "y", "positive"}
-    | {"type": "edit", "polygons": [parts]} | {"type": "ruler", "x", "y"}, each with an optional "seq".
+    | {"type": "edit", "polygons": [parts]} | {"type": "ruler", "x", "y"}
+    | {"type": "select", "annotation_id": N} (edit saved lesion N) | {"type": "new_lesion"},
+    each with an optional "seq".
     """
     g = json.loads(payload) if isinstance(payload, str) else dict(payload)
     if not isinstance(g, dict) or g.get("kind") != "gesture":
@@ -734,6 +935,10 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
             prompt_click(s, g["x"], g["y"], bool(g.get("positive", True)))
         elif kind == "ruler":
             ruler_point(s, g["x"], g["y"])
+        elif kind == "select":
+            select_lesion(s, int(g["annotation_id"]))
+        elif kind == "new_lesion":
+            new_lesion(s)
         elif kind == "edit":
             image = s.require_image()
             return edit_polygons(s, {"width": image.width, "height": image.height, "parts": g["polygons"]})

@@ -23,7 +23,7 @@ from pycocotools.coco import COCO
 
 from dermaseg.core import store as store_mod
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.errors import CocoError, StoreError
+from dermaseg.core.errors import CocoError, ConflictError, StoreError
 from dermaseg.core.geometry import Polygons, mask_to_polygons
 from dermaseg.core.store import Project, Provenance
 
@@ -406,3 +406,136 @@ def test_import_is_all_or_nothing(project, tmp_path):
     imported = project.annotations(b.id)[0]
     assert imported.area_px == 50 and imported.provenance.source == "import"
     assert imported.provenance.annotator == "someone"
+
+
+# ------------------------------------------------------------------------------- versions and conflicts
+
+
+def test_every_change_raises_the_version_and_a_stale_save_is_refused(project):
+    img = project.image_by_path("a.png")
+    m1, m2, m3 = _box(60, 80, 5, 5, 20, 20), _box(60, 80, 30, 30, 50, 70), _box(60, 80, 2, 40, 12, 60)
+    a = project.add_annotation(img.id, m1, provenance=Provenance(source="manual", annotator="Dr A"))
+    assert a.version == 1
+    b = project.update_annotation(
+        a.id, mask=m2, expected_version=1, provenance=Provenance(source="manual", annotator="Dr B")
+    )
+    assert b.version == 2
+    with pytest.raises(ConflictError) as e:  # made from version 1: refused, nothing written
+        project.update_annotation(a.id, mask=m3, expected_version=1)
+    assert isinstance(e.value, StoreError) and e.value.current_version == 2 and e.value.changed_by == "Dr B"
+    msg = str(e.value)
+    assert "Dr B" in msg and b.updated_utc in msg and "Reload" in msg and "Keep both" in msg
+    assert np.array_equal(project.annotation(a.id).mask(), m2) and project.annotation(a.id).version == 2
+    assert project.history_depth(img.id) == (2, 0)  # the refused save left no history step
+    # undo and redo give new versions: a save made from any version seen before is refused
+    assert project.undo(img.id) and project.annotation(a.id).version == 3
+    assert np.array_equal(project.annotation(a.id).mask(), m1)
+    with pytest.raises(ConflictError):
+        project.update_annotation(a.id, mask=m3, expected_version=2)
+    assert project.redo(img.id) and project.annotation(a.id).version == 4
+    with pytest.raises(ConflictError):
+        project.delete_annotation(a.id, expected_version=3)
+    project.delete_annotation(a.id, expected_version=4)
+    with pytest.raises(ConflictError, match="deleted since you opened it") as e:
+        project.update_annotation(a.id, mask=m3, expected_version=4)
+    assert e.value.current_version is None and e.value.changed_utc
+    with pytest.raises(StoreError, match="not in this project"):  # without a version: the old message
+        project.update_annotation(a.id, mask=m3)
+    assert project.undo(img.id)  # the delete undone: back, with a version above all earlier ones
+    back = project.annotation(a.id)
+    assert back.version == 5 and np.array_equal(back.mask(), m2)
+    assert [x.version for x in project.annotations(img.id)] == [5]
+
+
+def test_undo_only_the_step_one_made(project):
+    img = project.image_by_path("a.png")
+    a = project.add_annotation(img.id, _box(60, 80, 5, 5, 20, 20))
+    mine = project.last_action(img.id)
+    project.add_annotation(img.id, _box(60, 80, 30, 30, 50, 70))  # someone else's step, later
+    with pytest.raises(StoreError, match="someone else"):
+        project.undo(img.id, mine)
+    assert len(project.annotations(img.id)) == 2
+    assert project.undo(img.id, project.last_action(img.id))
+    assert project.last_action(img.id) == mine and project.undo(img.id, mine)
+    assert project.annotations(img.id) == [] and project.last_action(img.id, undone=True) == mine
+    assert project.redo(img.id, mine) and project.annotation(a.id).version == 2
+
+
+_RACER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from dermaseg.core.errors import ConflictError
+from dermaseg.core.store import Project
+p = Project.open(sys.argv[1], scan=False)
+ann = p.annotations()[0]
+m = np.zeros((ann.rle.height, ann.rle.width), bool); m[: int(sys.argv[2]) + 1, :] = True
+print("READY", flush=True)
+while not Path(sys.argv[3]).exists():
+    time.sleep(0.001)
+try:
+    p.update_annotation(ann.id, mask=m, expected_version=1)
+    print("SAVED", flush=True)
+except ConflictError:
+    print("CONFLICT", flush=True)
+"""
+
+
+def test_two_processes_saving_the_same_version_one_wins(project, folder, tmp_path):
+    """Four processes save over version 1 of one annotation at the same moment: exactly one is written,
+    the others are refused (check and write are one BEGIN IMMEDIATE transaction)."""
+    img = project.image_by_path("a.png")
+    a = project.add_annotation(img.id, _box(60, 80, 5, 5, 20, 20))
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACER, str(folder), str(i), str(go)], stdout=subprocess.PIPE)
+        for i in range(4)
+    ]
+    for proc in procs:
+        assert proc.stdout.readline() == b"READY\n"
+    go.touch()
+    answers = [proc.communicate(timeout=60)[0].decode().strip() for proc in procs]
+    assert sorted(answers) == ["CONFLICT"] * 3 + ["SAVED"], answers
+    winner = answers.index("SAVED")
+    stored = project.annotation(a.id)
+    assert stored.version == 2 and stored.area_px == (winner + 1) * 80
+
+
+def test_a_schema_1_project_is_upgraded_after_a_backup(tmp_path):
+    """tests/core/data/project-v1 was made by the code of schema 1 (before versions): one image, an
+    annotation added then updated, a second added, a third added then deleted."""
+    root = tmp_path / "old"
+    shutil.copytree(HERE / "data" / "project-v1", root)
+    db = root / ".dermaseg" / "project.sqlite"
+    con = sqlite3.connect(db)
+    old_rows = con.execute("SELECT * FROM annotations ORDER BY id").fetchall()
+    con.close()
+    with Project.open(root) as p:
+        backup = root / ".dermaseg" / "project.sqlite.v1.bak"
+        con = sqlite3.connect(backup)  # the backup is the schema-1 database, untouched
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        assert [r[1] for r in con.execute("PRAGMA table_info(annotations)")][-1] == "updated_utc"
+        assert con.execute("SELECT * FROM annotations ORDER BY id").fetchall() == old_rows
+        con.close()
+        anns = p.annotations()
+        assert [(a.id, a.label, a.version) for a in anns] == [(1, "naevus", 1), (2, "melanoma", 1)]
+        assert anns[0].provenance.annotator == "Dr V1" and anns[0].area_px == 132
+        # the history written before the upgrade still undoes and redoes
+        assert p.history_depth(anns[0].image_id) == (5, 0)
+        assert p.undo(anns[0].image_id) and p.annotation(3).version == 2  # the deleted one is back
+        assert p.redo(anns[0].image_id) and len(p.annotations()) == 2
+        updated = p.update_annotation(1, label="melanoma", expected_version=1)
+        assert updated.version == 2
+        with pytest.raises(ConflictError):
+            p.update_annotation(1, label="naevus", expected_version=1)
+    with Project.open(root) as p:  # opened again: already upgraded, nothing to redo
+        assert p.annotation(1).version == 2
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+        str(store_mod.SCHEMA_VERSION),
+    )
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="newer dermaseg"):
+        Project.open(root)

@@ -69,6 +69,7 @@ def test_undo_comes_back_to_a_saved_outline(session, expert, project):
     saved = project.annotations(session.image_id)[-1]
     assert saved.provenance.annotator == "Dr Undo"
     h.open_project_image(session, session.image_id)
+    h.select_lesion(session, saved.id)  # reopened, a new lesion is drawn until a saved one is selected
     edit(session, moved(session.polygons.to_json()["parts"], 40))
     h.undo_prompt(session)
     assert np.array_equal(session.mask, saved.mask())

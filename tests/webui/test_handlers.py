@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dermaseg.core.dataset import box_from_mask
-from dermaseg.core.errors import CalibrationError, DermasegError, ImageLoadError, PromptError
+from dermaseg.core.errors import CalibrationError, ConflictError, DermasegError, ImageLoadError, PromptError
 from dermaseg.core.metrics import DECISION_AID_NOTICE
 from dermaseg.webui import handlers as h
 
@@ -142,10 +142,15 @@ def test_accept_saves_at_once_and_exports(session, expert, tmp_path):
 
 
 def test_reopening_shows_saved_annotation(session, expert):
+    """Reopened, the image shows its saved lesion (drawing a new one); selecting it edits it."""
     h.prompt_box(session, box_from_mask(expert))
-    h.accept(session, "lesion")
+    ann_id = h.accept(session, "lesion")
     mask = session.mask.copy()
     h.open_project_image(session, session.image_id)
+    assert session.annotation_id is None and session.mask is None  # a new lesion by default
+    shown = {x["id"]: x for x in h.view(session, url)["lesions"]}
+    assert ann_id in shown and shown[ann_id]["polygons"] and not shown[ann_id]["selected"]
+    h.select_lesion(session, ann_id)
     assert np.array_equal(session.mask, mask) and session.polygons is not None
 
 
@@ -180,3 +185,240 @@ def test_gesture_errors_are_dermaseg_errors(session):
     with pytest.raises(DermasegError, match="unknown gesture"):
         h.handle_gesture(session, {"kind": "gesture", "type": "lasso"})
     assert h.handle_gesture(session, '{"kind": "view"}') == ()
+
+
+# ------------------------------------------------------------------------------- several lesions per image
+
+
+def skin_box(expert: np.ndarray, side: int = 120) -> tuple[float, float, float, float]:
+    """A box on normal skin: the corner of the image farthest from the lesion, clear of it."""
+    hgt, wid = expert.shape
+    for x0, y0 in ((20, 20), (wid - side - 20, 20), (20, hgt - side - 20), (wid - side - 20, hgt - side - 20)):
+        if not expert[y0 : y0 + side, x0 : x0 + side].any():
+            return (float(x0), float(y0), float(x0 + side), float(y0 + side))
+    raise AssertionError("no lesion-free corner")
+
+
+def shifted(parts: list[dict], dx: float) -> dict:
+    return [{**p, "exterior": [[x + dx, y] for x, y in p["exterior"]]} for p in parts]
+
+
+@pytest.fixture()
+def own(engine, dev_data, tmp_path):
+    """A project of its own (one dev image) and a session on it: these tests edit labels and lesions."""
+    import shutil
+
+    from dermaseg.core.store import Project
+
+    case = dev_data[3]
+    folder = tmp_path / "own"
+    folder.mkdir()
+    shutil.copy(case.image, folder / case.image.name)
+    project = Project.init(folder)
+    s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    h.open_project_image(s, project.images()[0].id)
+    yield s, case.load_mask()
+    project.close()
+
+
+def test_esc_and_a_new_box_never_replace_a_saved_lesion(own, engine, tmp_path):
+    """Issue 16 item 1: lesion outlined, edited and saved; reload, reopen, Esc, box on normal skin,
+    accept: a second annotation, the first unchanged."""
+    s, expert = own
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    h.edit_polygons(s, {"width": s.image.width, "height": s.image.height,
+                        "parts": shifted(h.view(s, url)["polygons"], 12)})  # fmt: skip
+    first = h.accept(s, "lesion")
+    saved = s.project.annotation(first)
+    assert "lesion 1 of 1" in s.message and saved.version == 1
+    # the same tab, Esc right after the save: the saved lesion is left alone
+    h.clear_prompts(s)
+    assert s.annotation_id is None and s.project.annotation(first).version == 1
+    # a reload: a new session opens the image again
+    t = h.Session(engine.segmenter(), s.project, tmp_path / "views")
+    h.open_project_image(t, s.image_id)
+    h.clear_prompts(t)
+    h.prompt_box(t, skin_box(expert))
+    assert t.mask is not None and t.mask.any()
+    second = h.accept(t, "lesion")
+    assert second != first and "lesion 2 of 2" in t.message
+    anns = s.project.annotations(s.image_id)
+    assert [a.id for a in anns] == [first, second]
+    assert np.array_equal(anns[0].mask(), saved.mask()) and anns[0].polygons == saved.polygons
+    assert anns[0].version == 1 and anns[0].provenance == saved.provenance
+
+
+def test_view_lists_lesions_and_gestures_select_and_start_new(own):
+    s, expert = own
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    a = h.accept(s, "lesion")
+    h.new_lesion(s)
+    assert s.annotation_id is None and s.mask is None and len(s.history) == 1
+    h.prompt_box(s, skin_box(expert))
+    b = h.accept(s, "lesion")
+    v = h.view(s, url)
+    assert v["annotation_id"] == b and v["annotation_version"] == 1
+    assert [(x["id"], x["number"], x["label"], x["selected"]) for x in v["lesions"]] == [
+        (a, 1, "lesion", False),
+        (b, 2, "lesion", True),
+    ]
+    assert all(x["polygons"] and len(x["polygons"][0]["exterior"]) >= 3 for x in v["lesions"])
+    h.handle_gesture(s, {"kind": "gesture", "type": "select", "annotation_id": a, "seq": 5})
+    v = json.loads(h.view_json(s, url))
+    assert v["annotation_id"] == a and v["ack"] == 5 and [x["selected"] for x in v["lesions"]] == [True, False]
+    assert np.array_equal(s.mask, s.project.annotation(a).mask())
+    h.handle_gesture(s, json.dumps({"kind": "gesture", "type": "new_lesion"}))
+    v = h.view(s, url)
+    assert v["annotation_id"] is None and v["polygons"] == [] and not any(x["selected"] for x in v["lesions"])
+    with pytest.raises(DermasegError, match="not a saved lesion of this image"):
+        h.handle_gesture(s, {"kind": "gesture", "type": "select", "annotation_id": 10**6})
+    with pytest.raises(DermasegError, match="malformed gesture"):
+        h.handle_gesture(s, {"kind": "gesture", "type": "select"})
+    assert [c[1] for c in h.lesion_choices(s)] == [str(a), str(b), "new"]
+
+
+def test_replacing_or_deleting_a_saved_lesion_asks_first_and_undo_brings_it_back(own):
+    s, expert = own
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    a = h.accept(s, "lesion")
+    original = s.project.annotation(a)
+    h.select_lesion(s, a)
+    h.prompt_box(s, skin_box(expert))
+    with pytest.raises(h.ConfirmationNeeded, match="replace saved lesion 1 of 1"):
+        h.accept(s, "lesion")
+    assert s.project.annotation(a) == original and s.pending == ("replace", a)
+    h.cancel_pending(s)
+    assert s.pending is None
+    with pytest.raises(h.ConfirmationNeeded):
+        h.accept(s, "lesion")
+    h.confirm_pending(s, "lesion")
+    replaced = s.project.annotation(a)
+    assert replaced.version == 2 and not np.array_equal(replaced.mask(), original.mask())
+    assert h.accept(s, "lesion") == a  # nothing changed since the save: no question, same annotation
+    # Undo: the save is taken back (the previous saved version), Redo replaces it again
+    h.undo_prompt(s)
+    assert h.accept(s, "lesion") == a and s.project.annotation(a).version > 2  # unchanged, re-saved
+    h.undo_prompt(s)
+    back = s.project.annotation(a)
+    assert np.array_equal(back.mask(), replaced.mask())
+    h.undo_prompt(s)
+    back = s.project.annotation(a)
+    assert np.array_equal(back.mask(), original.mask()) and s.annotation_version == back.version
+    assert np.array_equal(s.mask, original.mask()) and "undone" in s.message
+    h.redo_prompt(s)
+    assert np.array_equal(s.project.annotation(a).mask(), replaced.mask())
+    # delete: asks first, then deletes; Undo restores it
+    with pytest.raises(h.ConfirmationNeeded, match="Delete lesion 1 of 1"):
+        h.delete_lesion(s)
+    assert len(s.project.annotations(s.image_id)) == 1
+    h.confirm_pending(s, "lesion")
+    assert s.project.annotations(s.image_id) == [] and s.annotation_id is None
+    h.undo_prompt(s)
+    restored = s.project.annotations(s.image_id)
+    assert [x.id for x in restored] == [a] and np.array_equal(restored[0].mask(), replaced.mask())
+    assert s.annotation_id == a
+    with pytest.raises(DermasegError, match="nothing to confirm"):
+        h.confirm_pending(s, "lesion")
+
+
+def test_two_tabs_on_one_saved_lesion_the_second_save_is_refused(own, engine, tmp_path):
+    """Issue 17 item 4: both tabs edit the same saved lesion; the second save gets the choice, nothing lost."""
+    s, expert = own
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    a = h.accept(s, "lesion")
+    tabs = [h.Session(engine.segmenter(), s.project, tmp_path / "views") for _ in range(2)]
+    for t in tabs:
+        h.open_project_image(t, s.image_id)
+        h.select_lesion(t, a)
+    x0, y0, x1, y1 = box_from_mask(expert, margin=8)
+    h.prompt_box(tabs[0], (x0 - 30, y0 - 30, x1 + 30, y1 + 30))
+    h.accept(tabs[0], "lesion", "Dr A", replace=True)
+    mask_a = s.project.annotation(a).mask()
+    assert np.array_equal(mask_a, tabs[0].mask)
+    h.prompt_box(tabs[1], skin_box(expert))
+    with pytest.raises(ConflictError, match="Dr A") as e:
+        h.accept(tabs[1], "lesion", "Dr B", replace=True)
+    assert "Reload" in str(e.value) and "Keep both" in str(e.value) and tabs[1].conflict == a
+    assert np.array_equal(s.project.annotation(a).mask(), mask_a)  # A's save kept
+    mine = tabs[1].mask.copy()
+    h.resolve_conflict(tabs[1], "keep_both", "lesion", "Dr B")
+    anns = s.project.annotations(s.image_id)
+    assert len(anns) == 2 and np.array_equal(anns[0].mask(), mask_a) and np.array_equal(anns[1].mask(), mine)
+    assert tabs[1].annotation_id == anns[1].id and "lesion 2 of 2" in tabs[1].message
+    # A deletes B's annotation behind B's back; B edits and saves: refused, Reload gives a new lesion
+    h.select_lesion(tabs[0], anns[1].id)
+    h.delete_lesion(tabs[0], confirmed=True)
+    h.prompt_box(tabs[1], box_from_mask(expert, margin=4))
+    with pytest.raises(ConflictError, match="deleted"):
+        h.accept(tabs[1], "lesion", replace=True)
+    h.resolve_conflict(tabs[1], "reload", "lesion")
+    assert tabs[1].annotation_id is None and "was deleted" in tabs[1].message
+    # and Reload of a changed one shows the stored version
+    h.select_lesion(tabs[1], a)
+    h.select_lesion(tabs[0], a)
+    h.prompt_box(tabs[0], box_from_mask(expert, margin=2))
+    h.accept(tabs[0], "lesion", replace=True)
+    h.prompt_box(tabs[1], skin_box(expert))
+    with pytest.raises(ConflictError):
+        h.accept(tabs[1], "lesion", replace=True)
+    h.resolve_conflict(tabs[1], "reload", "lesion")
+    assert np.array_equal(tabs[1].mask, s.project.annotation(a).mask())
+    assert tabs[1].annotation_version == s.project.annotation(a).version
+
+
+def test_image_export_is_the_project_export_of_that_image(own, tmp_path):
+    """Two lesions on one image, labels added, reordered and removed: the per-image export and the
+    project export agree (category ids, polygons, tolerance), and a fresh project imports both."""
+    import shutil
+
+    from dermaseg.core.store import Project
+
+    s, expert = own
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    h.accept(s, "lesion")
+    h.new_lesion(s)
+    h.set_tolerance(s, 2.0)
+    h.prompt_box(s, skin_box(expert))
+    s.project.set_labels(["lesion", "temporary"])
+    s.project.set_labels(["naevus", "lesion"])  # one added before, one removed: ids no longer 1, 2, ...
+    h.accept(s, "naevus")
+    img = json.loads(h.export_image(s, tmp_path / "one")[0].read_text())
+    coco_all, _ = h.export_project(s.project, tmp_path / "all")
+    full = json.loads(coco_all.read_text())
+    assert img["categories"] == full["categories"]
+
+    def key(a):
+        return (a["id"], a["category_id"], a["dermaseg"]["polygons"] is not None, a["dermaseg"]["tolerance_px"])
+
+    assert len(img["annotations"]) == 2
+    assert sorted(map(key, img["annotations"])) == sorted(
+        key(a) for a in full["annotations"] if a["image_id"] == s.image_id
+    )
+    cats = {c["name"]: c["id"] for c in full["categories"]}
+    assert [a["category_id"] for a in img["annotations"]] == [cats["lesion"], cats["naevus"]]
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(s.project.root / s.project.images()[0].path, fresh)
+    with Project.init(fresh) as p:
+        report = p.import_coco(h.export_image(s, tmp_path / "two")[0])
+        assert report.added == 2
+        got, want = p.annotations(), s.project.annotations(s.image_id)
+        assert [(a.label, a.polygons, a.tolerance_px) for a in got] == [
+            (a.label, a.polygons, a.tolerance_px) for a in want
+        ]
+        assert [a.tolerance_px for a in got] == [1.0, 2.0]
+        assert all(np.array_equal(x.mask(), y.mask()) for x, y in zip(got, want, strict=True))
+
+
+def test_undo_after_a_save_takes_it_back_and_keeps_the_outline(own):
+    s, expert = own
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    a = h.accept(s, "lesion")
+    mask = s.mask.copy()
+    h.undo_prompt(s)
+    assert s.project.annotations(s.image_id) == [] and s.annotation_id is None
+    assert np.array_equal(s.mask, mask) and "no longer saved" in s.message  # the outline stays, unsaved
+    h.redo_prompt(s)
+    assert [x.id for x in s.project.annotations(s.image_id)] == [a] and s.annotation_id == a
+    with pytest.raises(DermasegError, match="nothing to redo"):
+        h.redo_prompt(s)

@@ -43,6 +43,10 @@ STRING_OR_FILE_ENDPOINTS = {
     "/head",
     "/accept",
     "/labels",
+    "/select_lesion",
+    "/confirm",
+    "/conflict_reload",
+    "/conflict_keep_both",
 }
 
 
@@ -169,6 +173,9 @@ def test_string_endpoints_never_reach_outside(site, project, project_dir, outsid
             ("/head", (bad,)),
             ("/accept", (bad, bad)),
             ("/labels", (bad,)),
+            ("/select_lesion", (bad,)),
+            ("/confirm", (bad, bad)),
+            ("/conflict_keep_both", (bad, bad)),
             ("/gesture", (json.dumps({"kind": "gesture", "type": "click", "x": bad, "y": bad}),)),
             ("/gesture", (json.dumps({"kind": "gesture", "type": "edit", "polygons": bad}),)),
             ("/gesture", (bad,)),
