@@ -517,7 +517,7 @@ class FolderLock:
         except ImportError:  # pragma: no cover - Windows
             return self
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(exist_ok=True)  # the project folder itself must exist
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise StoreError(f"{self.path}: cannot create the project lock ({e.strerror or e})") from None
