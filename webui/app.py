@@ -228,7 +228,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         with reported(s):
             h.measurements(s)  # measures outside the session's lock: the next prompt need not wait for it
         with s.lock:
-            return canvas_out(s), h.metrics_html(s.metrics), head_update(s)
+            return canvas_out(s), h.metrics_html(s.metrics), head_update(s), h.progress_summary(project)
 
     @bound
     def on_click_api(s: h.Session, x: float, y: float, positive: bool) -> str:
@@ -386,7 +386,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         # lock (`bound`), which keeps its state consistent.
         one = dict(concurrency_id="session", concurrency_limit=None)
         opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label]
-        measured = [canvas, metrics, head]
+        measured = [canvas, metrics, head, summary]  # the summary counts the image in progress at once
         app.load(on_load, [state], opened, api_name="load", **one, show_progress="full")
         app.load(lambda: h.remembered_annotator(project), None, [annotator], api_visibility="private", queue=False)
         annotator.blur(on_annotator, [annotator], None, api_visibility="private", queue=False)
