@@ -71,7 +71,8 @@ def shown(page) -> dict:
     return page.evaluate(
         """() => ({
             mask: document.querySelector('.ds-mask').getAttribute('d'),
-            pos: [...document.querySelectorAll('.ds-prompts .ds-pos')].map(c => [c.getAttribute('cx'), c.getAttribute('cy')]),
+            pos: [...document.querySelectorAll('.ds-prompts .ds-pos')]
+                .map(c => [c.getAttribute('cx'), c.getAttribute('cy')]),
             neg: document.querySelectorAll('.ds-prompts .ds-neg').length,
         })"""
     )
@@ -112,7 +113,7 @@ def test_a_reload_in_the_middle_of_work_brings_it_back(engine, dev_data, tmp_pat
             "(document.querySelector('#ds-annotator textarea, #ds-annotator input')?.value || '') === 'Dr Reload'",
             timeout=20000,
         )
-        storage = page.evaluate("JSON.stringify(Object.keys(localStorage)) + JSON.stringify(Object.keys(sessionStorage))")
+        storage = page.evaluate("JSON.stringify([Object.keys(localStorage), Object.keys(sessionStorage)])")
         assert "draft" not in storage.lower()  # kept in the project store, not the browser
         page.close()
     finally:
