@@ -13,6 +13,13 @@ once (autosave).
   `metrics.LesionMetrics.to_dict()`), the simplification tolerance and its `Provenance`.
 - Edits of annotations (add, update, delete, import) are recorded per image, so `undo(image_id)` and
   `redo(image_id)` work, also after a restart. A new edit after an undo drops the redo steps.
+- Work in progress (prompts, hand-edited outline) is kept per image as a `Draft` until accepted; an
+  image with a draft is shown "in_progress". Small page state (last image, annotator) is in `ui_state`.
+- An annotation row that does not decode is listed by `damaged_annotations()`, left out of
+  `annotations()` and exports, never raised; `check(repair=True)` mends it or moves it to `quarantine`.
+- Before and after each write transaction the database and its WAL file must be the ones opened (same
+  inode): a deleted or replaced file makes saves fail with a StoreError instead of vanishing at exit.
+- `FolderLock`: one process at a time writes a project folder (`dermaseg serve`, `import-coco`).
 
 Thread safety: one SQLite connection per thread (thread-local, created on first use) and one
 in-process lock around write transactions; readers never wait for writers (WAL). Other processes
@@ -783,7 +790,7 @@ class Project:
             try:
                 yield c
                 c.execute("COMMIT")
-                self._check_files(committed=True)
+                self._check_files()  # a commit into a journal deleted meanwhile is not kept
             except BaseException as e:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
@@ -1298,7 +1305,7 @@ class Project:
     def _file_ids(self) -> FileIds:
         return FileIds(_file_id(self.db_path), _file_id(self.db_path.with_name(self.db_path.name + "-wal")))
 
-    def _check_files(self, committed: bool = False) -> None:
+    def _check_files(self) -> None:
         """Refuse to go on when the database file or its WAL journal is not the one opened.
 
         A deleted or replaced journal would take every commit with it when the process ends, while each
@@ -1313,10 +1320,7 @@ class Project:
             return
         if now.db == self._files.db:
             with contextlib.suppress(sqlite3.Error):
-                c = self._conn()
-                if c.in_transaction and not committed:
-                    c.execute("ROLLBACK")
-                c.execute("PRAGMA wal_checkpoint(FULL)")
+                self._conn().execute("PRAGMA wal_checkpoint(FULL)")
         raise StoreError(f"{self.db_path}: {FILES_CHANGED}")
 
     def save_draft(
