@@ -606,7 +606,8 @@ def accept(s: Session, label: str, annotator: str | None = None) -> int:
         s.annotation_id = ann.id
     s.project.set_status(s.image_id, "done")
     s.project.discard_draft(s.image_id)  # accepted: nothing in progress any more
-    remember_annotator(s.project, annotator)
+    if annotator is not None:  # the page always sends its field; API callers may leave it out
+        remember_annotator(s.project, annotator)
     s.message = f"saved: {image.name} labelled {label!r} (annotation {s.annotation_id}), marked done"
     return s.annotation_id
 
