@@ -13,6 +13,13 @@ once (autosave).
   `metrics.LesionMetrics.to_dict()`), the simplification tolerance and its `Provenance`.
 - Edits of annotations (add, update, delete, import) are recorded per image, so `undo(image_id)` and
   `redo(image_id)` work, also after a restart. A new edit after an undo drops the redo steps.
+- Work in progress (prompts, hand-edited outline) is kept per image as a `Draft` until accepted; an
+  image with a draft is shown "in_progress". Small page state (last image, annotator) is in `ui_state`.
+- An annotation row that does not decode is listed by `damaged_annotations()`, left out of
+  `annotations()` and exports, never raised; `check(repair=True)` mends it or moves it to `quarantine`.
+- Before and after each write transaction the database and its WAL file must be the ones opened (same
+  inode): a deleted or replaced file makes saves fail with a StoreError instead of vanishing at exit.
+- `FolderLock`: one process at a time writes a project folder (`dermaseg serve`, `import-coco`).
 
 Thread safety: one SQLite connection per thread (thread-local, created on first use) and one
 in-process lock around write transactions; readers never wait for writers (WAL). Other processes
@@ -21,6 +28,7 @@ writing the same database wait up to `BUSY_TIMEOUT_S`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -40,7 +48,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dermaseg.core import coco
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.errors import CalibrationError, CocoError, ConflictError, StoreError
+from dermaseg.core.errors import CalibrationError, CocoError, ConflictError, GeometryError, StoreError
 from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask
 from dermaseg.core.image import LesionImage, load_image
 
@@ -262,6 +270,7 @@ class ExportReport:
     annotations: int
     polygon_annotations: int
     rle_annotations: int
+    damaged: tuple[DamagedAnnotation, ...] = ()  # left out: they do not decode (`Project.check --repair`)
 
 
 @dataclass(frozen=True)
@@ -351,6 +360,220 @@ _ANN_COLUMNS = (
 _N_ANN = len(_ANN_COLUMNS.split(","))
 _PROV_COLUMNS = "source, prompts_json, model_id, model_variant, embedding_sha256, annotator, tool_version, time_utc"
 
+# --------------------------------------------------------------------------------------------------
+# Durability: drafts, page state, damaged annotations, the files in use, one process per project
+
+# Tables added to any project when it opens (no schema version change: older dermaseg ignores them).
+_DURABILITY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drafts(
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    prompts_json TEXT NOT NULL,
+    polygons_json TEXT,
+    tolerance_px REAL,
+    updated_utc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ui_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    annotation_id INTEGER NOT NULL,
+    image_id INTEGER,
+    reason TEXT NOT NULL,
+    row_json TEXT NOT NULL,
+    time_utc TEXT NOT NULL
+);
+"""
+# An image with a draft (work not yet accepted) is shown "in progress", whatever was saved before.
+_SHOWN_STATUS = (
+    "CASE WHEN EXISTS (SELECT 1 FROM drafts d WHERE d.image_id = images.id) THEN 'in_progress' ELSE status END"
+)
+LOCK_NAME = "serve.lock"
+FILES_CHANGED = (
+    "the project database was moved, replaced or its journal deleted while dermaseg was running; "
+    "restart dermaseg: your last change was NOT saved"
+)
+
+
+def annotation_damage(row: Sequence[Any]) -> str | None:
+    """Why a stored annotation row (the `_ANN_COLUMNS`, in order) cannot be used, or None when it is sound.
+
+    Checks the mask (`rle_damage`) and that the polygons (and measurements) JSON parse for its size.
+    """
+    _, _, _, h, w, counts, area, polygons_json, metrics_json = row[:9]
+    damage = rle_damage(h, w, counts, area)
+    if damage is not None:
+        return damage
+    try:
+        polys = Polygons.from_json(json.loads(polygons_json))
+        if (polys.width, polys.height) != (w, h):
+            return f"the outline is for a {polys.width}x{polys.height} image, the mask {w}x{h}"
+        if metrics_json is not None:
+            json.loads(metrics_json)
+    except (TypeError, ValueError, GeometryError) as e:
+        return f"the outline or measurements do not parse ({str(e):.120})"
+    return None
+
+
+def rle_damage(height: Any, width: Any, counts: Any, area: Any) -> str | None:
+    """Why a stored mask cannot be used, or None: the compressed RLE must decode (characters, run
+    lengths adding up to height x width) and its foreground must equal the stored area (pixels)."""
+    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+        return f"bad mask size {width!r}x{height!r}"
+    if not isinstance(counts, str):
+        return "the RLE mask is not text"
+    try:
+        runs = coco.decode_counts_string(counts)
+    except ValueError as e:
+        return f"the RLE mask does not decode ({e})"
+    if any(v < 0 for v in runs) or sum(runs) != height * width:
+        return f"the RLE mask's runs cover {sum(runs)} pixels, not the {width}x{height} image"
+    if sum(runs[1::2]) != area:
+        return f"the RLE mask has {sum(runs[1::2])} lesion pixels but the stored area is {area}"
+    return None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The work in progress on one image, not yet accepted: enough to put it back after a reload or crash.
+
+    prompts: {"box": [x0, y0, x1, y1] | None, "points": [[x, y], ...], "labels": [1|0, ...], "head": ...}
+    in image pixels (the decoder re-runs them). polygons: `Polygons.to_json()` of an outline edited by
+    hand, None when the outline is the model's answer to the prompts. tolerance_px: outline simplification.
+    """
+
+    image_id: int
+    prompts: Json
+    polygons: Json
+    tolerance_px: float | None
+    updated_utc: str
+
+
+@dataclass(frozen=True)
+class DamagedAnnotation:
+    """A stored annotation that cannot be decoded; it is left out of listings and exports, never raised."""
+
+    id: int
+    image_id: int
+    label: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"annotation {self.id} (image id {self.image_id}, {self.label!r}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `Project.check` found, and with repair=True, what it did.
+
+    integrity: `PRAGMA integrity_check` ("ok" when sound). damaged: annotations that do not decode.
+    missing_files: image paths whose file is gone. repaired: (annotation id, how). quarantined: ids
+    moved to the `quarantine` table (kept there, with the row as it was).
+    """
+
+    integrity: str
+    damaged: tuple[DamagedAnnotation, ...]
+    missing_files: tuple[str, ...]
+    repaired: tuple[tuple[int, str], ...] = ()
+    quarantined: tuple[int, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.integrity == "ok" and not self.damaged and not self.missing_files
+
+
+@dataclass(frozen=True)
+class FileIds:
+    """(device, inode) of the database file and of its WAL journal (None: no journal file)."""
+
+    db: tuple[int, int] | None
+    wal: tuple[int, int] | None
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process that holds a project folder: its pid, host, start time (UTC) and command."""
+
+    pid: int | None
+    host: str
+    started_utc: str
+    command: str
+
+    def describe(self) -> str:
+        return f"{self.command!r} (pid {self.pid} on {self.host}, since {self.started_utc})"
+
+
+class FolderLock:
+    """One dermaseg process at a time writes a project folder: an OS lock (`flock`) on `.dermaseg/serve.lock`.
+
+    The file holds the holder's pid, host, start time and command, so a refused process can name it. The
+    operating system releases the lock when the holder exits, however it ends (even `kill -9`), so a lock
+    is never stale. Where `fcntl` does not exist (Windows), nothing is locked.
+    """
+
+    def __init__(self, folder: str | Path, command: str) -> None:
+        self.path = Path(folder).expanduser().resolve() / DB_DIR / LOCK_NAME
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock, or raise StoreError naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        try:
+            self.path.parent.mkdir(exist_ok=True)  # the project folder itself must exist
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create the project lock ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._read(fd)
+            os.close(fd)
+            who = holder.describe() if holder else "another dermaseg process"
+            raise StoreError(
+                f"{self.path.parent.parent}: this project is already open in {who}; one project folder is "
+                "served by one dermaseg at a time: use that one's page, or stop it first"
+            ) from None
+        me = LockHolder(os.getpid(), _hostname(), utc_now(), self.command)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(asdict(me)).encode(), 0)
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _read(fd: int) -> LockHolder | None:
+        try:
+            d = json.loads(os.pread(fd, 4096, 0) or b"null")
+            return LockHolder(int(d["pid"]), str(d["host"]), str(d["started_utc"]), str(d["command"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
 
 def _sqlite_error(e: sqlite3.Error, db: Path) -> StoreError:
     msg = str(e)
@@ -428,6 +651,7 @@ class Project:
         self._conns_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self.scan_report = ScanReport()
+        self._files: FileIds | None = None  # the database and journal files this project writes to
 
     # ---- opening
 
@@ -501,6 +725,7 @@ class Project:
                 )
             elif version is None or version[0] != str(SCHEMA_VERSION):
                 raise StoreError(f"{db_path}: unknown project database version {version and version[0]}")
+            project._open_durability()
         except sqlite3.Error as e:
             project.close()
             raise _sqlite_error(e, db_path) from None
@@ -559,6 +784,7 @@ class Project:
                 c.close()
             self._conns.clear()
         self._local = threading.local()
+        self._files = None  # SQLite may delete the journal with the last connection
 
     def __enter__(self) -> Project:
         return self
@@ -591,6 +817,7 @@ class Project:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any error."""
         with self._write_lock:
             c = self._conn()
+            self._check_files()
             try:
                 c.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
@@ -598,6 +825,7 @@ class Project:
             try:
                 yield c
                 c.execute("COMMIT")
+                self._check_files()  # a commit into a journal deleted meanwhile is not kept
             except BaseException as e:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
@@ -756,8 +984,8 @@ class Project:
         return ImageRecord(row[0], row[1], row[2], row[3], row[4], row[5], cal, row[8], row[9])
 
     _IMG_SQL = (
-        "SELECT id, path, file_sha256, pixel_sha256, width, height, mm_per_px, calibration_source, status, "
-        "added_utc FROM images"
+        "SELECT id, path, file_sha256, pixel_sha256, width, height, mm_per_px, calibration_source, "
+        f"{_SHOWN_STATUS}, added_utc FROM images"
     )
 
     def images(self, statuses: Collection[str] | None = None) -> list[ImageRecord]:
@@ -839,7 +1067,11 @@ class Project:
             params,
         )
         n = _N_ANN
-        return [self._annotation_from_row(r[:n], r[n + 1 :] if r[n] is not None else None) for r in rows]
+        return [
+            self._annotation_from_row(r[:n], r[n + 1 :] if r[n] is not None else None)
+            for r in rows
+            if annotation_damage(r[:n]) is None
+        ]
 
     def annotation(self, ann_id: int) -> Annotation:
         cols = ", ".join(f"a.{c.strip()}" for c in _ANN_COLUMNS.split(","))
@@ -852,6 +1084,9 @@ class Project:
         if not rows:
             raise StoreError(f"annotation id {ann_id}: not in this project")
         r, n = rows[0], _N_ANN
+        damage = annotation_damage(r[:n])
+        if damage is not None:
+            raise StoreError(f"annotation id {ann_id} is damaged ({damage}); run `dermaseg project check --repair`")
         return self._annotation_from_row(r[:n], r[n + 1 :] if r[n] is not None else None)
 
     # ---- annotations: snapshots (the unit of undo/redo)
@@ -1167,12 +1402,185 @@ class Project:
         rows = dict(self._query("SELECT undone, COUNT(*) FROM actions WHERE image_id = ? GROUP BY undone", (image_id,)))
         return int(rows.get(0, 0)), int(rows.get(1, 0))
 
+    # ---- durability: tables, the files in use, drafts, page state
+
+    def _open_durability(self) -> None:
+        """Create the drafts, ui_state and quarantine tables if missing; remember the files in use."""
+        with self._write() as c:
+            for stmt in _DURABILITY_SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+        self._files = self._file_ids()
+
+    def _file_ids(self) -> FileIds:
+        return FileIds(_file_id(self.db_path), _file_id(self.db_path.with_name(self.db_path.name + "-wal")))
+
+    def _check_files(self) -> None:
+        """Refuse to go on when the database file or its WAL journal is not the one opened.
+
+        A deleted or replaced journal would take every commit with it when the process ends, while each
+        commit still reports success; so the change is refused (StoreError) instead. When only the journal
+        went, the changes it already holds are first copied into the database file (a checkpoint through
+        the connections that still have it open), so what was confirmed before stays saved.
+        """
+        if self._files is None:
+            return
+        now = self._file_ids()
+        if now == self._files:
+            return
+        if now.db == self._files.db:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn().execute("PRAGMA wal_checkpoint(FULL)")
+        raise StoreError(f"{self.db_path}: {FILES_CHANGED}")
+
+    def save_draft(
+        self, image_id: int, prompts: Json, polygons: Json = None, tolerance_px: float | None = None
+    ) -> None:
+        """Keep the work in progress on an image (one small UPSERT, committed): see `Draft`."""
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO drafts(image_id, prompts_json, polygons_json, tolerance_px, updated_utc) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET prompts_json = excluded.prompts_json, "
+                "polygons_json = excluded.polygons_json, tolerance_px = excluded.tolerance_px, "
+                "updated_utc = excluded.updated_utc",
+                (image_id, _dumps(prompts), None if polygons is None else _dumps(polygons), tolerance_px, utc_now()),
+            )
+
+    def draft(self, image_id: int) -> Draft | None:
+        """The image's draft, or None (also when its JSON does not parse: a damaged draft is no draft)."""
+        rows = self._query(
+            "SELECT prompts_json, polygons_json, tolerance_px, updated_utc FROM drafts WHERE image_id = ?", (image_id,)
+        )
+        if not rows:
+            return None
+        try:
+            return Draft(image_id, json.loads(rows[0][0]), _loads(rows[0][1]), rows[0][2], rows[0][3])
+        except (TypeError, ValueError):
+            return None
+
+    def discard_draft(self, image_id: int) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM drafts WHERE image_id = ?", (image_id,))
+
+    def ui_state(self, key: str) -> str | None:
+        """A value the page keeps between visits (last image, annotator name), or None."""
+        rows = self._query("SELECT value FROM ui_state WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_ui_state(self, key: str, value: str) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO ui_state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ---- durability: damaged annotations, check and repair
+
+    def damaged_annotations(self, image_id: int | None = None) -> list[DamagedAnnotation]:
+        """Stored annotations that cannot be decoded (see `annotation_damage`), oldest first."""
+        where, params = ("WHERE image_id = ?", (image_id,)) if image_id is not None else ("", ())
+        rows = self._query(f"SELECT {_ANN_COLUMNS} FROM annotations {where} ORDER BY id", params)
+        return [
+            DamagedAnnotation(r[0], r[1], r[2], damage) for r in rows if (damage := annotation_damage(r)) is not None
+        ]
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Check the database (integrity, damaged annotations, missing image files); repair=True mends them.
+
+        A damaged annotation is repaired, in this order, from: the edit history's snapshot of the same
+        version (same id and update time: exact); its outline, rasterised into the mask (exact for outlines
+        the store made, within the simplification tolerance for the page's); its mask, outlined anew.
+        What cannot be repaired is moved to the `quarantine` table with its row as it was, never deleted.
+        """
+        integrity = self.integrity_check()
+        damaged = tuple(self.damaged_annotations())
+        missing = tuple(r.path for r in self.images() if not (self.root / r.path).is_file())
+        if not repair or not damaged:
+            return CheckReport(integrity, damaged, missing)
+        repaired: list[tuple[int, str]] = []
+        quarantined: list[int] = []
+        with self._write() as c:
+            for d in damaged:
+                how = self._repair_annotation(c, d.id)
+                if how is not None:
+                    repaired.append((d.id, how))
+                    continue
+                row = self._snapshot(c, d.id)
+                c.execute(
+                    "INSERT INTO quarantine(annotation_id, image_id, reason, row_json, time_utc) VALUES (?,?,?,?,?)",
+                    (d.id, d.image_id, d.reason, row, utc_now()),
+                )
+                c.execute("DELETE FROM annotations WHERE id = ?", (d.id,))
+                quarantined.append(d.id)
+        return CheckReport(integrity, damaged, missing, tuple(repaired), tuple(quarantined))
+
+    def _repair_annotation(self, c: sqlite3.Connection, ann_id: int) -> str | None:
+        """Mend one damaged annotation row in the open transaction; returns how, or None when it cannot."""
+        row = list(c.execute(f"SELECT {_ANN_COLUMNS} FROM annotations WHERE id = ?", (ann_id,)).fetchone())
+        cols = [x.strip() for x in _ANN_COLUMNS.split(",")]
+        fields = ("rle_counts", "area", "polygons_json", "metrics_json", "tolerance_px")
+        # 1. the history's snapshot of this version: identity and update time equal, sound, closest in content
+        best: tuple[int, int, list[Any]] | None = None
+        snapshots = c.execute(
+            "SELECT id, before_json, after_json FROM action_changes WHERE annotation_id = ? ORDER BY id", (ann_id,)
+        ).fetchall()
+        for change_id, *snaps in snapshots:
+            for snap in snaps:
+                try:
+                    a = json.loads(snap)["a"] if snap else None
+                except (TypeError, ValueError, KeyError):
+                    continue
+                if not a or len(a) != len(row) or annotation_damage(a) is not None:
+                    continue
+                same = [a[i] == row[i] for i in range(len(cols)) if cols[i] not in fields]
+                if not all(same):
+                    continue
+                score = sum(a[cols.index(f)] == row[cols.index(f)] for f in fields)
+                if best is None or (score, change_id) >= best[:2]:
+                    best = (score, change_id, a)
+        if best is not None:
+            sets = {f: best[2][cols.index(f)] for f in fields}
+            how = "restored from the edit history (the same version)"
+        else:
+            h, w = row[cols.index("height")], row[cols.index("width")]
+            sets = {}
+            try:
+                polys = Polygons.from_json(json.loads(row[cols.index("polygons_json")]))
+                polys_ok = (polys.width, polys.height) == (w, h)
+            except (TypeError, ValueError, GeometryError):
+                polys_ok = False
+            rle_ok = rle_damage(h, w, row[cols.index("rle_counts")], row[cols.index("area")]) is None
+            if polys_ok and not rle_ok:
+                mask = polygons_to_mask(polys, h, w)
+                if not mask.any():
+                    return None
+                rle = coco.Rle.from_mask(mask)
+                sets.update(rle_counts=rle.counts, area=rle.area)
+                how = "mask re-derived from its outline"
+            elif rle_ok and not polys_ok:
+                tol = DEFAULT_TOLERANCE_PX
+                mask = coco.Rle(h, w, row[cols.index("rle_counts")]).decode()
+                sets.update(polygons_json=_dumps(default_polygons(mask, tol)), tolerance_px=tol)
+                how = "outline re-derived from its mask"
+            else:
+                return None
+            mj = row[cols.index("metrics_json")]
+            try:
+                _loads(mj)
+            except (TypeError, ValueError):
+                sets["metrics_json"] = None
+                how += ", measurements dropped"
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        c.execute(f"UPDATE annotations SET {assignments} WHERE id = ?", (*sets.values(), ann_id))
+        check = c.execute(f"SELECT {_ANN_COLUMNS} FROM annotations WHERE id = ?", (ann_id,)).fetchone()
+        return how if annotation_damage(check) is None else None
+
     # ---- summary
 
     def summary(self) -> dict[str, Any]:
         """Counts for `dermaseg project status`: images by status, annotations by label, labels."""
         by_status = dict.fromkeys(STATUSES, 0)
-        by_status.update(dict(self._query("SELECT status, COUNT(*) FROM images GROUP BY status")))
+        by_status.update(dict(self._query(f"SELECT {_SHOWN_STATUS} AS s, COUNT(*) FROM images GROUP BY s")))
         by_label = dict(self._query("SELECT label, COUNT(*) FROM annotations GROUP BY label"))
         return {
             "folder": str(self.root),
@@ -1199,7 +1607,8 @@ class Project:
         JSON, plus PNG masks. Every annotation is one COCO annotation (several per image).
 
         COCO image ids and annotation ids are the project's ids; category ids are the label ids.
-        `file_name` is the image's path relative to the project folder. masks_dir: one 0/255 PNG per
+        `file_name` is the image's path relative to the project folder. Damaged annotations (that do not
+        decode) are left out and named in the report's `damaged`. masks_dir: one 0/255 PNG per
         annotated (or "done") image, the union of its annotations, at `<masks_dir>/<path>.png`; it
         may not be inside the project folder (the next scan would take the masks for images).
         """
@@ -1269,7 +1678,9 @@ class Project:
             raise StoreError(
                 f"{out}: cannot write the COCO file ({e.strerror or e}); is the disk full or the folder read-only?"
             ) from None
-        return ExportReport(out, masks, len(coco_images), len(coco_anns), n_poly, len(coco_anns) - n_poly)
+        exported = {rec.id for rec in images}
+        damaged = tuple(d for d in self.damaged_annotations() if d.image_id in exported)
+        return ExportReport(out, masks, len(coco_images), len(coco_anns), n_poly, len(coco_anns) - n_poly, damaged)
 
     def import_coco(
         self,

@@ -58,9 +58,14 @@ def configure_environment(settings: Settings) -> None:
         os.environ[var] = ",".join(dict.fromkeys([*have, "127.0.0.1", "localhost"]))
 
 
+def scratch_folder(settings: Settings) -> Path:
+    """The folder of the project used when none is given."""
+    return settings.cache_dir / "scratch"
+
+
 def scratch_project(settings: Settings) -> Project:
     """The project used when none is given: uploads land in `<cache>/scratch/uploads/`."""
-    folder = settings.cache_dir / "scratch"
+    folder = scratch_folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
     return Project.init(folder)
 
@@ -185,12 +190,16 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                 progress(0.1, desc="Computing the image embedding (first time for this image)…")
             h.open_project_image(s, int(image_id))
             prefetcher.schedule(project, int(image_id))
+            damaged = h.damaged_note(project.damaged_annotations(int(image_id)))
+            if damaged:
+                gr.Warning(damaged)
         return open_outputs(s)
 
     @bound
     def on_load(s: h.Session, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        last = h.last_image_id(project)  # the page reopens the image the user was on
         todo = project.images(("not_started", "in_progress")) or project.images()
-        return open_id(s, todo[0].id if todo else None, progress)
+        return open_id(s, last if last is not None else todo[0].id if todo else None, progress)
 
     @bound
     def on_pick(s: h.Session, image_id: int | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
@@ -233,7 +242,13 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         with reported(s):
             h.measurements(s)  # measures outside the session's lock: the next prompt need not wait for it
         with s.lock:
-            return canvas_out(s), h.metrics_html(s.metrics), head_update(s), *lesion_panel(s)
+            return (
+                canvas_out(s),
+                h.metrics_html(s.metrics),
+                head_update(s),
+                h.progress_summary(project),
+                *lesion_panel(s),
+            )
 
     @bound
     def on_click_api(s: h.Session, x: float, y: float, positive: bool) -> str:
@@ -323,8 +338,16 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
     @bound
     def on_export_project(s: h.Session) -> Any:
         with reported(s):
-            return [str(p) for p in h.export_project(project, session_exports(s))]
+            paths = [str(p) for p in h.export_project(project, session_exports(s))]
+            damaged = h.damaged_note(project.damaged_annotations())
+            if damaged:
+                gr.Warning(f"exported every healthy annotation; {damaged}")
+            return paths
         return gr.update()  # nothing exported: the links of an earlier export stay
+
+    def on_annotator(name: str | None) -> None:
+        with reported():
+            h.remember_annotator(project, name)
 
     @bound
     def on_export_image(s: h.Session) -> Any:
@@ -431,8 +454,10 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         one = dict(concurrency_id="session", concurrency_limit=None)
         panel = [lesion_pick, confirm_row, confirm_text, conflict_row, conflict_text]
         opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label, *panel]
-        measured = [canvas, metrics, head, *panel]
+        measured = [canvas, metrics, head, summary, *panel]  # the summary counts the image in progress at once
         app.load(on_load, [state], opened, api_name="load", **one, show_progress="full")
+        app.load(lambda: h.remembered_annotator(project), None, [annotator], api_visibility="private", queue=False)
+        annotator.blur(on_annotator, [annotator], None, api_visibility="private", queue=False)
         image_list.input(on_pick, [state, image_list], opened, api_name="open_image", **one)
         prev_btn.click(on_step(-1), [state], opened, api_name="previous", **one)
         next_btn.click(on_step(+1), [state], opened, api_name="next", **one)

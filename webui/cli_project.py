@@ -4,14 +4,21 @@
     dermaseg project status FOLDER [--json]
     dermaseg project export-coco FOLDER --out FILE.json [--masks DIR] [--rle] [--status STATUS ...]
     dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
+    dermaseg project check FOLDER [--repair]
 
 Thin: each command is one `dermaseg.core.store.Project` call; errors are `DermasegError`s that the
 main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
+
+Exit codes: 0 done; 2 refused (an error message says why); EXIT_DAMAGED (3) when `export-coco` wrote
+every healthy annotation but left damaged ones out (named on stderr), or `check` found problems that
+remain (without --repair, or that a repair could not mend). Writers (`import-coco`, `check --repair`)
+take the folder's lock: they are refused while `dermaseg serve` has the project open.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Iterable
@@ -20,9 +27,10 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from dermaseg.core.store import STATUSES, Project, ScanReport
+from dermaseg.core.store import STATUSES, CheckReport, DamagedAnnotation, FolderLock, Project, ScanReport
 
 T = TypeVar("T")
+EXIT_DAMAGED = 3
 
 
 def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects need no model options
@@ -56,6 +64,18 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     p.add_argument("--replace", action="store_true", help="replace the annotations of the images in the file")
     p.add_argument("--annotator", help="name recorded for annotations without provenance")
     p.set_defaults(run=_import)
+
+    p = psub.add_parser(
+        "check", help="check the database: integrity, damaged annotations, missing image files (and repair)"
+    )
+    p.add_argument("folder", type=Path)
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="repair damaged annotations (from the edit history, or from their outline or mask); "
+        "move what cannot be repaired to the quarantine table",
+    )
+    p.set_defaults(run=_check)
 
     project.set_defaults(run=lambda args: _help(project))
 
@@ -126,11 +146,48 @@ def _export(args: argparse.Namespace) -> int:
     )
     if rep.masks_dir is not None:
         print(f"masks in {rep.masks_dir}")
+    if rep.damaged:
+        _warn_damaged(rep.damaged, args.folder)
+        return EXIT_DAMAGED
     return 0
 
 
+def _warn_damaged(damaged: Iterable[DamagedAnnotation], folder: Path) -> None:
+    damaged = list(damaged)
+    print(f"warning: {len(damaged)} damaged annotation(s) left out:", file=sys.stderr)
+    for d in damaged:
+        print(f"  {d.describe()}", file=sys.stderr)
+    print(f"run `dermaseg project check {folder} --repair` to repair or quarantine them", file=sys.stderr)
+
+
+def _check(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, scan=False) as p:
+        lock = FolderLock(p.root, "dermaseg project check --repair") if args.repair else contextlib.nullcontext()
+        with lock:
+            rep = p.check(repair=args.repair)
+        after = p.check() if args.repair and rep.damaged else rep
+    _print_check(rep)
+    return 0 if after.healthy else EXIT_DAMAGED
+
+
+def _print_check(rep: CheckReport) -> None:
+    print(f"database integrity: {rep.integrity}")
+    print(f"damaged annotations: {len(rep.damaged)}")
+    for d in rep.damaged:
+        print(f"  {d.describe()}")
+    print(f"missing image files: {len(rep.missing_files)}")
+    for path in rep.missing_files:
+        print(f"  {path}")
+    for ann_id, how in rep.repaired:
+        print(f"repaired annotation {ann_id}: {how}")
+    for ann_id in rep.quarantined:
+        print(f"quarantined annotation {ann_id}: moved to the quarantine table (kept, not deleted)")
+    if rep.damaged and not (rep.repaired or rep.quarantined):
+        print("run again with --repair to repair what can be repaired and quarantine the rest")
+
+
 def _import(args: argparse.Namespace) -> int:
-    with Project.open(args.folder, progress=_bar) as p:
+    with Project.open(args.folder, progress=_bar) as p, FolderLock(p.root, "dermaseg project import-coco"):
         rep = p.import_coco(args.file, replace=args.replace, annotator=args.annotator, progress=_bar)
     print(
         f"imported {rep.added} annotations on {rep.images} images"

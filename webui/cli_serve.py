@@ -1,4 +1,9 @@
-"""`dermaseg serve`: the annotation page on this computer."""
+"""`dermaseg serve`: the annotation page on this computer.
+
+One project folder is served by one process at a time: `serve` holds the folder's lock
+(`store.FolderLock`) while it runs; a second `serve` (or a writer such as `project import-coco`) on the
+same folder is refused with a message naming the holder. The lock goes with the process, however it ends.
+"""
 
 from __future__ import annotations
 
@@ -64,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     from dermaseg.core.artifacts import read_manifest
     from dermaseg.core.errors import ModelArtifactError
     from dermaseg.core.segmenter import Engine
-    from dermaseg.core.store import Project
+    from dermaseg.core.store import FolderLock, Project
     from dermaseg.core.threads import numeric_threads
+    from dermaseg.webui.app import scratch_folder
     from dermaseg.webui.cli import settings_from
 
     auth = parse_auth(args.auth, args.host)
@@ -74,18 +80,20 @@ def run(args: argparse.Namespace) -> int:
         read_manifest(settings.models_dir)
     except ModelArtifactError as e:
         raise DermasegError(f"the model is not built yet ({e}); run `dermaseg models build` first") from None
-    engine = Engine.open(settings)
-    print(f"threads: ONNX Runtime {settings.threads} intra-op; BLAS {threads_line(numeric_threads())}", flush=True)
-    project = None
-    if args.project is not None:
-        args.project.mkdir(parents=True, exist_ok=True)
-        project = Project.init(args.project)
-        print(f"project {project.root}: {project.scan_report.summary()}")
+    folder = args.project if args.project is not None else scratch_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FolderLock(folder, "dermaseg serve"):  # held until serving ends, or this process does
+        engine = Engine.open(settings)
+        print(f"threads: ONNX Runtime {settings.threads} intra-op; BLAS {threads_line(numeric_threads())}", flush=True)
+        project = None
+        if args.project is not None:
+            project = Project.init(args.project)
+            print(f"project {project.root}: {project.scan_report.summary()}")
 
-    from dermaseg.webui.app import build_app, launch
+        from dermaseg.webui.app import build_app, launch
 
-    app = build_app(engine, project, settings)
-    print(startup_notice(args.host, auth), flush=True)
-    print("dermaseg is starting; open the URL below in your browser (Ctrl+C to stop)", flush=True)
-    launch(app, host=args.host, port=args.port, auth=auth, block=True)
+        app = build_app(engine, project, settings)
+        print(startup_notice(args.host, auth), flush=True)
+        print("dermaseg is starting; open the URL below in your browser (Ctrl+C to stop)", flush=True)
+        launch(app, host=args.host, port=args.port, auth=auth, block=True)
     return 0

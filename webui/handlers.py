@@ -33,7 +33,7 @@ from dermaseg.core.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
 from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import Engine, MaskResult, Segmenter
-from dermaseg.core.store import Annotation, Project, Provenance
+from dermaseg.core.store import Annotation, DamagedAnnotation, Draft, Project, Provenance
 
 DISPLAY_MAX_SIDE = 2048  # px; larger images are shown downscaled (prompts stay in full-res pixels)
 DEFAULT_TOLERANCE_PX = 1.0
@@ -41,6 +41,7 @@ STATUS_ICONS = {"not_started": "○", "in_progress": "◐", "done": "●"}
 STATUS_WORDS = {"not_started": "not started", "in_progress": "in progress", "done": "done"}
 UPLOADS_DIR = "uploads"
 PREFETCH_AHEAD = 2
+LAST_IMAGE_KEY, ANNOTATOR_KEY = "last_image_id", "annotator"  # `Project.ui_state` keys
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,110 @@ def open_project_image(s: Session, image_id: int) -> str:
     s.clicks.prepare()
     _reset(s, image, image_id)
     saved = s.project.annotations(image_id)
+    restored = _restore_draft(s, image_id)
     s.message = f"{image.name}: {image.width}×{image.height} px, embedding from {source}"
     if saved:
-        s.message += f"; {_count(len(saved), 'saved lesion')} shown, drawing a new one (select one to edit it)"
+        drawing = (
+            "your unsaved lesion restored beside them" if restored else "drawing a new one (select one to edit it)"
+        )
+        s.message += f"; {_count(len(saved), 'saved lesion')} shown, {drawing}"
+    if restored:
+        s.message += f"; {restored}"
+    damaged = damaged_note(s.project.damaged_annotations(image_id))
+    if damaged:
+        s.message += f"; ⚠ {damaged}"
+    s.project.set_ui_state(LAST_IMAGE_KEY, str(image_id))
     return s.message
+
+
+# --------------------------------------------------------------------------------------------------
+# drafts: the work in progress survives a reload, a crash or a kill -9 (kept in the project store)
+
+
+def keep_draft(s: Session) -> None:
+    """Store the open project image's work in progress (prompts, hand-edited outline) as its draft.
+
+    Called after every change of prompts or outline: one small committed UPSERT (the prompts re-run the
+    decoder on restore, the outline is rasterised), never the mask. Back at the opening state (nothing
+    done since the image opened, or everything undone or cleared) the draft is dropped.
+    """
+    if s.image_id is None:
+        return
+    if len(s.history) <= 1:
+        s.project.discard_draft(s.image_id)
+        return
+    step = s.history[-1]
+    prompts = {**_prompts_json(step.prompts), "head": s.head, "annotation": [s.annotation_id, s.annotation_version]}
+    outline = step.outline.to_json() if step.outline is not None else None
+    s.project.save_draft(s.image_id, prompts, outline, s.tolerance_px)
+
+
+def _restore_draft(s: Session, image_id: int) -> str:
+    """Put the image's draft back as the current step (undo returns to the opening state); returns a note."""
+    draft = s.project.draft(image_id)
+    if draft is None:
+        return ""
+    image = s.require_image()
+    try:
+        prompts, outline, head = _draft_step(draft, image.width, image.height)
+    except (DermasegError, KeyError, TypeError, ValueError, OverflowError) as e:
+        s.project.discard_draft(image_id)
+        return f"the unsaved work on this image could not be restored and was dropped ({e})"
+    s.head = head
+    edited, note = draft.prompts.get("annotation") or [None, None], ""
+    if edited[0] is not None:  # the draft edits a saved lesion: edit it again, if nobody changed it since
+        ann = next((a for a in lesions(s) if a.id == edited[0]), None)
+        if ann is not None and ann.version == edited[1]:
+            _load_saved(s, ann)
+        else:
+            note = f" as a new lesion (annotation {edited[0]} it edited was changed or deleted since)"
+    step = Step(prompts, outline)
+    s.history.append(step)
+    _restore(s, step)
+    when = draft.updated_utc.replace("T", " ")[:16]
+    return f"restored the work in progress of {when} UTC{note} (not yet accepted)"
+
+
+def _draft_step(draft: Draft, width: int, height: int) -> tuple[Prompts, Polygons | None, int | str]:
+    """(prompts, outline or None, decoder head) of a draft for an image of `width` x `height` px."""
+    d = draft.prompts
+    box = tuple(float(v) for v in d["box"]) if d.get("box") else None
+    points = tuple((float(x), float(y)) for x, y in d.get("points", ()))
+    prompts = Prompts(box, points, tuple(int(v) for v in d.get("labels", ()))).validated(width, height)
+    outline = Polygons.from_json(draft.polygons) if draft.polygons is not None else None
+    if outline is not None and (outline.width, outline.height) != (width, height):
+        raise GeometryError(f"the outline is for a {outline.width}×{outline.height} image")
+    head = d.get("head", 0)
+    return prompts, outline, head if head == "best" else int(head) if head in (0, 1, 2, 3) else 0
+
+
+def damaged_note(damaged: list[DamagedAnnotation]) -> str:
+    """A sentence naming damaged annotations (left out of the page and exports), or "" when none."""
+    if not damaged:
+        return ""
+    names = "; ".join(d.describe() for d in damaged)
+    return (
+        f"{len(damaged)} damaged annotation(s) left out ({names}); the rest of the project works: "
+        "run `dermaseg project check FOLDER --repair`"
+    )
+
+
+def last_image_id(project: Project) -> int | None:
+    """The image the page showed last (kept in the project), if it is still in the project."""
+    value = project.ui_state(LAST_IMAGE_KEY)
+    ids = {r.id for r in project.images()}
+    return int(value) if value is not None and value.isdigit() and int(value) in ids else None
+
+
+def remember_annotator(project: Project, name: str | None) -> None:
+    """Keep the annotator's name in the project, for the next visit of the page."""
+    name = (name or "").strip()
+    if name != (project.ui_state(ANNOTATOR_KEY) or ""):
+        project.set_ui_state(ANNOTATOR_KEY, name)
+
+
+def remembered_annotator(project: Project) -> str:
+    return project.ui_state(ANNOTATOR_KEY) or ""
 
 
 def add_upload(project: Project, data: bytes, name: str, max_pixels: int) -> int:
@@ -273,6 +374,7 @@ def _push(s: Session, prompts: Prompts) -> None:
     _predict(s, prompts)
     s.history.append(Step(prompts))
     s.redo.clear()
+    keep_draft(s)
 
 
 def undo_prompt(s: Session) -> None:
@@ -284,6 +386,7 @@ def undo_prompt(s: Session) -> None:
         raise DermasegError("nothing to undo")
     s.redo.append(s.history.pop())
     _restore(s, s.history[-1])
+    keep_draft(s)
 
 
 def redo_prompt(s: Session) -> None:
@@ -295,6 +398,7 @@ def redo_prompt(s: Session) -> None:
         raise DermasegError("nothing to redo")
     s.history.append(s.redo.pop())
     _restore(s, s.history[-1])
+    keep_draft(s)
 
 
 def _restore(s: Session, step: Step) -> None:
@@ -319,6 +423,7 @@ def clear_prompts(s: Session) -> None:
     s.history, s.redo = [Step(Prompts())], []
     _predict(s, s.prompts)
     s.ruler = ()
+    keep_draft(s)
 
 
 def choose_head(s: Session, head: int | str) -> None:
@@ -326,6 +431,7 @@ def choose_head(s: Session, head: int | str) -> None:
     s.head = head if head == "best" else int(head)
     if not s.prompts.is_empty:
         _predict(s, s.prompts)
+        keep_draft(s)
 
 
 def _predict(s: Session, prompts: Prompts) -> None:
@@ -426,6 +532,7 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
     s.edited, s.metrics = True, None
     s.history.append(Step(s.prompts, repaired.polygons))  # undoable like a prompt
     s.redo.clear()
+    keep_draft(s)
     s.message = f"outline edited: {int(s.mask.sum()):,} px" + (
         f" ({len(repaired.warnings)} repair(s))" if repaired.warnings else ""
     )
@@ -442,6 +549,7 @@ def set_tolerance(s: Session, tolerance_px: float) -> None:
         if s.edited:  # the edit is baked into the mask; keep mask and outline in agreement
             s.mask = rasterised(s, s.polygons)
             s.history[-1] = Step(s.prompts, s.polygons)
+            keep_draft(s)
         n = sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in s.polygons.parts)
         s.message = f"outline simplified at {s.tolerance_px:g} px: {n} vertices"
 
@@ -621,6 +729,9 @@ def accept(s: Session, label: str, annotator: str | None = None, *, replace: boo
     _saved_step(s, ann.id)
     s.annotation_id, s.annotation_version, s.conflict = ann.id, ann.version, None
     s.history, s.redo = [Step(s.prompts, s.polygons, mask)], []  # Undo now takes the save back
+    s.project.discard_draft(s.image_id)  # accepted: nothing in progress any more
+    if annotator is not None:  # the page always sends its field; API callers may leave it out
+        remember_annotator(s.project, annotator)
     s.message = f"saved: {lesion_name(s, ann.id)} on {image.name} (annotation {ann.id}), marked done"
     return ann.id
 

@@ -16,6 +16,7 @@ from dermaseg.webui import handlers as h
 @pytest.fixture()
 def session(engine, project, tmp_path):
     s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    project.discard_draft(project.images()[1].id)  # each test starts afresh, not from an earlier test's work
     h.open_project_image(s, project.images()[1].id)  # the client test below uses image 0
     return s
 

@@ -21,6 +21,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def session(engine, project, tmp_path):
     s = h.Session(engine.segmenter(), project, tmp_path / "views")
     first = project.images()[0]
+    project.discard_draft(first.id)  # each test starts afresh, not from an earlier test's work
     h.open_project_image(s, first.id)
     return s
 

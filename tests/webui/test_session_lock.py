@@ -74,6 +74,7 @@ def test_session_ref_makes_one_session_for_simultaneous_events():
 @pytest.fixture()
 def session(engine, project, tmp_path):
     s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    project.discard_draft(project.images()[0].id)  # each test starts afresh, not from an earlier test's work
     h.open_project_image(s, project.images()[0].id)
     return s
 
