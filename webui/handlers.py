@@ -245,7 +245,8 @@ def _draft_step(draft: Draft, width: int, height: int) -> tuple[Prompts, Polygon
     d = draft.prompts
     box = tuple(float(v) for v in d["box"]) if d.get("box") else None
     points = tuple((float(x), float(y)) for x, y in d.get("points", ()))
-    prompts = Prompts(box, points, tuple(int(v) for v in d.get("labels", ()))).validated(width, height)
+    prompts = Prompts(box, points, tuple(int(v) for v in d.get("labels", ())))
+    prompts = prompts if prompts.is_empty else prompts.validated(width, height)  # empty: an edited saved outline
     outline = Polygons.from_json(draft.polygons) if draft.polygons is not None else None
     if outline is not None and (outline.width, outline.height) != (width, height):
         raise GeometryError(f"the outline is for a {outline.width}×{outline.height} image")

@@ -130,7 +130,7 @@ def test_kill_9_loses_no_saved_annotation(dev_data, models_dir: Path, tmp_path: 
         assert not driver.is_alive(), "the client hung after the server was killed"
         check_database(db, saved)
     assert saved, "no annotation was reported saved before a kill: the delays are too short"
-    # recovery: a last restart opens the project and shows a saved annotation (a kill between a box and
+    # recovery: a last restart opens the project and shows its saved lesions (a kill between a box and
     # its accept leaves that work in progress as a draft, which the page would restore over it: dropped)
     with Project.open(project_dir, scan=False) as p:
         p.discard_draft(saved[-1]["image_id"])
@@ -140,7 +140,7 @@ def test_kill_9_loses_no_saved_annotation(dev_data, models_dir: Path, tmp_path: 
 
         client = Client(server.url, verbose=False, download_files=False)
         view = json.loads(client.predict(saved[-1]["image_id"], api_name="/open_image")[0])
-        assert "showing the saved annotation" in view["message"] and view["polygons"]
+        assert "saved lesion" in view["message"] and view["lesions"] and view["lesions"][0]["polygons"]
     finally:
         server.stop()
     check_database(db, saved)

@@ -99,10 +99,46 @@ def test_a_damaged_annotation_is_named_and_the_rest_works(engine, project, dev_d
     assert s.mask is None  # the image opens, without the damaged outline
     assert h.neighbour_id(project, recs[1].id, +1) == recs[2].id
     h.open_project_image(s, recs[2].id)
-    assert "showing the saved annotation" in s.message
+    assert "1 saved lesion shown" in s.message
     paths = h.export_project(project, tmp_path / "export")
     coco = json.loads(paths[0].read_text())
     assert bad not in [a["id"] for a in coco["annotations"]] and len(coco["annotations"]) >= 1
     with pytest.raises(DermasegError):
         project.annotation(bad)
     assert project.check(repair=True).repaired == ((bad, "restored from the edit history (the same version)"),)
+
+
+def test_a_draft_edits_the_saved_lesion_it_was_editing(engine, dev_data, tmp_path):
+    """Work on a selected saved lesion comes back as an edit of that lesion (Accept updates it, version
+    + 1); if someone changed the lesion meanwhile, it comes back as a new lesion beside it (nothing lost)."""
+    import shutil
+
+    from dermaseg.core.store import Project
+
+    case = dev_data[1]
+    (tmp_path / "p").mkdir()
+    shutil.copy(case.image, tmp_path / "p" / case.image.name)
+    project = Project.init(tmp_path / "p")
+    rec, expert = project.images()[0], case.load_mask()
+    s = new_tab(engine, project, tmp_path)
+    h.open_project_image(s, rec.id)
+    h.prompt_box(s, box_from_mask(expert, margin=8))
+    ann_id = h.accept(s, "lesion")
+    h.select_lesion(s, ann_id)
+    h.handle_gesture(s, {"kind": "gesture", "type": "edit", "polygons": moved(s.polygons.to_json()["parts"], 25)})
+    edited = s.polygons
+
+    t = new_tab(engine, project, tmp_path)  # the reload
+    assert "restored the work in progress" in h.open_project_image(t, rec.id)
+    assert t.annotation_id == ann_id and t.polygons == edited
+    h.accept(t, "lesion", replace=True)
+    assert project.annotation(ann_id).version == 2 and len(project.annotations(rec.id)) == 1
+
+    h.select_lesion(t, ann_id)
+    h.handle_gesture(t, {"kind": "gesture", "type": "edit", "polygons": moved(t.polygons.to_json()["parts"], 10)})
+    saved = project.annotation(ann_id)  # someone else changes the lesion meanwhile
+    project.update_annotation(ann_id, mask=~saved.mask(), label="lesion", expected_version=saved.version)
+    u = new_tab(engine, project, tmp_path)
+    assert "as a new lesion" in h.open_project_image(u, rec.id)
+    assert u.annotation_id is None and u.edited
+    project.close()
