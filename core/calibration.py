@@ -8,7 +8,8 @@ from typing import Literal
 
 from dermaseg.core.errors import CalibrationError
 
-CalibrationSource = Literal["user", "metadata", "ruler"]
+# "project": the project's scale for every image without one of its own (one dermatoscope at contact).
+CalibrationSource = Literal["user", "metadata", "ruler", "project"]
 
 
 @dataclass(frozen=True)

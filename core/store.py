@@ -1016,7 +1016,20 @@ class Project:
         if rec.pixel_sha256 != img.sha256:
             with self._write() as c:
                 c.execute("UPDATE images SET pixel_sha256 = ? WHERE id = ?", (img.sha256, image_id))
-        return img.with_calibration(rec.calibration or img.calibration)
+        return img.with_calibration(rec.calibration or self.project_calibration() or img.calibration)
+
+    def project_calibration(self) -> Calibration | None:
+        """The project's scale (one device at contact), used by every image without a scale of its own
+        (it comes before a file's resolution metadata, which cameras rarely fill in truly)."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'calibration_mm_per_px'")
+        return Calibration(float(rows[0][0]), "project") if rows else None
+
+    def set_project_calibration(self, calibration: Calibration | None) -> None:
+        """Set (or, with None, remove) the project's scale."""
+        with self._write() as c:
+            c.execute("DELETE FROM meta WHERE key = 'calibration_mm_per_px'")
+            if calibration is not None:
+                c.execute("INSERT INTO meta VALUES ('calibration_mm_per_px', ?)", (repr(calibration.mm_per_px),))
 
     def set_status(self, image_id: int, status: str) -> None:
         if status not in STATUSES:

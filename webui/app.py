@@ -276,6 +276,11 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         s.heatmap = bool(on)
         return canvas_out(s)
 
+    @bound
+    def on_calibration_scope(s: h.Session, project_wide: bool) -> str:
+        s.calibrate_project = bool(project_wide)
+        return h.calibration_text(s)
+
     def on_calibrate(action):
         @bound
         def run(s: h.Session, value: float | None) -> tuple[Any, ...]:
@@ -427,6 +432,11 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                             ruler_mm = gr.Number(label="Ruler: distance between the 2 points (mm)",
                                                  elem_id="ds-ruler-mm")  # fmt: skip
                             use_ruler = gr.Button("Use ruler", size="sm", elem_id="ds-use-ruler")
+                        cal_project = gr.Checkbox(
+                            label="For every image of this project (one dermatoscope at contact); "
+                            "off: for this image only",
+                            elem_id="ds-cal-project",
+                        )
                     with gr.Tab("Open & export", id="files"):
                         upload = LocalFile(
                             label="Open an image file (JPEG, PNG, TIFF, BMP)",
@@ -497,6 +507,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         for button, field, action, name in calibrations:  # the button, or Enter in its field
             gr.on([button.click, field.submit], on_calibrate(action), [state, field], [canvas, cal_text, metrics],
                   api_name=name, **one)  # fmt: skip
+        cal_project.input(on_calibration_scope, [state, cal_project], [cal_text], api_name="calibration_scope", **one)
         saved = [canvas, image_list, summary]
         accept_btn.click(on_accept, [state, label, annotator], saved, api_name="accept", **one).then(
             on_measure, [state], measured, **one

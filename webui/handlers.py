@@ -98,6 +98,7 @@ class Session:
     metrics: LesionMetrics | None = None
     work_rgb: np.ndarray | None = field(default=None, repr=False)
     full: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    calibrate_project: bool = False  # a scale set on the page applies to the whole project (one device)
     annotation_id: int | None = None
     annotation_version: int | None = None
     pending: tuple[str, int] | None = None
@@ -588,20 +589,29 @@ def calibrate_from_ruler(s: Session, distance_mm: float) -> Calibration:
 
 
 def _apply_calibration(s: Session, cal: Calibration) -> None:
+    """Use `cal` for the open image, or (`s.calibrate_project`) for every image of the project without a
+    scale of its own, this one included (its own scale, if any, is dropped)."""
     image = s.require_image()
-    s.image = image.with_calibration(cal)
-    if s.image_id is not None:
+    if s.calibrate_project:
+        s.project.set_project_calibration(cal)
+        if s.image_id is not None:
+            s.project.set_calibration(s.image_id, None)
+        cal = Calibration(cal.mm_per_px, "project")
+    elif s.image_id is not None:
         s.project.set_calibration(s.image_id, cal)
+    s.image = image.with_calibration(cal)
     if s.mask is not None and s.mask.any():
         _remeasure(s)
-    s.message = f"calibration: {cal.mm_per_px:.5f} mm per pixel ({cal.source})"
+    where = "every image of the project without its own scale" if s.calibrate_project else image.name
+    s.message = f"calibration: {cal.mm_per_px:.5f} mm per pixel for {where}"
 
 
 def calibration_text(s: Session) -> str:
     cal = s.image.calibration if s.image else None
     if cal is None:
         return "Not calibrated: sizes in pixels only."
-    return f"{cal.mm_per_px:.5f} mm/px ({cal.source}); {1 / cal.mm_per_px:.1f} px per mm"
+    source = "the project's scale" if cal.source == "project" else f"this image's, {cal.source}"
+    return f"{cal.mm_per_px:.5f} mm/px ({source}); {1 / cal.mm_per_px:.1f} px per mm"
 
 
 def _remeasure(s: Session) -> LesionMetrics | None:

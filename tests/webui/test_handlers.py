@@ -423,3 +423,35 @@ def test_undo_after_a_save_takes_it_back_and_keeps_the_outline(own):
     assert [x.id for x in s.project.annotations(s.image_id)] == [a] and s.annotation_id == a
     with pytest.raises(DermasegError, match="nothing to redo"):
         h.redo_prompt(s)
+
+
+def test_a_project_scale_serves_every_image_without_its_own(engine, tmp_path, dev_data):
+    """Calibration per project (one dermatoscope), overridable per image; it survives a reopen."""
+    import shutil
+
+    from dermaseg.core.store import Project
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for c in dev_data[:3]:
+        shutil.copy(c.image, folder / c.image.name)
+    project = Project.init(folder)
+    a, b, c = (r.id for r in project.images())
+    s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    h.open_project_image(s, a)
+    s.calibrate_project = True
+    h.set_mm_per_px(s, 0.02)
+    assert s.image.calibration.mm_per_px == 0.02 and "project" in h.calibration_text(s)
+    h.open_project_image(s, b)
+    assert s.image.calibration.mm_per_px == 0.02  # the device's scale, without setting it again
+    s.calibrate_project = False
+    h.set_mm_per_px(s, 0.03)  # this image's own
+    assert "this image's" in h.calibration_text(s)
+    project.close()
+    project = Project.open(folder)
+    assert project.load_image(b).calibration.mm_per_px == 0.03
+    assert project.load_image(c).calibration.mm_per_px == 0.02
+    assert project.load_image(a).calibration.source == "project"
+    project.set_project_calibration(None)
+    assert project.load_image(c).calibration is None
+    project.close()
