@@ -178,7 +178,7 @@ def open_project_image(s: Session, image_id: int) -> str:
         s.edited = True
         s.history = [Step(Prompts(), s.polygons, s.mask)]  # undo comes back to the saved annotation
         _remeasure(s)
-    s.message = f"{image.name}: {image.width}×{image.height} px, {EMBEDDING_SOURCE.get(source, source)}"
+    s.message = f"{_shown_path(image.name)}: {image.width}×{image.height} px, {EMBEDDING_SOURCE.get(source, source)}"
     if saved:
         s.message += f"; showing the saved annotation ({len(saved)} in total)"
     return s.message
