@@ -38,6 +38,7 @@ SHORTCUTS = (
     "wheel / pinch zoom · Space-drag or middle-drag pan · F fit · 1 one to one · "
     "Ctrl+Z / Ctrl+Shift+Z undo / redo · Esc clear · A accept · ← / → previous / next image"
 )
+SAVED_TOAST_S = 3  # the "saved" toast covers the image list: gone before the next save would stack another
 OPENING_JS = "() => { window.__dsOpening && window.__dsOpening(); }"  # the canvas's progress bar (canvas.js)
 MAX_UPLOAD = "200mb"  # Gradio refuses larger uploads; the core pixel limit (Settings.max_pixels) applies after
 # Gradio routes that make the server fetch a URL: `/file=<http URL>` (streamed through the server) and
@@ -265,7 +266,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
     def on_accept(s: h.Session, label: str, annotator: str | None = None) -> tuple[Any, ...]:
         with reported(s):
             h.accept(s, label, annotator)
-            gr.Info(s.message)
+            gr.Info(s.message, duration=SAVED_TOAST_S)
         return canvas_out(s), list_update(s), h.progress_summary(project)
 
     @bound

@@ -130,6 +130,7 @@ def test_status_messages_and_saves_never_move_the_image(served, chromium_browser
     where.append(image_rect(page))
     toasts = page.locator(".toast-body").all_text_contents()
     assert sum("saved" in t for t in toasts) == 1, toasts
+    page.locator(".toast-body").wait_for(state="detached", timeout=8000)  # and it leaves the image list soon
     page.locator("#ds-title").click()
     page.keyboard.press("Escape")  # clear, then an error (nothing to undo) with a long message
     page.wait_for_function("document.querySelector('.ds-status').textContent.startsWith('Draw a box')")
