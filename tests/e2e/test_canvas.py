@@ -290,7 +290,7 @@ def test_brush_and_eraser_become_the_saved_mask_and_undo(served, chromium_browse
 
 
 def test_fill_opacity_is_a_remembered_ui_preference(served, chromium_browser, dev_data):
-    from dermaseg.webui.bench_browser import drag_box, wait_rendered
+    from dermaseg.webui.bench_browser import drag_box
 
     project, url = served
     page, _ = open_page(chromium_browser, url)
@@ -313,7 +313,6 @@ def test_fill_opacity_is_a_remembered_ui_preference(served, chromium_browser, de
     assert {k: v for k, v in stored.items() if k.startswith("dermaseg.")} == {
         "dermaseg.fillOpacity": "60", "dermaseg.brushSize": "24"}  # fmt: skip
     assert sum(len(k) + len(v) for k, v in stored.items()) < 500  # preferences only, no image data
-    del wait_rendered
     page.close()
 
 
@@ -357,7 +356,46 @@ def test_saved_lesions_are_drawn_and_a_click_inside_one_selects_it(served, chrom
     page.close()
 
 
+def test_dragging_a_vertex_of_a_dense_outline_bends_it_instead_of_a_spike(served, chromium_browser, dev_data):
+    from dermaseg.webui.bench_browser import drag_box, rendered, wait_rendered
+
+    project, url = served
+    page, views = open_page(chromium_browser, url)
+    expert = expert_of(dev_data, project, page)
+    page.keyboard.press("Escape")
+    drag_box(page, box_from_mask(expert, margin=10))
+    page.get_by_role("button", name="✎ Edit outline").click()
+    width = float(page.evaluate("document.querySelector('.ds-img').width.baseVal.value"))
+    scale = image_rect(page)["width"] / width
+
+    def drag_vertex(alt: bool, top: bool) -> tuple[np.ndarray, np.ndarray]:
+        ring = np.array(views.last["polygons"][0]["exterior"], dtype=float)  # the outline on screen
+        i = int(np.argmin(ring[:, 1]) if top else np.argmax(ring[:, 1]))  # top or bottom vertex, dragged 24 px up
+        before = rendered(page)
+        x, y = client_of(page, *ring[i])
+        page.mouse.move(x, y)
+        if alt:
+            page.keyboard.down("Alt")
+        page.mouse.down()
+        page.mouse.move(x, y - 24, steps=6)
+        page.mouse.up()
+        if alt:
+            page.keyboard.up("Alt")
+        wait_rendered(page, before)
+        sent = np.array(views.sent[-1]["polygons"][0]["exterior"], dtype=float)
+        return ring, np.hypot(*(sent - ring).T) * scale  # each vertex's move, screen px
+
+    ring, moved = drag_vertex(alt=False, top=True)
+    assert len(ring) > 40 and moved.max() == pytest.approx(24, abs=1)
+    assert (moved > 1).sum() >= 5  # neighbours follow ...
+    assert sorted(moved)[-2] < moved.max()  # ... less than the vertex itself
+    ring, moved = drag_vertex(alt=True, top=False)  # Alt: the vertex alone
+    assert moved.max() == pytest.approx(24, abs=1) and (moved > 0.01).sum() == 1
+    page.close()
+
+
 def test_a_cold_open_shows_a_progress_bar_and_uploads_keep_their_name(served, chromium_browser, dev_data, tmp_path):
+    """Last in this module: the page opens the upload (not started) from then on."""
     project, url = served
     page, _ = open_page(chromium_browser, url)
     upload = tmp_path / "My lesion photo.png"

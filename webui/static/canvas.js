@@ -447,7 +447,7 @@ svg.addEventListener("pointerdown", (evt) => {
       draw();
       return;
     }
-    drag = vertexDrag(ref, evt.altKey);
+    drag = vertexDrag(ref, evt.altKey, p);
     svg.setPointerCapture(evt.pointerId);
     evt.preventDefault();
     return;
@@ -476,7 +476,7 @@ svg.addEventListener("pointerdown", (evt) => {
 // FALLOFF_PX screen px of outline on each side), so a dense traced outline bends instead of spiking.
 // On a sparse outline, or with Alt held, only the vertex moves.
 const FALLOFF_PX = 36;
-function vertexDrag(ref, alone) {
+function vertexDrag(ref, alone, grab) {
   const ring = ringOf(ref);
   const i = ref[2];
   const n = ring.length;
@@ -494,8 +494,9 @@ function vertexDrag(ref, alone) {
   const handles = new Map([...handleG.children].map((c) => [c.dataset.ref, c]));
   return {
     kind: "vertex",
+    polygons: view.polygons, // what the drag edits, even should a newer view arrive meanwhile
     ring: ring,
-    origin: ring[i].slice(),
+    grab: grab, // the pointer moves the vertex by its own motion (no jump to the pointer on grabbing)
     moved: moved.map(([j, w]) => ({ j: j, w: w, at: ring[j].slice(), handle: handles.get(ref[0] + "," + ref[1] + "," + j) })),
     changed: false,
   };
@@ -546,7 +547,7 @@ svg.addEventListener("pointermove", (evt) => {
     }
   } else if (drag.kind === "vertex") {
     const w = view.image.width, h = view.image.height;
-    const dx = p[0] - drag.origin[0], dy = p[1] - drag.origin[1];
+    const dx = p[0] - drag.grab[0], dy = p[1] - drag.grab[1];
     for (const m of drag.moved) {
       const q = [round2(Math.min(Math.max(m.at[0] + m.w * dx, 0), w)), round2(Math.min(Math.max(m.at[1] + m.w * dy, 0), h))];
       drag.ring[m.j] = q;
@@ -555,7 +556,7 @@ svg.addEventListener("pointermove", (evt) => {
         m.handle.setAttribute("cy", q[1]);
       }
     }
-    maskPath.setAttribute("d", ringsPath(view.polygons));
+    maskPath.setAttribute("d", ringsPath(drag.polygons));
     drag.changed = true;
   }
 });
@@ -580,7 +581,7 @@ function endDrag(evt) {
       send({ type: "box", box: [round2(x0), round2(y0), round2(x1), round2(y1)] });
     }
   } else if (d.kind === "vertex" && d.changed) {
-    send({ type: "edit", polygons: view.polygons });
+    send({ type: "edit", polygons: d.polygons });
   } else if (d.kind === "paint") {
     const p = toImage(evt);
     const last = d.points[d.points.length - 1];
