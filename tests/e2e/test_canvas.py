@@ -394,6 +394,37 @@ def test_dragging_a_vertex_of_a_dense_outline_bends_it_instead_of_a_spike(served
     page.close()
 
 
+def test_a_two_finger_pinch_zooms_about_the_fingers(served, chromium_browser):
+    """Touch screens: two fingers spread apart zoom in, keeping the image point between them in place."""
+    from dermaseg.webui.bench_browser import VIEWPORT
+
+    _, url = served
+    context = chromium_browser.new_context(viewport=VIEWPORT, has_touch=True)
+    page = context.new_page()
+    views = Views(page)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector(".ds-svg image.ds-img[href]", timeout=60000)
+    page.wait_for_function("document.querySelector('.ds-loading').hidden", timeout=60000)
+    cdp = context.new_cdp_session(page)
+    fitted = image_rect(page)
+    mid = (round(fitted["x"] + fitted["width"] * 0.4), round(fitted["y"] + fitted["height"] * 0.6))
+    under = image_at(page, *mid)
+
+    def touch(kind: str, spread: float) -> None:
+        points = [{"x": mid[0] - spread, "y": mid[1], "id": 0}, {"x": mid[0] + spread, "y": mid[1], "id": 1}]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [] if kind == "touchEnd" else points})
+
+    touch("touchStart", 30)
+    for spread in (40, 55, 75, 90):
+        touch("touchMove", spread)
+    touch("touchEnd", 90)
+    page.wait_for_timeout(100)
+    assert image_rect(page)["width"] == pytest.approx(3 * fitted["width"], rel=0.05)  # 90 / 30 apart
+    assert client_of(page, *under) == pytest.approx(mid, abs=1.0)
+    assert not views.sent  # the fingers sent no prompt
+    context.close()
+
+
 def test_a_cold_open_shows_a_progress_bar_and_uploads_keep_their_name(served, chromium_browser, dev_data, tmp_path):
     """Last in this module: the page opens the upload (not started) from then on."""
     project, url = served
