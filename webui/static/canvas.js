@@ -686,7 +686,8 @@ if (!window.__dsKeys) {
   const typing = (t) => t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
   document.addEventListener("keydown", (evt) => {
     const t = evt.target;
-    if (typing(t) && !(t.type === "range" && t.closest(".ds-canvas"))) return;
+    const slider = t && t.type === "range" && t.closest(".ds-canvas"); // the canvas's sliders keep their keys
+    if (slider ? /^(Arrow|Page|Home|End)/.test(evt.key) : typing(t)) return;
     const c = window.__dsCanvas;
     if (evt.key === " ") {
       if (c && c.space(true)) evt.preventDefault();
