@@ -34,8 +34,12 @@ from dermaseg.webui.gesture_route import gesture_route
 THEME_FONTS = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 SHORTCUTS = (
     "Shortcuts: B box · C lesion click · X not-lesion click (or Alt/Shift-click) · E edit outline · "
-    "R ruler · Ctrl+Z / Ctrl+Shift+Z undo / redo · Esc clear · A accept · ← / → previous / next image"
+    "D brush · Shift+D eraser · [ ] brush size · V select a saved lesion · R ruler · O outline only · "
+    "wheel / pinch zoom · Space-drag or middle-drag pan · F fit · 1 one to one · "
+    "Ctrl+Z / Ctrl+Shift+Z undo / redo · Esc clear · A accept · ← / → previous / next image"
 )
+SAVED_TOAST_S = 3  # the "saved" toast covers the image list: gone before the next save would stack another
+OPENING_JS = "() => { window.__dsOpening && window.__dsOpening(); }"  # the canvas's progress bar (canvas.js)
 MAX_UPLOAD = "200mb"  # Gradio refuses larger uploads; the core pixel limit (Settings.max_pixels) applies after
 # Gradio routes that make the server fetch a URL: `/file=<http URL>` (streamed through the server) and
 # `/proxy=` (for gr.load, unused here). An offline tool must never reach out, whatever a page asks.
@@ -296,7 +300,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
     def on_accept(s: h.Session, label: str, annotator: str | None = None) -> tuple[Any, ...]:
         with reported(s):
             h.accept(s, label, annotator)
-            gr.Info(s.message)
+            gr.Info(s.message, duration=SAVED_TOAST_S)
         return canvas_out(s), list_update(s), h.progress_summary(project)
 
     def lesion_action(action: Callable[..., Any], toast: bool = False):
@@ -387,9 +391,14 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                     with gr.Row():
                         prev_btn = gr.Button("← Previous", size="sm", elem_id="ds-prev")
                         next_btn = gr.Button("Next →", size="sm", elem_id="ds-next")
-                with gr.Group(), gr.Row(equal_height=True):
-                    label = gr.Dropdown(choices=list(project.labels()), label="Label", scale=2, elem_id="ds-label")
-                    accept_btn = gr.Button("✓ Accept & save", variant="primary", scale=1, elem_id="ds-accept")
+                with gr.Group():
+                    with gr.Row(equal_height=True):
+                        label = gr.Dropdown(choices=list(project.labels()), label="Label", scale=2, elem_id="ds-label")
+                        accept_btn = gr.Button("✓ Accept & save", variant="primary", scale=1, elem_id="ds-accept")
+                    labels_text = gr.Textbox(
+                        value=", ".join(project.labels()), label="Label classes (comma-separated; Enter saves)",
+                        max_lines=1, elem_id="ds-labels",
+                    )  # fmt: skip
                 with gr.Group(elem_id="ds-lesion-panel"):
                     lesion_pick = gr.Radio(
                         choices=[], label="Lesions on this image (select one to edit it)", elem_id="ds-lesions"
@@ -449,10 +458,6 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                             export_all = gr.Button("Export project", size="sm", elem_id="ds-export-project")
                         downloads = gr.File(label="COCO JSON and PNG masks", file_count="multiple",
                                             elem_id="ds-downloads", interactive=False)  # fmt: skip
-                        labels_text = gr.Textbox(
-                            value=", ".join(project.labels()), label="Label list (comma-separated)",
-                            elem_id="ds-labels",
-                        )  # fmt: skip
         # API-only endpoints: (x, y) prompts for gradio_client (the canvas sends gestures instead).
         with gr.Row(visible=False):
             api_x, api_y, api_x1, api_y1 = (gr.Number() for _ in range(4))
@@ -466,6 +471,8 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         opened = [canvas, image_list, summary, metrics, head, cal_text, mm_px, label, *panel]
         measured = [canvas, metrics, head, summary, *panel]  # the summary counts the image in progress at once
         app.load(on_load, [state], opened, api_name="load", **one, show_progress="full")
+        # the canvas's progress bar first: Gradio runs a trigger's listeners in the order they were added
+        gr.on([image_list.input, prev_btn.click, next_btn.click, upload.upload], None, js=OPENING_JS)
         app.load(lambda: h.remembered_annotator(project), None, [annotator], api_visibility="private", queue=False)
         annotator.blur(on_annotator, [annotator], None, api_visibility="private", queue=False)
         image_list.input(on_pick, [state, image_list], opened, api_name="open_image", **one)

@@ -39,7 +39,12 @@ DISPLAY_MAX_SIDE = 2048  # px; larger images are shown downscaled (prompts stay 
 DEFAULT_TOLERANCE_PX = 1.0
 STATUS_ICONS = {"not_started": "○", "in_progress": "◐", "done": "●"}
 STATUS_WORDS = {"not_started": "not started", "in_progress": "in progress", "done": "done"}
-UPLOADS_DIR = "uploads"
+UPLOADS_DIR = "uploads"  # an upload is kept as uploads/<first 8 hex of its sha256>/<its file name>
+EMBEDDING_SOURCE = {
+    "computed": "embedding computed",
+    "memory": "embedding from the memory cache",
+    "disk": "embedding from the disk cache",
+}
 PREFETCH_AHEAD = 2
 LAST_IMAGE_KEY, ANNOTATOR_KEY = "last_image_id", "annotator"  # `Project.ui_state` keys
 
@@ -48,7 +53,8 @@ LAST_IMAGE_KEY, ANNOTATOR_KEY = "last_image_id", "annotator"  # `Project.ui_stat
 class Step:
     """One undoable state: the prompts, and the outline edited by hand (None: the model's mask for them).
 
-    mask: the exact mask of a saved annotation (else the outline is rasterised when the step is restored).
+    mask: the exact mask, when the outline alone does not give it (a saved annotation, at image resolution;
+    a painted mask, on the working grid); else the outline is rasterised when the step is restored.
     """
 
     prompts: Prompts
@@ -145,7 +151,21 @@ class Session:
 
 def gallery_choices(project: Project) -> list[tuple[str, int]]:
     """(label, image id) for every project image, label = status icon + path."""
-    return [(f"{STATUS_ICONS.get(r.status, '?')} {r.path}", r.id) for r in project.images()]
+    records = project.images()
+    shown = [_shown_path(r.path) for r in records]
+    twice = {p for p in shown if shown.count(p) > 1}  # same file name uploaded twice: tell them apart
+    return [
+        (f"{STATUS_ICONS.get(r.status, '?')} {p}" + (f" · {r.path.split('/')[1]}" if p in twice else ""), r.id)
+        for r, p in zip(records, shown, strict=True)
+    ]
+
+
+def _shown_path(path: str) -> str:
+    """The path a person recognises: an upload as uploads/<its file name>, without the hash folder."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[0] == UPLOADS_DIR and len(parts[1]) == 8:
+        return f"{UPLOADS_DIR}/{parts[2]}"
+    return path
 
 
 def progress_summary(project: Project) -> str:
@@ -178,7 +198,7 @@ def open_project_image(s: Session, image_id: int) -> str:
     _reset(s, image, image_id)
     saved = s.project.annotations(image_id)
     restored = _restore_draft(s, image_id)
-    s.message = f"{image.name}: {image.width}×{image.height} px, embedding from {source}"
+    s.message = f"{_shown_path(image.name)}: {image.width}×{image.height} px, {EMBEDDING_SOURCE.get(source, source)}"
     if saved:
         drawing = (
             "your unsaved lesion restored beside them" if restored else "drawing a new one (select one to edit it)"
@@ -288,7 +308,7 @@ def add_upload(project: Project, data: bytes, name: str, max_pixels: int) -> int
     """Validate an uploaded file, copy it into the project's `uploads/` folder, return its image id."""
     image = load_image(data, name=name, max_pixels=max_pixels)  # raises ImageLoadError on a bad file
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) or "image.png"
-    rel = f"{UPLOADS_DIR}/{image.sha256[:8]}-{safe}"
+    rel = f"{UPLOADS_DIR}/{image.sha256[:8]}/{safe}"  # the folder keeps two files of one name apart
     target = project.root / rel
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -539,6 +559,99 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
         f" ({len(repaired.warnings)} repair(s))" if repaired.warnings else ""
     )
     return repaired.warnings
+
+
+MAX_PAINT_POINTS = 10_000  # points in one brush stroke (the canvas keeps them ~radius/2 apart)
+MAX_BRUSH_RADIUS_PX = 2_000.0  # image px
+MAX_PAINT_WORK_PX = 60_000_000  # pixel tests in one stroke (the sum of its segments' boxes): ~0.5 s
+
+
+def paint(s: Session, points: Any, radius: float, erase: bool = False) -> None:
+    """Paint (or erase) a brush stroke into the current mask; like an outline edit, it is undoable.
+
+    points: the stroke's centre line, [[x, y], ...] in image pixels (1..MAX_PAINT_POINTS points);
+    radius: the brush radius in image pixels. A pixel (row r, col c) is painted when its centre
+    (c + 0.5, r + 0.5) lies within `radius` of the polyline (discs at the points, capsules between).
+    Only the stroke's segments' bounding boxes are touched. The outline is re-derived from the mask.
+    """
+    image = s.require_image()
+    pts = _stroke_points(points)
+    try:
+        r = float(radius)
+    except (TypeError, ValueError):
+        r = math.nan
+    if not (math.isfinite(r) and 0 < r <= MAX_BRUSH_RADIUS_PX):
+        raise GeometryError(
+            f"the brush radius must be a number of pixels in (0, {MAX_BRUSH_RADIUS_PX:g}], got {radius!r}"
+        )
+    h, w = s.mask_shape()  # painted on the working grid, like every mask of the session
+    pts, r = pts * (w / image.width, h / image.height), r * w / image.width
+    if s.mask is None or not s.mask.any():
+        if erase:
+            raise DermasegError("nothing to erase: there is no outline yet")
+        base = np.zeros((h, w), dtype=bool)
+    else:
+        base = s.mask
+    segments = list(zip(pts[:-1], pts[1:], strict=True)) if len(pts) > 1 else [(pts[0], pts[0])]
+    boxes = [_segment_box(a, b, r, w, h) for a, b in segments]
+    work = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes)
+    if work == 0:
+        raise DermasegError("the brush stroke is outside the image")
+    if work > MAX_PAINT_WORK_PX:
+        raise DermasegError("this brush stroke is too large to paint at once: paint shorter strokes or zoom in")
+    mask = base.copy()
+    for (a, b), box in zip(segments, boxes, strict=True):
+        _stamp_capsule(mask, a, b, r, box, not erase)
+    if np.array_equal(mask, base):
+        s.message = "the stroke changed nothing" + (" (it erased outside the outline)" if erase else "")
+        return
+    s.mask = mask
+    s.polygons = outline(s, mask) if mask.any() else Polygons((), image.width, image.height)
+    s.edited, s.metrics = True, None
+    s.history.append(Step(s.prompts, s.polygons, mask))  # undoable like a prompt; the exact painted mask
+    s.redo.clear()
+    area = int(mask.sum() * s.pixel_size**2)
+    s.message = f"{'erased' if erase else 'painted'}: outline {area:,} px (edited by hand)"
+
+
+def _stroke_points(points: Any) -> np.ndarray:
+    """Validated stroke points: float64 (N, 2) of finite (x, y), 1 <= N <= MAX_PAINT_POINTS."""
+    if not isinstance(points, (list, tuple)) or not points:
+        raise GeometryError("a brush stroke needs at least one point [x, y]")
+    if len(points) > MAX_PAINT_POINTS:
+        raise GeometryError(f"a brush stroke has at most {MAX_PAINT_POINTS:,} points, got {len(points):,}")
+    try:
+        pts = np.array([[float(p[0]), float(p[1])] for p in points if len(p) == 2], dtype=np.float64)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise GeometryError("a brush stroke's points must be [x, y] pairs of numbers") from None
+    if len(pts) != len(points) or not np.isfinite(pts).all():
+        raise GeometryError("a brush stroke's points must be [x, y] pairs of finite numbers")
+    return pts
+
+
+def _segment_box(a: np.ndarray, b: np.ndarray, r: float, w: int, h: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels whose centres may lie within r of segment ab, clipped to the image."""
+    x0 = math.floor(min(max(min(a[0], b[0]) - r, 0.0), w))
+    x1 = math.ceil(min(max(max(a[0], b[0]) + r, 0.0), w))
+    y0 = math.floor(min(max(min(a[1], b[1]) - r, 0.0), h))
+    y1 = math.ceil(min(max(max(a[1], b[1]) + r, 0.0), h))
+    return x0, y0, max(x0, x1), max(y0, y1)
+
+
+def _stamp_capsule(
+    mask: np.ndarray, a: np.ndarray, b: np.ndarray, r: float, box: tuple[int, int, int, int], value: bool
+) -> None:
+    """Set to `value` the pixels of `mask` (bool (H, W), in place) whose centres lie within r of segment ab."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        return
+    px = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5 - a[0]
+    py = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5 - a[1]
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    length2 = dx * dx + dy * dy
+    t = np.clip((px * dx + py * dy) / length2, 0.0, 1.0) if length2 > 0 else 0.0
+    inside = (px - t * dx) ** 2 + (py - t * dy) ** 2 <= r * r
+    mask[y0:y1, x0:x1][inside] = value
 
 
 def set_tolerance(s: Session, tolerance_px: float) -> None:
@@ -1042,8 +1155,8 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
 
     payload: {"type": "box", "box": [x0, y0, x1, y1]} | {"type": "click", "x", "y", "positive"}
     | {"type": "edit", "polygons": [parts]} | {"type": "ruler", "x", "y"}
-    | {"type": "select", "annotation_id": N} (edit saved lesion N) | {"type": "new_lesion"},
-    each with an optional "seq".
+    | {"type": "select", "annotation_id": N} (edit saved lesion N) | {"type": "new_lesion"}
+    | {"type": "paint", "points": [[x, y], ...], "radius": r, "erase": bool}, each with an optional "seq".
     """
     g = json.loads(payload) if isinstance(payload, str) else dict(payload)
     if not isinstance(g, dict) or g.get("kind") != "gesture":
@@ -1064,6 +1177,8 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
         elif kind == "edit":
             image = s.require_image()
             return edit_polygons(s, {"width": image.width, "height": image.height, "parts": g["polygons"]})
+        elif kind == "paint":
+            paint(s, g["points"], g["radius"], bool(g.get("erase", False)))
         else:
             raise DermasegError(f"unknown gesture {kind!r}")
     except (KeyError, TypeError, ValueError, OverflowError) as e:

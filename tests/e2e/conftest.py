@@ -16,3 +16,17 @@ def chromium() -> str:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def chromium_browser(chromium):
+    """Headless Debian Chromium for one test module (launched as `bench_browser` does; one Playwright at a
+    time in a process, so per module)."""
+    from playwright.sync_api import sync_playwright
+
+    from dermaseg.webui.bench_browser import launch_chromium
+
+    with sync_playwright() as pw:
+        b = launch_chromium(pw)
+        yield b
+        b.close()

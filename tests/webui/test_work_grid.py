@@ -31,6 +31,7 @@ def big(dev_data, tmp_path_factory):
 
 def _session(engine, project, tmp_path) -> h.Session:
     s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    project.discard_draft(project.images()[0].id)  # the other session's work in progress: start afresh
     h.open_project_image(s, project.images()[0].id)
     return s
 

@@ -1,17 +1,30 @@
 // dermaseg canvas: the image with an SVG overlay, and the gestures that prompt and edit it.
 // Runs as gr.HTML js_on_load: `element`, `props`, `trigger`, `watch` are given by Gradio.
-// Coordinates are image pixels (x, y); the SVG viewBox is the image, so the overlay needs no scaling.
+// Coordinates are image pixels (x, y). The SVG's viewBox is the part of the image on screen (zoom and
+// pan change only the viewBox, kept at the stage's aspect ratio), so the overlay needs no scaling and
+// every pointer position goes through the SVG's own screen transform (`toImage`) at every zoom.
 const NS = "http://www.w3.org/2000/svg";
 const root = element.querySelector(".ds-canvas");
 const stage = element.querySelector(".ds-stage");
 const statusEl = element.querySelector(".ds-status");
 const empty = element.querySelector(".ds-empty");
+const loading = element.querySelector(".ds-loading");
+const zoomOut = element.querySelector(".ds-zoom");
+const sizeIn = element.querySelector(".ds-brush-size");
+const sizeOut = element.querySelector(".ds-brush-out");
+const fillIn = element.querySelector(".ds-fill");
+const fillOut = element.querySelector(".ds-fill-out");
 let view = { kind: "view", ack: 0 };
 let mode = "box";
 let seq = 0;
 let pending = null; // {seq, t0}: the gesture whose answer we are timing
 let drag = null; // current pointer interaction
 let deferred = false; // a view arrived during a drag: draw it on release
+let zoom = null; // {cx, cy, s}: image point at the stage's centre, screen px per image px; null: fit
+let strokeSeq = 0; // the paint gesture whose preview stays drawn until its answer arrives
+let spaceHeld = false;
+let hover = false; // the pointer is over the stage (Space pans only then)
+const touches = new Map(); // pointerId -> [clientX, clientY] of touch pointers down
 window.__dsLatencies = window.__dsLatencies || [];
 
 function el(tag, attrs, parent) {
@@ -24,12 +37,15 @@ function el(tag, attrs, parent) {
 const svg = el("svg", { class: "ds-svg", preserveAspectRatio: "xMidYMid meet", viewBox: "0 0 1 1" });
 const img = el("image", { class: "ds-img", x: 0, y: 0, preserveAspectRatio: "none" }, svg);
 const heat = el("image", { class: "ds-heat", x: 0, y: 0, preserveAspectRatio: "none" }, svg);
+const lesionG = el("g", { class: "ds-lesions" }, svg);
 const maskPath = el("path", { class: "ds-mask", "fill-rule": "evenodd", d: "" }, svg);
+const strokePath = el("path", { class: "ds-stroke", d: "" }, svg);
 const axesG = el("g", { class: "ds-axes" }, svg);
 const promptG = el("g", { class: "ds-prompts" }, svg);
 const rulerG = el("g", { class: "ds-ruler" }, svg);
 const handleG = el("g", { class: "ds-handles" }, svg);
 const dragRect = el("rect", { class: "ds-dragbox", visibility: "hidden" }, svg);
+const brushCursor = el("circle", { class: "ds-brush-cursor", r: 1, visibility: "hidden" }, svg);
 svg.style.display = "none";
 stage.appendChild(svg);
 
@@ -44,13 +60,122 @@ function pxPerUnit() {
   const m = svg.getScreenCTM();
   return m ? m.a : 1;
 }
-function inside(p) {
-  return view.image && p[0] >= 0 && p[1] >= 0 && p[0] <= view.image.width && p[1] <= view.image.height;
+function inside(p, margin = 0) {
+  return (
+    view.image && p[0] >= -margin && p[1] >= -margin && p[0] <= view.image.width + margin && p[1] <= view.image.height + margin
+  );
 }
 function round2(v) {
   return Math.round(v * 100) / 100;
 }
 
+// ---- preferences (UI only: never image data in the browser's storage)
+function pref(name, fallback) {
+  try {
+    const v = window.localStorage.getItem("dermaseg." + name);
+    return v === null ? fallback : Number(v);
+  } catch (e) {
+    return fallback;
+  }
+}
+function savePref(name, value) {
+  try {
+    window.localStorage.setItem("dermaseg." + name, String(value));
+  } catch (e) {
+    /* storage refused: the preference lasts for this page only */
+  }
+}
+let lastFill = 25;
+function setFill(percent) {
+  const v = Math.max(0, Math.min(100, Math.round(percent)));
+  if (v > 0) lastFill = v;
+  fillIn.value = v;
+  fillOut.textContent = v + "%";
+  root.style.setProperty("--ds-fill-opacity", String(v / 100));
+  savePref("fillOpacity", v);
+}
+function setBrushSize(px) {
+  const v = Math.max(Number(sizeIn.min), Math.min(Number(sizeIn.max), Math.round(px)));
+  sizeIn.value = v;
+  sizeOut.textContent = String(v);
+  savePref("brushSize", v);
+  brushCursor.setAttribute("r", brushRadius());
+}
+function brushRadius(u = pxPerUnit()) {
+  return Number(sizeIn.value) / 2 / u; // image px: the size is a screen diameter
+}
+fillIn.addEventListener("input", () => setFill(Number(fillIn.value)));
+sizeIn.addEventListener("input", () => setBrushSize(Number(sizeIn.value)));
+
+// ---- zoom and pan: the viewBox is the stage's rectangle, centred on (cx, cy), s screen px per image px
+function stageSize() {
+  return [stage.clientWidth || 1, stage.clientHeight || 1];
+}
+function fitZoom() {
+  const [ew, eh] = stageSize();
+  const { width, height } = view.image;
+  return { cx: width / 2, cy: height / 2, s: Math.min(ew / width, eh / height) };
+}
+function current() {
+  return zoom || fitZoom();
+}
+function applyZoom() {
+  if (!view.image) return;
+  const z = current();
+  const [ew, eh] = stageSize();
+  const w = ew / z.s, h = eh / z.s;
+  svg.setAttribute("viewBox", [z.cx - w / 2, z.cy - h / 2, w, h].join(" "));
+  zoomOut.textContent = Math.round(z.s * 100) + "%";
+  root.dataset.zoom = String(z.s);
+}
+function setZoom(z) {
+  const { width, height } = view.image;
+  const fit = fitZoom().s;
+  const s = Math.max(Math.min(fit, 1) / 2, Math.min(32, z.s));
+  // keep some of the image on screen: its centre point stays within the image
+  zoom = { cx: Math.max(0, Math.min(width, z.cx)), cy: Math.max(0, Math.min(height, z.cy)), s: s };
+  applyZoom();
+  drawOverlay();
+}
+function zoomAt(p, factor) {
+  const z = current();
+  const s = z.s * factor;
+  setZoom({ cx: p[0] - (p[0] - z.cx) * (z.s / s), cy: p[1] - (p[1] - z.cy) * (z.s / s), s: s });
+}
+function fit() {
+  zoom = null;
+  applyZoom();
+  drawOverlay();
+}
+function oneToOne() {
+  const z = current();
+  setZoom({ cx: z.cx, cy: z.cy, s: 1 });
+}
+// The image point under client position (x, y) for zoom z (before any viewBox is set for it).
+function imageAt(z, x, y) {
+  const r = stage.getBoundingClientRect();
+  const [ew, eh] = stageSize();
+  return [z.cx + (x - r.left - ew / 2) / z.s, z.cy + (y - r.top - eh / 2) / z.s];
+}
+
+stage.addEventListener(
+  "wheel",
+  (evt) => {
+    if (!view.image) return;
+    evt.preventDefault(); // neither the page scrolls nor the browser zooms (ctrl+wheel is a trackpad pinch)
+    const unit = evt.deltaMode === 1 ? 16 : evt.deltaMode === 2 ? 400 : 1;
+    const k = evt.ctrlKey ? 0.01 : 0.002;
+    zoomAt(toImage(evt), Math.exp(-evt.deltaY * unit * k));
+  },
+  { passive: false },
+);
+stage.addEventListener("pointerenter", () => (hover = true));
+stage.addEventListener("pointerleave", () => {
+  hover = false;
+  brushCursor.setAttribute("visibility", "hidden");
+});
+
+// ---- sending gestures
 // A gesture goes straight to the server's fast path (see gesture_route.py), one at a time in order;
 // the measurements follow through the Gradio event "measure". Should the server refuse (a restarted
 // server no longer knows this page's channel), the gesture goes through the Gradio event "gesture".
@@ -64,6 +189,7 @@ function send(gesture) {
   const channel = view.channel;
   const text = JSON.stringify(gesture); // as it is now: an edited outline may change while this waits
   queue = queue.then(() => (channel ? post(text, channel) : viaGradio(text)));
+  return seq;
 }
 function viaGradio(text) {
   props.value = text;
@@ -87,10 +213,16 @@ async function post(text, channel) {
   trigger("measure");
 }
 
+function setStatus(text) {
+  statusEl.textContent = text;
+  statusEl.title = text; // the whole message, when the line cuts it
+}
+
 function setMode(m) {
   mode = m;
   root.dataset.mode = m;
-  for (const b of element.querySelectorAll(".ds-toolbar button")) b.classList.toggle("active", b.dataset.mode === m);
+  for (const b of element.querySelectorAll(".ds-toolbar button[data-mode]")) b.classList.toggle("active", b.dataset.mode === m);
+  brushCursor.setAttribute("visibility", "hidden");
   drawHandles();
 }
 
@@ -105,8 +237,8 @@ function ringsPath(parts) {
   return d;
 }
 
-// The draw* helpers take u = screen px per image px; draw() reads it once, before its DOM writes, as
-// each getScreenCTM() after a write forces the browser to lay the page out again.
+// The draw* helpers take u = screen px per image px; drawOverlay() reads it once, before its DOM writes,
+// as each getScreenCTM() after a write forces the browser to lay the page out again.
 function drawPrompts(u = pxPerUnit()) {
   promptG.replaceChildren();
   const pr = view.prompts;
@@ -140,6 +272,19 @@ function drawAxes(u = pxPerUnit()) {
   }
 }
 
+// Saved lesions other than the one being edited: thin outlines with their label; the select tool picks one.
+function drawLesions(u = pxPerUnit()) {
+  lesionG.replaceChildren();
+  for (const l of view.lesions || []) {
+    if (l.selected || !l.polygons || !l.polygons.length) continue;
+    el("path", { class: "ds-lesion", "fill-rule": "evenodd", d: ringsPath(l.polygons), "stroke-width": 1.5 / u }, lesionG).dataset.id = l.id;
+    let x = Infinity, y = Infinity;
+    for (const part of l.polygons) for (const p of part.exterior) if (p[1] < y || (p[1] === y && p[0] < x)) [x, y] = p;
+    const t = el("text", { class: "ds-lesion-label", x: x, y: y - 5 / u, "font-size": 12 / u, "stroke-width": 3 / u }, lesionG);
+    t.textContent = l.label || "lesion " + l.id;
+  }
+}
+
 function drawHandles(u = pxPerUnit()) {
   handleG.replaceChildren();
   if (mode !== "edit" || !view.polygons) return;
@@ -160,11 +305,25 @@ function ringOf(ref) {
   return ri === 0 ? part.exterior : part.holes[ri - 1];
 }
 
+// Everything drawn in image units whose screen size must stay constant (redrawn on zoom).
+function drawOverlay() {
+  if (!view.image) return;
+  const u = pxPerUnit();
+  maskPath.setAttribute("stroke-width", 2 / u);
+  drawLesions(u);
+  drawPrompts(u);
+  drawRuler(u);
+  drawAxes(u);
+  drawHandles(u);
+  brushCursor.setAttribute("r", brushRadius(u));
+  brushCursor.setAttribute("stroke-width", 1.5 / u);
+}
+
 function draw() {
   if (!view.image) {
     svg.style.display = "none";
     empty.style.display = "";
-    statusEl.textContent = view.message || "";
+    setStatus(view.message || "");
     return;
   }
   empty.style.display = "none";
@@ -172,25 +331,43 @@ function draw() {
   const { src, width, height } = view.image;
   if (img.getAttribute("href") !== src) {
     img.setAttribute("href", src);
-    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    zoom = null; // a new image opens fitted
     for (const im of [img, heat]) {
       im.setAttribute("width", width);
       im.setAttribute("height", height);
     }
   }
-  const u = pxPerUnit();
+  applyZoom();
   if (view.heatmap) heat.setAttribute("href", view.heatmap);
   heat.style.display = view.heatmap ? "" : "none";
   maskPath.setAttribute("d", ringsPath(view.polygons || []));
-  maskPath.setAttribute("stroke-width", 2 / u);
-  drawPrompts(u);
-  drawRuler(u);
-  drawAxes(u);
-  drawHandles(u);
-  statusEl.textContent = view.message || "";
+  if (strokeSeq && view.ack >= strokeSeq) {
+    strokeSeq = 0;
+    strokePath.setAttribute("d", "");
+  }
+  drawOverlay();
+  setStatus(view.message || "");
   root.dataset.ack = String(view.ack);
   if (view.axes || !(view.polygons || []).length) root.dataset.measured = String(view.ack);
 }
+
+// ---- opening an image: a progress bar over the stage when the answer takes a moment (a cold open runs
+// the encoder for ~1-2 s). The page calls window.__dsOpening() when an open starts; any view from the
+// server ends it.
+let openTimer = null;
+function opening() {
+  clearTimeout(openTimer);
+  openTimer = setTimeout(() => {
+    loading.hidden = false; // a warm open (~50 ms) does not flash
+    openTimer = setTimeout(opened, 180000); // should the answer never come (a lost connection)
+  }, 150);
+}
+function opened() {
+  clearTimeout(openTimer);
+  openTimer = null;
+  loading.hidden = true;
+}
+window.__dsOpening = opening;
 
 function onView() {
   let v;
@@ -199,6 +376,7 @@ function onView() {
   } catch (e) {
     return;
   }
+  if (v && v.kind === "view") opened();
   accept(v);
 }
 
@@ -225,8 +403,35 @@ function accept(v) {
 
 // ---- pointer gestures
 
+function panning(evt) {
+  return evt.button === 1 || (evt.button === 0 && spaceHeld);
+}
+
 svg.addEventListener("pointerdown", (evt) => {
-  if (evt.button !== 0 || !view.image) return;
+  if (!view.image) return;
+  if (evt.pointerType === "touch") {
+    touches.set(evt.pointerId, [evt.clientX, evt.clientY]);
+    if (touches.size === 2) {
+      // a second finger: pinch and pan; whatever the first finger started is dropped
+      drag && drag.kind === "paint" && strokePath.setAttribute("d", "");
+      dragRect.setAttribute("visibility", "hidden");
+      const [a, b] = [...touches.values()];
+      const z = current();
+      const mid = [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
+      drag = { kind: "pinch", z0: z, d0: Math.hypot(a[0] - b[0], a[1] - b[1]) || 1, p0: imageAt(z, mid[0], mid[1]) };
+      svg.setPointerCapture(evt.pointerId);
+      evt.preventDefault();
+      return;
+    }
+  }
+  if (panning(evt)) {
+    drag = { kind: "pan", start: [evt.clientX, evt.clientY], z0: current() };
+    root.classList.add("ds-dragging");
+    svg.setPointerCapture(evt.pointerId);
+    evt.preventDefault();
+    return;
+  }
+  if (evt.button !== 0) return;
   const p = toImage(evt);
   const t = evt.target;
   if (mode === "edit" && t.classList.contains("ds-handle")) {
@@ -234,7 +439,7 @@ svg.addEventListener("pointerdown", (evt) => {
     if (evt.shiftKey) {
       const ring = ringOf(ref);
       if (ring.length <= 3) {
-        statusEl.textContent = "a ring needs at least 3 vertices";
+        setStatus("a ring needs at least 3 vertices");
         return;
       }
       ring.splice(ref[2], 1);
@@ -242,7 +447,19 @@ svg.addEventListener("pointerdown", (evt) => {
       draw();
       return;
     }
-    drag = { kind: "vertex", ref: ref, handle: t, moved: false };
+    drag = vertexDrag(ref, evt.altKey, p);
+    svg.setPointerCapture(evt.pointerId);
+    evt.preventDefault();
+    return;
+  }
+  if (mode === "brush" || mode === "erase") {
+    const r = brushRadius();
+    if (!inside(p, r)) return;
+    const erase = mode === "erase" || evt.altKey;
+    drag = { kind: "paint", points: [p], r: r, erase: erase };
+    strokePath.classList.toggle("ds-erasing", erase);
+    strokePath.setAttribute("stroke-width", 2 * r);
+    drawStroke(drag.points);
     svg.setPointerCapture(evt.pointerId);
     evt.preventDefault();
     return;
@@ -255,8 +472,64 @@ svg.addEventListener("pointerdown", (evt) => {
   }
 });
 
+// A vertex drag moves its neighbours along the ring too, less the farther they are (a raised cosine over
+// FALLOFF_PX screen px of outline on each side), so a dense traced outline bends instead of spiking.
+// On a sparse outline, or with Alt held, only the vertex moves.
+const FALLOFF_PX = 36;
+function vertexDrag(ref, alone, grab) {
+  const ring = ringOf(ref);
+  const i = ref[2];
+  const n = ring.length;
+  const reach = alone ? 0 : FALLOFF_PX / pxPerUnit();
+  const moved = [[i, 1]];
+  for (const dir of [1, -1]) {
+    let dist = 0;
+    for (let k = 1; k < n / 2; k++) {
+      const a = ring[(i + dir * (k - 1) + n) % n], b = ring[(i + dir * k + n) % n];
+      dist += Math.hypot(b[0] - a[0], b[1] - a[1]);
+      if (dist >= reach) break;
+      moved.push([(i + dir * k + n) % n, 0.5 * (1 + Math.cos((Math.PI * dist) / reach))]);
+    }
+  }
+  const handles = new Map([...handleG.children].map((c) => [c.dataset.ref, c]));
+  return {
+    kind: "vertex",
+    polygons: view.polygons, // what the drag edits, even should a newer view arrive meanwhile
+    ring: ring,
+    grab: grab, // the pointer moves the vertex by its own motion (no jump to the pointer on grabbing)
+    moved: moved.map(([j, w]) => ({ j: j, w: w, at: ring[j].slice(), handle: handles.get(ref[0] + "," + ref[1] + "," + j) })),
+    changed: false,
+  };
+}
+
+function drawStroke(points) {
+  strokePath.setAttribute("d", "M" + points.map((q) => q[0] + " " + q[1]).join("L") + (points.length === 1 ? "Z" : ""));
+}
+
 svg.addEventListener("pointermove", (evt) => {
+  if (evt.pointerType === "touch" && touches.has(evt.pointerId)) touches.set(evt.pointerId, [evt.clientX, evt.clientY]);
+  if ((mode === "brush" || mode === "erase") && view.image && !spaceHeld) {
+    const p = toImage(evt);
+    brushCursor.setAttribute("cx", p[0]);
+    brushCursor.setAttribute("cy", p[1]);
+    brushCursor.setAttribute("visibility", "visible");
+  }
   if (!drag) return;
+  if (drag.kind === "pinch") {
+    if (touches.size < 2) return;
+    const [a, b] = [...touches.values()];
+    const s = drag.z0.s * (Math.hypot(a[0] - b[0], a[1] - b[1]) / drag.d0);
+    const r = stage.getBoundingClientRect();
+    const [ew, eh] = stageSize();
+    const mid = [(a[0] + b[0]) / 2 - r.left - ew / 2, (a[1] + b[1]) / 2 - r.top - eh / 2];
+    setZoom({ cx: drag.p0[0] - mid[0] / s, cy: drag.p0[1] - mid[1] / s, s: s });
+    return;
+  }
+  if (drag.kind === "pan") {
+    const z = drag.z0;
+    setZoom({ cx: z.cx - (evt.clientX - drag.start[0]) / z.s, cy: z.cy - (evt.clientY - drag.start[1]) / z.s, s: z.s });
+    return;
+  }
   const p = toImage(evt);
   if (drag.kind === "box") {
     const [x0, y0] = drag.start;
@@ -266,22 +539,35 @@ svg.addEventListener("pointermove", (evt) => {
     dragRect.setAttribute("height", Math.abs(p[1] - y0));
     dragRect.setAttribute("stroke-width", 2 / pxPerUnit());
     dragRect.setAttribute("visibility", "visible");
+  } else if (drag.kind === "paint") {
+    const last = drag.points[drag.points.length - 1];
+    if (Math.hypot(p[0] - last[0], p[1] - last[1]) >= Math.max(drag.r / 2, 0.5)) {
+      drag.points.push(p);
+      drawStroke(drag.points);
+    }
   } else if (drag.kind === "vertex") {
     const w = view.image.width, h = view.image.height;
-    const q = [round2(Math.min(Math.max(p[0], 0), w)), round2(Math.min(Math.max(p[1], 0), h))];
-    const ring = ringOf(drag.ref);
-    ring[drag.ref[2]] = q;
-    drag.handle.setAttribute("cx", q[0]);
-    drag.handle.setAttribute("cy", q[1]);
-    maskPath.setAttribute("d", ringsPath(view.polygons));
-    drag.moved = true;
+    const dx = p[0] - drag.grab[0], dy = p[1] - drag.grab[1];
+    for (const m of drag.moved) {
+      const q = [round2(Math.min(Math.max(m.at[0] + m.w * dx, 0), w)), round2(Math.min(Math.max(m.at[1] + m.w * dy, 0), h))];
+      drag.ring[m.j] = q;
+      if (m.handle) {
+        m.handle.setAttribute("cx", q[0]);
+        m.handle.setAttribute("cy", q[1]);
+      }
+    }
+    maskPath.setAttribute("d", ringsPath(drag.polygons));
+    drag.changed = true;
   }
 });
 
 function endDrag(evt) {
+  if (evt.pointerType === "touch") touches.delete(evt.pointerId);
   if (!drag) return;
+  if (drag.kind === "pinch" && touches.size > 0) return; // until the last finger lifts
   const d = drag;
   drag = null;
+  root.classList.remove("ds-dragging");
   dragRect.setAttribute("visibility", "hidden");
   if (d.kind === "box") {
     const p = toImage(evt);
@@ -294,8 +580,15 @@ function endDrag(evt) {
       const y0 = Math.max(0, Math.min(d.start[1], p[1])), y1 = Math.min(h, Math.max(d.start[1], p[1]));
       send({ type: "box", box: [round2(x0), round2(y0), round2(x1), round2(y1)] });
     }
-  } else if (d.kind === "vertex" && d.moved) {
-    send({ type: "edit", polygons: view.polygons });
+  } else if (d.kind === "vertex" && d.changed) {
+    send({ type: "edit", polygons: d.polygons });
+  } else if (d.kind === "paint") {
+    const p = toImage(evt);
+    const last = d.points[d.points.length - 1];
+    if (Math.hypot(p[0] - last[0], p[1] - last[1]) > 0.25) d.points.push(p);
+    drawStroke(d.points);
+    const points = d.points.map((q) => [round2(q[0]), round2(q[1])]);
+    strokeSeq = send({ type: "paint", points: points, radius: round2(d.r), erase: d.erase });
   }
   if (deferred) {
     deferred = false;
@@ -304,9 +597,17 @@ function endDrag(evt) {
 }
 svg.addEventListener("pointerup", endDrag);
 svg.addEventListener("pointercancel", endDrag);
+svg.addEventListener("auxclick", (evt) => evt.button === 1 && evt.preventDefault()); // no middle-click paste/scroll
+svg.addEventListener("mousedown", (evt) => evt.button === 1 && evt.preventDefault()); // no autoscroll
 
 svg.addEventListener("click", (evt) => {
-  if (!view.image || (mode !== "pos" && mode !== "neg" && mode !== "ruler")) return;
+  if (!view.image || spaceHeld || evt.button !== 0) return;
+  if (mode === "select") {
+    const t = evt.target.closest && evt.target.closest(".ds-lesion");
+    if (t) send({ type: "select", annotation_id: Number(t.dataset.id) });
+    return;
+  }
+  if (mode !== "pos" && mode !== "neg" && mode !== "ruler") return;
   const p = toImage(evt);
   if (!inside(p)) return;
   if (mode === "ruler") {
@@ -342,36 +643,82 @@ svg.addEventListener("dblclick", (evt) => {
   draw();
 });
 
-for (const b of element.querySelectorAll(".ds-toolbar button")) b.addEventListener("click", () => setMode(b.dataset.mode));
+for (const b of element.querySelectorAll(".ds-toolbar button[data-mode]")) b.addEventListener("click", () => setMode(b.dataset.mode));
+element.querySelector("[data-view=fit]").addEventListener("click", () => view.image && fit());
+element.querySelector("[data-view=one]").addEventListener("click", () => view.image && oneToOne());
 
-// ---- keyboard shortcuts (ignored while typing in a field)
+// ---- keyboard shortcuts (ignored while typing in a field); the canvas's own through window.__dsCanvas
+function canvasKey(evt, k) {
+  const modes = { v: "select", b: "box", c: "pos", x: "neg", e: "edit", r: "ruler" };
+  if (k === "d") setMode(evt.shiftKey ? "erase" : "brush");
+  else if (k in modes) setMode(modes[k]);
+  else if (k === "[" || k === "]") setBrushSize(Number(sizeIn.value) * (k === "]" ? 1.25 : 0.8));
+  else if (k === "o") setFill(Number(fillIn.value) > 0 ? 0 : lastFill);
+  else if (!view.image) return false;
+  else if (k === "f" || k === "0") fit();
+  else if (k === "1") oneToOne();
+  else if (k === "+" || k === "=" || k === "-") zoomAt([current().cx, current().cy], k === "-" ? 0.8 : 1.25);
+  else return false;
+  return true;
+}
+window.__dsCanvas = {
+  key: canvasKey,
+  space: (down) => {
+    if (down && !hover) return false; // Space pans only over the image (elsewhere it presses buttons)
+    spaceHeld = down;
+    root.classList.toggle("ds-panning", down);
+    if (down) brushCursor.setAttribute("visibility", "hidden");
+    return true;
+  },
+  setMode: setMode,
+  zoom: () => current(),
+  setZoom: (z) => setZoom(z),
+  fit: fit,
+  opening: opening,
+};
+window.__dsSetMode = setMode;
 if (!window.__dsKeys) {
   window.__dsKeys = true;
   const clickId = (id) => {
     const b = document.querySelector("#" + id + " button, button#" + id);
     if (b) b.click();
   };
+  const typing = (t) => t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
   document.addEventListener("keydown", (evt) => {
     const t = evt.target;
-    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)) return;
+    const slider = t && t.type === "range" && t.closest(".ds-canvas"); // the canvas's sliders keep their keys
+    if (slider ? /^(Arrow|Page|Home|End)/.test(evt.key) : typing(t)) return;
+    const c = window.__dsCanvas;
+    if (evt.key === " ") {
+      if (c && c.space(true)) evt.preventDefault();
+      return;
+    }
     const k = evt.key.toLowerCase();
     const ctrl = evt.ctrlKey || evt.metaKey;
-    const modes = { b: "box", c: "pos", x: "neg", e: "edit", r: "ruler" };
     if (ctrl && k === "z") clickId(evt.shiftKey ? "ds-redo" : "ds-undo");
     else if (ctrl && k === "y") clickId("ds-redo");
     else if (ctrl || evt.altKey) return;
-    else if (k in modes) window.__dsSetMode && window.__dsSetMode(modes[k]);
-    else if (k === "arrowright" || k === "n" || k === "pagedown") clickId("ds-next");
+    else if (c && c.key(evt, k)) {
+      /* a canvas tool, zoom or size */
+    } else if (k === "arrowright" || k === "n" || k === "pagedown") clickId("ds-next");
     else if (k === "arrowleft" || k === "p" || k === "pageup") clickId("ds-prev");
     else if (k === "a") clickId("ds-accept");
     else if (k === "escape") clickId("ds-clear");
     else return;
     evt.preventDefault();
   });
+  document.addEventListener("keyup", (evt) => {
+    if (evt.key !== " " || !window.__dsCanvas) return;
+    const held = document.querySelector(".ds-canvas.ds-panning");
+    window.__dsCanvas.space(false);
+    if (held) evt.preventDefault(); // the Space that panned does not also press a focused button
+  });
 }
-window.__dsSetMode = setMode;
 
-new ResizeObserver(() => view.image && draw()).observe(stage);
+setFill(pref("fillOpacity", 25));
+setBrushSize(pref("brushSize", 24));
+new ResizeObserver(() => view.image && (applyZoom(), drawOverlay())).observe(stage);
 watch("value", onView);
 setMode("box");
 onView();
+if (!view.image) opening(); // the page's first open is on its way
