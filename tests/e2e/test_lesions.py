@@ -100,7 +100,7 @@ def open_page(browser, url: str, path: str):
 
 def show(page, path: str) -> None:
     page.wait_for_selector(".ds-svg image.ds-img[href]", timeout=60000)
-    wait_text(page, ".ds-status", "px, embedding from", "no image opened", timeout_ms=60000)
+    wait_text(page, ".ds-status", "px, embedding", "no image opened", timeout_ms=60000)
     if path not in page.locator(".ds-status").text_content():
         page.locator("#ds-next").click()
         wait_text(page, ".ds-status", path, f"{path} not opened", timeout_ms=60000)
