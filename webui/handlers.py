@@ -42,6 +42,14 @@ STATUS_ICONS = {"not_started": "○", "in_progress": "◐", "done": "●"}
 STATUS_WORDS = {"not_started": "not started", "in_progress": "in progress", "done": "done"}
 UPLOADS_DIR = "uploads"
 PREFETCH_AHEAD = 2
+# Bounds of one session's memory. An edited outline costs ~140 bytes per vertex in the undo history (30 edits
+# of 100,000 vertices added 415 MiB before these bounds); the page's outline of a 44 MP image (dev masks
+# upscaled 10x) had at most 1,650 vertices simplified at 1 px, 9,500 at 0 px. The history keeps at most
+# MAX_UNDO steps before the current one and MAX_HISTORY_VERTICES edited vertices in all (~70 MB); the
+# oldest steps are dropped first.
+MAX_UNDO = 100
+MAX_EDIT_VERTICES = 20_000
+MAX_HISTORY_VERTICES = 500_000
 
 
 @dataclass(frozen=True)
@@ -253,8 +261,20 @@ def _push(s: Session, prompts: Prompts) -> None:
     image = s.require_image()
     prompts = prompts.validated(image.width, image.height)  # reject before it enters the history
     _predict(s, prompts)
-    s.history.append(Step(prompts))
+    _record(s, Step(prompts))
+
+
+def _record(s: Session, step: Step) -> None:
+    """Make `step` the newest undoable state; drop the oldest beyond MAX_UNDO or MAX_HISTORY_VERTICES."""
+    s.history.append(step)
     s.redo.clear()
+    keep, vertices = 0, 0
+    for kept in reversed(s.history):
+        vertices += vertex_count(kept.outline) if kept.outline is not None else 0
+        if keep > MAX_UNDO or (keep and vertices > MAX_HISTORY_VERTICES):
+            break
+        keep += 1
+    del s.history[:-keep]
 
 
 def undo_prompt(s: Session) -> None:
@@ -330,6 +350,11 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
     """Take an edited outline from the page: repaired, it becomes the mask. Returns repair warnings."""
     image = s.require_image()
     polys = Polygons.from_json(data)
+    if (n := vertex_count(polys)) > MAX_EDIT_VERTICES:
+        raise GeometryError(
+            f"an edited outline may have at most {MAX_EDIT_VERTICES:,} vertices, this one has {n:,}: "
+            "simplify it (a larger tolerance) before editing"
+        )
     if (polys.width, polys.height) != (image.width, image.height):
         raise GeometryError(
             f"the outline is for a {polys.width}×{polys.height} image, the open image is "
@@ -339,8 +364,7 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
     s.polygons = repaired.polygons
     s.mask = polygons_to_mask(repaired.polygons, image.height, image.width)
     s.edited, s.metrics = True, None
-    s.history.append(Step(s.prompts, repaired.polygons))  # undoable like a prompt
-    s.redo.clear()
+    _record(s, Step(s.prompts, repaired.polygons))  # undoable like a prompt
     s.message = f"outline edited: {int(s.mask.sum()):,} px" + (
         f" ({len(repaired.warnings)} repair(s))" if repaired.warnings else ""
     )
@@ -357,8 +381,12 @@ def set_tolerance(s: Session, tolerance_px: float) -> None:
         if s.edited:  # the edit is baked into the mask; keep mask and outline in agreement
             s.mask = polygons_to_mask(s.polygons, s.mask.shape[0], s.mask.shape[1])
             s.history[-1] = Step(s.prompts, s.polygons)
-        n = sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in s.polygons.parts)
-        s.message = f"outline simplified at {s.tolerance_px:g} px: {n} vertices"
+        s.message = f"outline simplified at {s.tolerance_px:g} px: {vertex_count(s.polygons)} vertices"
+
+
+def vertex_count(polys: Polygons) -> int:
+    """Vertices of every ring of every part."""
+    return sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in polys.parts)
 
 
 # --------------------------------------------------------------------------------------------------
