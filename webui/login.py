@@ -1,6 +1,6 @@
 """The server's login (`serve --auth`): who is logged in, and failed logins slowed, then refused, per address.
 
-Gradio checks its login on its own routes; `logged_in` asks Gradio's own check (the `/gradio_api/user`
+Gradio checks its login on its own routes; `logged_in` asks Gradio's own check (its `/gradio_api/user`
 route: the session cookie `access-token[-unsecure]-<id>`, or an auth dependency) so that routes added by
 dermaseg require exactly the same login. Gradio's `/login` answers as fast as it can (200 guesses in 0.3 s
 were measured); `LoginThrottle` slows failures from one client address, then locks that address out.
@@ -9,6 +9,7 @@ were measured); `LoginThrottle` slows failures from one client address, then loc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -29,11 +30,37 @@ async def logged_in(request: Request) -> bool:
     app = request.app
     if getattr(app, "auth", None) is None and getattr(app, "auth_dependency", None) is None:
         return True
-    for route in app.routes:
-        if getattr(route, "path", None) == f"{API_PREFIX}/user":
-            return await route.endpoint(request) is not None
-    log.error("Gradio's %s/user route is missing: refusing every request to dermaseg's own routes", API_PREFIX)
-    return False  # fail closed
+    return await gradio_user(request) is not None
+
+
+async def gradio_user(request: Request) -> str | None:
+    """The user Gradio's own `GET /gradio_api/user` names for this request's cookies (None: not logged in).
+
+    Asked in-process through the app's router, so the check is Gradio's, whatever its cookies or auth
+    dependency; anything but a JSON string answer counts as not logged in.
+    """
+    headers = [(k, v) for k, v in request.scope["headers"] if k in (b"cookie", b"host", b"authorization")]
+    path = f"{API_PREFIX}/user"
+    scope = {**request.scope, "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b""}
+    scope["headers"] = headers
+    status, body = 0, bytearray()
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
+
+    await request.app.router(scope, receive, send)
+    try:
+        user = json.loads(body) if status == 200 else None
+    except ValueError:
+        user = None
+    return user if isinstance(user, str) else None
 
 
 @dataclass(frozen=True)
