@@ -35,6 +35,7 @@ from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import Engine, MaskResult, Segmenter
 from dermaseg.core.store import Project, Provenance
+from dermaseg.webui.gesture_route import MAX_DEPTH, nesting_depth
 
 DISPLAY_MAX_SIDE = 2048  # px; larger images are shown downscaled (prompts stay in full-res pixels)
 DEFAULT_TOLERANCE_PX = 1.0
@@ -675,6 +676,8 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
     payload: {"type": "box", "box": [x0, y0, x1, y1]} | {"type": "click", "x", "y", "positive"}
     | {"type": "edit", "polygons": [parts]} | {"type": "ruler", "x", "y"}, each with an optional "seq".
     """
+    if isinstance(payload, str) and nesting_depth(payload.encode()) > MAX_DEPTH:  # json.loads would recurse
+        raise DermasegError(f"malformed gesture from the page (nested more than {MAX_DEPTH} levels deep)")
     g = json.loads(payload) if isinstance(payload, str) else dict(payload)
     if not isinstance(g, dict) or g.get("kind") != "gesture":
         return ()

@@ -201,3 +201,11 @@ def test_a_flood_on_one_real_session_is_refused_not_queued(served, project):
     statuses = [s for s, _ in answers]
     assert other[0] == 200 and other[1]["channel"] == b and other[1]["prompts"]["box"]
     assert set(statuses) == {200, 429}  # some answered, the rest told to retry; none waited in a queue
+
+
+def test_deep_nesting_through_the_gradio_event_is_a_clear_message(served, page):
+    """The page's other way in (the Gradio event "gesture") parses the same JSON: refused before json.loads."""
+    client, _, _ = page
+    deep = '{"kind": "gesture", "type": "edit", "polygons": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    view = json.loads(client.predict(deep, api_name="/gesture"))
+    assert f"nested more than {MAX_DEPTH} levels deep" in view["message"]
