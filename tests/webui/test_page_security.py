@@ -1,13 +1,15 @@
 """Security of the page and its API (the core/CLI side is tests/hardening/test_security.py).
 
 - Binding: 127.0.0.1 by default; another interface needs --auth (no default password); `serve` says who
-  can reach the page; a login, when set, is enforced.
+  can reach the page; a login, when set, is enforced on every route (dermaseg's gesture route too), and
+  failed logins are slowed, then refused, per client address.
 - Paths: every API endpoint that takes a string or a file is attacked with `..`, absolute paths,
   symlinks and URLs; Gradio's own file routes are asked for files outside the allowed folders. Nothing
   outside the project (or Gradio's upload folder) is read, written or fetched; the launch settings are tight.
 - Limits: uploads above the size limit and images above the pixel limit get a clear message.
 - Offline: a whole scripted session in a real `dermaseg serve` process makes zero connections or
-  name lookups beyond loopback (Python audit hook in the server), attacks that ask it to fetch URLs included.
+  name lookups beyond loopback (Python audit hook in the server), attacks that ask it to fetch URLs included;
+  native libraries are watched under strace in tests/hardening/test_offline.py.
 """
 
 from __future__ import annotations
