@@ -24,12 +24,14 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dermaseg.core.errors import DermasegError
+from dermaseg.core.offline import disable_telemetry
 from dermaseg.core.segmenter import Engine
 from dermaseg.core.settings import Settings
 from dermaseg.core.store import Project
 from dermaseg.webui import handlers as h
 from dermaseg.webui.canvas import STATIC, Canvas
 from dermaseg.webui.gesture_route import gesture_route
+from dermaseg.webui.login import LoginLimits, LoginThrottle
 
 THEME_FONTS = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 SHORTCUTS = (
@@ -53,9 +55,8 @@ def webui_dir(settings: Settings) -> Path:
 
 def configure_environment(settings: Settings) -> None:
     """Offline and private Gradio settings; call before building the app."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    disable_telemetry()  # Gradio analytics, huggingface_hub, the runtimes (done already when dermaseg.webui loaded)
     os.environ["GRADIO_RUN_HISTORY"] = "False"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # huggingface_hub (a Gradio dependency) never calls home
     os.environ.setdefault("GRADIO_TEMP_DIR", str(webui_dir(settings) / "gradio"))
     for var in ("NO_PROXY", "no_proxy"):
         have = [v for v in os.environ.get(var, "").split(",") if v]
@@ -593,21 +594,29 @@ def launch(
     block: bool = True,
     quiet: bool = False,
     max_file_size: str | int = MAX_UPLOAD,
+    login_limits: LoginLimits | None = None,
 ) -> str:
     """Serve the app offline; returns the local URL (and blocks unless `block` is False).
 
     Gradio may serve only the page's own folders (display images, exports) and its upload folder;
     the routes that would fetch a URL are refused (`LocalOnly`), and uploads above `max_file_size` too.
+    With `auth`, every route needs the login (the gesture route included) and failed logins are slowed
+    and limited per client address (`login_limits`, default `LoginLimits()`).
     """
     allowed = [str(p) for p in getattr(app, "dermaseg_allowed", [])]
     for p in allowed:
         Path(p).mkdir(parents=True, exist_ok=True)
+    middleware = [Middleware(LocalOnly)]
+    login_limits = login_limits or LoginLimits()
+    if auth is not None:
+        middleware.append(Middleware(LoginThrottle, limits=login_limits))
     app.queue(default_concurrency_limit=1)  # events without their own limit (the page's have one: per-session locks)
     app.launch(
         server_name=host,
         server_port=port,
         share=False,
         auth=auth,
+        auth_message=login_limits.notice() if auth is not None else None,
         inbrowser=False,
         prevent_thread_lock=not block,
         show_error=True,
@@ -620,6 +629,6 @@ def launch(
         ssr_mode=False,
         enable_monitoring=False,
         max_file_size=max_file_size,
-        app_kwargs={"middleware": [Middleware(LocalOnly)], "routes": getattr(app, "dermaseg_routes", [])},
+        app_kwargs={"middleware": middleware, "routes": getattr(app, "dermaseg_routes", [])},
     )
     return app.local_url

@@ -3,35 +3,63 @@
 Through a Gradio event a prompt's round trip costs ~40 ms in the page before any model work (the
 reference row of `bench_browser`); a plain fetch to a route of the same server costs ~3 ms. The route
 knows a page only by its channel, an unguessable token that reaches the page inside its own session's
-views. Anything else is refused (404 unknown channel, 400 malformed, 413 too large) and the page then
+views, and, when the server has a login, only from a browser logged in as Gradio's own routes require
+(401 otherwise). Anything else is refused (404 unknown channel, 400 malformed or nested too deeply,
+413 too large, 429 while the session already has a gesture running and one waiting) and the page then
 sends the gesture through the Gradio event instead, so nothing is lost when the server restarted.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dermaseg.webui.login import logged_in
+
 PATH = "/dermaseg/gesture"
-MAX_BODY_BYTES = 4 * 1024 * 1024  # an edited outline of ~100k vertices
+MAX_BODY_BYTES = 1024 * 1024  # an edited outline of handlers.MAX_EDIT_VERTICES vertices, with room to spare
+# A gesture nests 6 levels ({message {gesture [parts {part [ring [x, y]]}]}}); json.loads recurses per level
+# and a body nested 50,000 deep ended in a RecursionError (a bare 500).
+MAX_DEPTH = 16
+# Gestures of one session in the route at once: one running (under the session's lock) and one waiting.
+# The page sends one at a time; more would hold the server's worker threads, shared by every session.
+MAX_PER_SESSION = 2
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\Z)', re.DOTALL)  # possessive: linear even when unterminated
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def nesting_depth(body: bytes) -> int:
+    """How deep JSON text nests arrays and objects (0 for a scalar), without parsing it; brackets inside
+    strings do not count. Linear in len(body), a few ms per MiB."""
+    chars = np.frombuffer(_STRING.sub(b'""', body), np.uint8)
+    step = np.isin(chars, _OPEN).astype(np.int32) - np.isin(chars, _CLOSE)
+    return int(np.cumsum(step).max(initial=0))
 
 
 def gesture_route(channels: Mapping[str, Any], answer: Callable[[Any, dict[str, Any]], str]) -> Route:
     """A Starlette route for PATH: body {"channel": str, "gesture": {...}} -> `answer(session, gesture)`,
     the view JSON (str), computed in a worker thread. `channels` maps a channel to its session."""
+    running: dict[str, int] = {}  # channel -> gestures in the route (event loop only: no lock needed)
 
     async def endpoint(request: Request) -> Response:
+        if not await logged_in(request):
+            return _refuse(401, "not logged in: reload the page and log in")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY_BYTES:
                 return _refuse(413, f"a gesture is at most {MAX_BODY_BYTES // 2**20} MiB")
+        if nesting_depth(bytes(body)) > MAX_DEPTH:
+            return _refuse(400, f"malformed gesture message (nested more than {MAX_DEPTH} levels deep)")
         try:
             message = json.loads(body)
             channel, gesture = message["channel"], message["gesture"]
@@ -42,11 +70,21 @@ def gesture_route(channels: Mapping[str, Any], answer: Callable[[Any, dict[str, 
         session = channels.get(channel)
         if session is None:
             return _refuse(404, "unknown channel: reload the page")
-        view = await run_in_threadpool(answer, session, gesture)
+        if running.get(channel, 0) >= MAX_PER_SESSION:
+            return _refuse(429, "busy: this page's previous gestures are still being answered; retry")
+        running[channel] = running.get(channel, 0) + 1
+        try:
+            view = await run_in_threadpool(answer, session, gesture)
+        finally:
+            if running[channel] == 1:
+                del running[channel]
+            else:
+                running[channel] -= 1
         return Response(view, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     return Route(PATH, endpoint, methods=["POST"])
 
 
 def _refuse(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
+    headers = {"Retry-After": "1"} if status == 429 else None
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)

@@ -34,6 +34,7 @@ from dermaseg.core.preprocess import Transform
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import Engine, MaskResult, Segmenter
 from dermaseg.core.store import Annotation, DamagedAnnotation, Draft, Project, Provenance
+from dermaseg.webui.gesture_route import MAX_DEPTH, nesting_depth
 
 DISPLAY_MAX_SIDE = 2048  # px; larger images are shown downscaled (prompts stay in full-res pixels)
 DEFAULT_TOLERANCE_PX = 1.0
@@ -47,6 +48,14 @@ EMBEDDING_SOURCE = {
 }
 PREFETCH_AHEAD = 2
 LAST_IMAGE_KEY, ANNOTATOR_KEY = "last_image_id", "annotator"  # `Project.ui_state` keys
+# Bounds of one session's memory. An edited outline costs ~140 bytes per vertex in the undo history (30 edits
+# of 100,000 vertices added 415 MiB before these bounds); the page's outline of a 44 MP image (dev masks
+# upscaled 10x) had at most 1,650 vertices simplified at 1 px, 9,500 at 0 px. The history keeps at most
+# MAX_UNDO steps before the current one and MAX_HISTORY_VERTICES edited vertices in all (~70 MB); the
+# oldest steps are dropped first.
+MAX_UNDO = 100
+MAX_EDIT_VERTICES = 20_000
+MAX_HISTORY_VERTICES = 500_000
 
 
 @dataclass(frozen=True)
@@ -394,8 +403,20 @@ def _push(s: Session, prompts: Prompts) -> None:
     image = s.require_image()
     prompts = prompts.validated(image.width, image.height)  # reject before it enters the history
     _predict(s, prompts)
-    s.history.append(Step(prompts))
+    _record(s, Step(prompts))
+
+
+def _record(s: Session, step: Step) -> None:
+    """Make `step` the newest undoable state; drop the oldest beyond MAX_UNDO or MAX_HISTORY_VERTICES."""
+    s.history.append(step)
     s.redo.clear()
+    keep, vertices = 0, 0
+    for kept in reversed(s.history):
+        vertices += vertex_count(kept.outline) if kept.outline is not None else 0
+        if keep > MAX_UNDO or (keep and vertices > MAX_HISTORY_VERTICES):
+            break
+        keep += 1
+    del s.history[:-keep]
     keep_draft(s)
 
 
@@ -543,6 +564,11 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
     """Take an edited outline from the page: repaired, it becomes the mask. Returns repair warnings."""
     image = s.require_image()
     polys = Polygons.from_json(data)
+    if (n := vertex_count(polys)) > MAX_EDIT_VERTICES:
+        raise GeometryError(
+            f"an edited outline may have at most {MAX_EDIT_VERTICES:,} vertices, this one has {n:,}: "
+            "simplify it (a larger tolerance) before editing"
+        )
     if (polys.width, polys.height) != (image.width, image.height):
         raise GeometryError(
             f"the outline is for a {polys.width}×{polys.height} image, the open image is "
@@ -552,10 +578,8 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
     s.polygons = repaired.polygons
     s.mask = rasterised(s, repaired.polygons)
     s.edited, s.metrics = True, None
-    s.history.append(Step(s.prompts, repaired.polygons))  # undoable like a prompt
-    s.redo.clear()
-    keep_draft(s)
-    s.message = f"outline edited: {int(s.mask.sum()):,} px" + (
+    _record(s, Step(s.prompts, repaired.polygons))  # undoable like a prompt
+    s.message = f"outline edited: {int(s.mask.sum() * s.pixel_size**2):,} px" + (
         f" ({len(repaired.warnings)} repair(s))" if repaired.warnings else ""
     )
     return repaired.warnings
@@ -608,8 +632,7 @@ def paint(s: Session, points: Any, radius: float, erase: bool = False) -> None:
     s.mask = mask
     s.polygons = outline(s, mask) if mask.any() else Polygons((), image.width, image.height)
     s.edited, s.metrics = True, None
-    s.history.append(Step(s.prompts, s.polygons, mask))  # undoable like a prompt; the exact painted mask
-    s.redo.clear()
+    _record(s, Step(s.prompts, s.polygons, mask))  # undoable like a prompt; the exact painted mask
     area = int(mask.sum() * s.pixel_size**2)
     s.message = f"{'erased' if erase else 'painted'}: outline {area:,} px (edited by hand)"
 
@@ -665,8 +688,12 @@ def set_tolerance(s: Session, tolerance_px: float) -> None:
             s.mask = rasterised(s, s.polygons)
             s.history[-1] = Step(s.prompts, s.polygons)
             keep_draft(s)
-        n = sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in s.polygons.parts)
-        s.message = f"outline simplified at {s.tolerance_px:g} px: {n} vertices"
+        s.message = f"outline simplified at {s.tolerance_px:g} px: {vertex_count(s.polygons)} vertices"
+
+
+def vertex_count(polys: Polygons) -> int:
+    """Vertices of every ring of every part."""
+    return sum(len(p.exterior) + sum(len(h) for h in p.holes) for p in polys.parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1158,6 +1185,8 @@ def handle_gesture(s: Session, payload: str | dict[str, Any]) -> tuple[str, ...]
     | {"type": "select", "annotation_id": N} (edit saved lesion N) | {"type": "new_lesion"}
     | {"type": "paint", "points": [[x, y], ...], "radius": r, "erase": bool}, each with an optional "seq".
     """
+    if isinstance(payload, str) and nesting_depth(payload.encode()) > MAX_DEPTH:  # json.loads would recurse
+        raise DermasegError(f"malformed gesture from the page (nested more than {MAX_DEPTH} levels deep)")
     g = json.loads(payload) if isinstance(payload, str) else dict(payload)
     if not isinstance(g, dict) or g.get("kind") != "gesture":
         return ()

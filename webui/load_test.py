@@ -160,10 +160,12 @@ def start_server(
     env: dict[str, str] | None = None,
     audit_log: Path | None = None,
     timeout_s: float = 120.0,
+    prefix: Sequence[str] = (),
 ) -> Server:
     """Run `dermaseg serve --project PROJECT` on 127.0.0.1 and wait until the page answers.
 
     audit_log: install `install_audit` in the server process first (records outside destinations there).
+    prefix: a command that runs the server (e.g. strace ...); `Server.proc` is then that command's process.
     """
     port = port or free_port()
     argv = ["serve", "--project", str(project), "--port", str(port), "--cache-dir", str(cache_dir), *extra_args]
@@ -176,7 +178,7 @@ def start_server(
     penv["NO_PROXY"] = penv["no_proxy"] = "127.0.0.1,localhost"
     log = cache_dir / f"serve-{port}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, env=penv)
+        proc = subprocess.Popen([*prefix, sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, env=penv)
     server = Server(proc, f"http://{LOOPBACK}:{port}/", log)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     end = time.monotonic() + timeout_s

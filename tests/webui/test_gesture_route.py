@@ -1,17 +1,25 @@
 """The canvas's fast path (`gesture_route`): a gesture POSTed with the page's channel, answered with the view,
-against the app on 127.0.0.1; sessions are reached through gradio_client as the page reaches them."""
+against the app on 127.0.0.1; sessions are reached through gradio_client as the page reaches them.
+Its bounds: size, nesting, gestures in flight per session (so one page cannot starve the others), and the
+server's login (`serve --auth`) required as on Gradio's own routes."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import uvicorn
 from gradio_client import Client
+from starlette.applications import Starlette
 
 from dermaseg.core.dataset import box_from_mask
-from dermaseg.webui.gesture_route import MAX_BODY_BYTES, PATH
+from dermaseg.webui.gesture_route import MAX_BODY_BYTES, MAX_DEPTH, MAX_PER_SESSION, PATH, gesture_route, nesting_depth
+from dermaseg.webui.load_test import free_port
 
 
 def post(url: str, body: bytes, method: str = "POST") -> tuple[int, dict]:
@@ -78,8 +86,20 @@ def test_a_users_error_comes_back_in_the_view(served, page):
         (json.dumps({"channel": 5, "gesture": {}}).encode(), 400),
         (json.dumps({"channel": "x", "gesture": "box"}).encode(), 400),
         (b"{" + b" " * MAX_BODY_BYTES + b"}", 413),
+        (b'{"channel": "x", "gesture": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400),  # was a bare 500
+        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), 400),
     ],
-    ids=["unknown-channel", "empty-channel", "not-json", "not-object", "channel-not-str", "gesture-not-obj", "too-big"],
+    ids=[
+        "unknown-channel",
+        "empty-channel",
+        "not-json",
+        "not-object",
+        "channel-not-str",
+        "gesture-not-obj",
+        "too-big",
+        "nested-50000",
+        "nested-17",
+    ],
 )
 def test_refusals(served, page, body: bytes, status: int):
     got, answer = post(served[1], body)
@@ -97,3 +117,95 @@ def test_each_session_has_its_own_unguessable_channel(served, project):
         for _ in range(2)
     }
     assert len(channels) == 2 and all(len(c) >= 32 for c in channels)
+
+
+def test_nesting_depth_is_counted_outside_strings():
+    edit = {"channel": "c", "gesture": {"type": "edit", "polygons": [{"exterior": [[1, 2]], "holes": [[[3, 4]]]}]}}
+    assert nesting_depth(json.dumps(edit).encode()) == 7  # a hole's vertex: the deepest a page sends
+    assert nesting_depth(b"5") == 0 and nesting_depth(b"[[]][]") == 2
+    assert nesting_depth(b'["[[[[", {"a": "]]]]"}, [["\\"]]]') == 3  # brackets in strings, an escaped backslash
+    assert nesting_depth(b'["]]]]]]]]", [[[[[[1]]]]]]') == 7  # a string cannot hide real nesting
+    assert nesting_depth(b'["' + b'\\"' * 200_000) == 1  # an unterminated string of escaped quotes: linear
+
+
+def test_an_outline_above_the_vertex_limit_is_refused_in_the_view(served, page):
+    from dermaseg.webui.handlers import MAX_EDIT_VERTICES
+
+    _, channel, _ = page
+    ring = [[10 + (i % 2), 10 + i * 1e-3] for i in range(MAX_EDIT_VERTICES + 1)]
+    status, view = post(served[1], gesture(channel, type="edit", polygons=[{"exterior": ring, "holes": []}], seq=12))
+    assert status == 200 and f"at most {MAX_EDIT_VERTICES:,} vertices" in view["message"] and view["ack"] == 12
+
+
+# --------------------------------------------------------------------------------------------------
+# fairness: gestures in flight per session
+
+
+@pytest.fixture()
+def gated_route():
+    """The route on a real HTTP server (uvicorn), answering through a gate the test opens: while closed, every
+    admitted gesture is in flight. Yields (url, gate, answered channels in order)."""
+    gate, answered = threading.Event(), []
+
+    def answer(session: str, g: dict) -> str:
+        if session == "a":
+            gate.wait(30)
+        answered.append(session)
+        return json.dumps({"kind": "view", "ack": g.get("seq")})
+
+    port = free_port()
+    app = Starlette(routes=[gesture_route({"a": "a", "b": "b"}, answer)])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}/", gate, answered
+    gate.set()
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_one_busy_session_cannot_starve_another(gated_route):
+    """More stuck gestures on "a" than the server has worker threads (40): "b" is answered all the same."""
+    url, gate, answered = gated_route
+    n = 45
+    with ThreadPoolExecutor(n) as pool:
+        flood = [pool.submit(post, url, gesture("a", type="click", seq=i)) for i in range(n)]
+        deadline = time.monotonic() + 30
+        while sum(f.done() for f in flood) < n - MAX_PER_SESSION and time.monotonic() < deadline:
+            time.sleep(0.01)  # the refusals come back at once; the admitted ones wait at the gate
+        status, view = post(url, gesture("b", type="click", seq=99))  # the other session, while "a" is stuck
+        assert status == 200 and view["ack"] == 99 and answered == ["b"]
+        gate.set()
+        answers = [f.result(30) for f in flood]
+    statuses = sorted(a[0] for a in answers)
+    assert statuses == [200] * MAX_PER_SESSION + [429] * (n - MAX_PER_SESSION)
+    assert all("busy" in a[1]["error"] for a in answers if a[0] == 429)
+    assert answered == ["b"] + ["a"] * MAX_PER_SESSION
+    assert post(url, gesture("a", type="click", seq=100))[0] == 200  # free again once answered
+
+
+def test_a_flood_on_one_real_session_is_refused_not_queued(served, project):
+    """The issue's steps on the real app: many gestures at once on one session; another session still answered."""
+    rec = project.images()[0]
+    a, b = (
+        json.loads(Client(served[1], verbose=False).predict(rec.id, api_name="/open_image")[0])["channel"]
+        for _ in range(2)
+    )
+    box = [10, 10, 200, 150]
+    with ThreadPoolExecutor(40) as pool:
+        flood = [pool.submit(post, served[1], gesture(a, type="box", box=box, seq=i)) for i in range(40)]
+        other = post(served[1], gesture(b, type="box", box=box, seq=1))
+        answers = [f.result(120) for f in flood]
+    statuses = [s for s, _ in answers]
+    assert other[0] == 200 and other[1]["channel"] == b and other[1]["prompts"]["box"]
+    assert set(statuses) == {200, 429}  # some answered, the rest told to retry; none waited in a queue
+
+
+def test_deep_nesting_through_the_gradio_event_is_a_clear_message(served, page):
+    """The page's other way in (the Gradio event "gesture") parses the same JSON: refused before json.loads."""
+    client, _, _ = page
+    deep = '{"kind": "gesture", "type": "edit", "polygons": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    view = json.loads(client.predict(deep, api_name="/gesture"))
+    assert f"nested more than {MAX_DEPTH} levels deep" in view["message"]

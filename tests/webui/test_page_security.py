@@ -1,13 +1,15 @@
 """Security of the page and its API (the core/CLI side is tests/hardening/test_security.py).
 
 - Binding: 127.0.0.1 by default; another interface needs --auth (no default password); `serve` says who
-  can reach the page; a login, when set, is enforced.
+  can reach the page; a login, when set, is enforced on every route (dermaseg's gesture route too), and
+  failed logins are slowed, then refused, per client address.
 - Paths: every API endpoint that takes a string or a file is attacked with `..`, absolute paths,
   symlinks and URLs; Gradio's own file routes are asked for files outside the allowed folders. Nothing
   outside the project (or Gradio's upload folder) is read, written or fetched; the launch settings are tight.
 - Limits: uploads above the size limit and images above the pixel limit get a clear message.
 - Offline: a whole scripted session in a real `dermaseg serve` process makes zero connections or
-  name lookups beyond loopback (Python audit hook in the server), attacks that ask it to fetch URLs included.
+  name lookups beyond loopback (Python audit hook in the server), attacks that ask it to fetch URLs included;
+  native libraries are watched under strace in tests/hardening/test_offline.py.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,6 +33,8 @@ from PIL import Image
 from dermaseg.core.dataset import box_from_mask
 from dermaseg.webui import load_test
 from dermaseg.webui.cli import main
+from dermaseg.webui.gesture_route import PATH as GESTURE_PATH
+from dermaseg.webui.login import LoginLimits
 
 SECRET = "dermaseg-secret-outside-the-project"
 MAX_UPLOAD = "300kb"
@@ -144,6 +150,83 @@ def test_login_is_enforced_when_set(engine, project, tmp_path):
         assert Client(url, auth=("ann", "correct-horse"), verbose=False).view_api(print_info=False) is None
     finally:
         app.close()
+
+
+LOGIN = ("ann", "correct-horse")
+LIMITS = LoginLimits(free=2, delay_s=0.3, max_delay_s=0.6, lockout_after=4, lockout_s=3.0)
+
+
+@pytest.fixture(scope="module")
+def guarded(engine, project, tmp_path_factory):
+    """The app with a login (`serve --auth`) and small login limits; yields (url, a logged-in client)."""
+    from dermaseg.core.settings import Settings
+    from dermaseg.webui.app import build_app, launch
+
+    app = build_app(engine, project, Settings.from_env(cache_dir=tmp_path_factory.mktemp("guarded")))
+    url = launch(app, block=False, quiet=True, auth=LOGIN, login_limits=LIMITS)
+    yield url, Client(url, auth=LOGIN, verbose=False)
+    app.close()
+
+
+def http_from(address: str) -> httpx.Client:
+    """An HTTP client whose connections come from `address` (any 127.x.y.z reaches the server on 127.0.0.1)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=60)
+
+
+def login(http: httpx.Client, url: str, password: str) -> tuple[int, str, float]:
+    """POST Gradio's login form: (status, text, seconds taken)."""
+    t0 = time.monotonic()
+    r = http.post(url + "login", data={"username": LOGIN[0], "password": password})
+    return r.status_code, r.text, time.monotonic() - t0
+
+
+def test_the_gesture_route_needs_the_same_login(guarded, project):
+    """It answered 200 with the outline and the image's path to anyone holding a channel, --auth or not."""
+    url, client = guarded
+    channel = json.loads(client.predict(project.images()[0].id, api_name="/open_image")[0])["channel"]
+    box = {"channel": channel, "gesture": {"type": "box", "box": [10, 10, 200, 150], "seq": 3}}
+    click = {"channel": channel, "gesture": {"type": "click", "x": 50, "y": 40, "positive": True, "seq": 4}}
+    with http_from("127.0.0.9") as http:
+        r = http.post(url + GESTURE_PATH.lstrip("/"), json=box)
+        assert r.status_code == 401 and "log in" in r.json()["error"] and channel not in r.text
+        stranger = {f"access-token-unsecure-{'x' * 43}": "forged", "access-token": "forged"}
+        assert http.post(url + GESTURE_PATH.lstrip("/"), json=box, cookies=stranger).status_code == 401
+        assert login(http, url, LOGIN[1])[0] == 200  # the session cookie, as the page holds it
+        r = http.post(url + GESTURE_PATH.lstrip("/"), json=click)
+    assert r.status_code == 200 and r.json()["channel"] == channel and r.json()["ack"] == 4
+    assert r.json()["prompts"]["box"] is None  # the refused box never reached the session
+
+
+def test_failed_logins_are_slowed_then_refused_per_client(guarded):
+    url, _ = guarded
+    with http_from("127.0.0.2") as guesser, http_from("127.0.0.3") as other:
+        answers = [login(guesser, url, f"wrong-{i}") for i in range(LIMITS.lockout_after)]
+        assert [a[0] for a in answers] == [400] * LIMITS.lockout_after
+        for (_, _, took), failures in zip(answers, range(1, LIMITS.lockout_after + 1), strict=True):
+            assert took >= LIMITS.delay(failures) * 0.95  # 0, 0, 0.3, 0.6 s
+        status, text, _ = login(guesser, url, LOGIN[1])  # locked: even the right password waits
+        assert status == 429 and "too many failed logins from 127.0.0.2" in text and "try again in" in text
+        assert int(guesser.post(url + "login", data={"username": "x", "password": "y"}).headers["Retry-After"]) > 0
+        assert login(other, url, LOGIN[1])[0] == 200  # another address is not affected
+        assert login(other, url, "wrong")[0] == 400  # ... and its count started afresh
+        time.sleep(LIMITS.lockout_s)
+        assert login(guesser, url, LOGIN[1])[0] == 200  # the lock ends; a success clears the count
+        status, _, took = login(guesser, url, "wrong-again")
+        assert status == 400
+
+
+def test_guesses_sent_together_are_limited_together(guarded):
+    """The issue's 200 guesses at once: the first `lockout_after` are answered (slowed), every other one 429."""
+    url, _ = guarded
+    with http_from("127.0.0.4") as http, ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda i: login(http, url, f"guess-{i}")[0], range(40)))
+    assert sorted(statuses) == [400] * LIMITS.lockout_after + [429] * (40 - LIMITS.lockout_after)
+
+
+def test_the_login_page_states_the_limits(guarded):
+    r = httpx.get(guarded[0] + "config")  # what the login page reads before anyone logged in
+    assert r.status_code == 401 and r.json()["detail"]["auth_message"] == LIMITS.notice()
+    assert "after 4" in LIMITS.notice() and "3 s" in LIMITS.notice()
 
 
 # --------------------------------------------------------------------------------------------------
