@@ -1,7 +1,7 @@
 """The accuracy gate of a runtime variant: box Dice and clicks NoC@90 / mIoU@1 against ORT fp32, per image.
 
     python -m dermaseg.models.accuracy_gate DATASET [--variant onnx] [--variant openvino:int8:bf16] ...
-        [--limit N] [--json FILE]
+        [--start I] [--limit N] [--json FILE]
 
 The same protocol functions as `dermaseg evaluate` (`core.evaluation`): the ground-truth box + 5 px
 ("tight") answered through the product's path, and the clicks protocol with the same seeds, stopped once
@@ -72,6 +72,8 @@ def summarise(per_image: dict[str, dict[str, dict[str, float]]], ids: list[str])
     out = {}
     for variant, rows in per_image.items():
         done = [i for i in ids if i in rows]
+        if not done:
+            continue
         out[variant] = {"images": len(done)} | {
             k: round(float(np.mean([rows[i][k] for i in done])), 4) for k in ("box_dice", "NoC@85", "NoC@90", "IoU@1")
         }
@@ -89,21 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", type=Path)
     p.add_argument("--variant", action="append", help="onnx (first: the reference), openvino:int8:bf16, ...")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--start", type=int, default=0, help="first image (dataset order): split a run over processes")
+    p.add_argument("--limit", type=int, help="end before this image (dataset order)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     variants = args.variant or ["onnx", "openvino:int8:bf16", "openvino:fp32:bf16"]
     cases = read_dataset(args.dataset)
     held_out = {c.id for c in cases[1::2]}
-    cases = cases[: args.limit]
+    first, cases = args.start, cases[: args.limit]
     engines = {v: open_variant(v, Settings.from_env()) for v in variants}
     per_image: dict[str, dict[str, dict[str, float]]] = {v: {} for v in variants}
     result: dict = {}
-    for index, case in enumerate(cases):
+    for index, case in list(enumerate(cases))[first:]:
         gt = case.load_mask()
         for v, engine in engines.items():
             per_image[v][case.id] = score_image(engine, case.image, gt, index)
-        done = [c.id for c in cases[: index + 1]]
+        done = [c.id for c in cases[first : index + 1]]
         result = {
             "all": summarise(per_image, done),
             "held_out": summarise(per_image, [i for i in done if i in held_out]),

@@ -30,9 +30,10 @@ from dermaseg.core.settings import Settings
 OK, WHY = bov.available()
 pytestmark = pytest.mark.skipif(not OK, reason=WHY)
 
-# Min box-mask IoU (256 grid, head 0, GT box + 5 px) of the int8 encoder (bf16 inference) against ORT fp32,
-# over the dev images held out from calibration: measured 0.957 min / 0.982 mean on 32 images (see README).
-INT8_BOX_IOU_MIN = 0.93
+# Min box-mask IoU (256 grid, bundled decoder, GT box + 5 px) of the int8 encoder (bf16 inference) against ORT
+# fp32 on the dev images held out from calibration: measured min 0.984 on the 6 used here; over all 32 held-out
+# images min 0.819 (one image) / mean 0.976 (fp32 weights in bf16: 0.965 / 0.994; in f32: 1.0000).
+INT8_BOX_IOU_MIN = 0.95
 PARITY_IMAGES = 6  # dev images per parity test (positions 1, 3, 5, ...: held out from int8 calibration)
 
 
@@ -75,8 +76,8 @@ def test_fp32_in_f32_matches_onnx_runtime(models_dir: Path, ort: OnnxBackend, he
         x, coords, labels = _box_case(case)
         ref, emb = ort.encode(x), backend.encode(x)
         assert emb.shape == ref.shape == (1, 256, 64, 64) and emb.dtype == np.float32
-        np.testing.assert_allclose(emb, ref, atol=2e-3, rtol=0)  # measured max abs diff 1e-4..3e-4
-        assert _iou(_box_mask(backend, emb, coords, labels), _box_mask(ort, ref, coords, labels)) > 0.998
+        np.testing.assert_allclose(emb, ref, atol=1e-4, rtol=0)  # measured max abs diff 3.6e-6 (32 images)
+        assert _iou(_box_mask(backend, emb, coords, labels), _box_mask(ort, ref, coords, labels)) > 0.999
 
 
 def test_int8_box_masks_close_to_fp32(models_dir: Path, ort: OnnxBackend, held_out: list) -> None:
