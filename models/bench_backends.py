@@ -1,6 +1,6 @@
 """Encoder and decoder speed of ONNX Runtime against the OpenVINO variants, interleaved in one process.
 
-    python -m dermaseg.models.bench_backends [--images DIR] [--n-images 6] [--runs 24] [--json FILE]
+    python -m dermaseg.models.bench_backends --images DIR [--n-images 6] [--runs 24] [--json FILE]
 
 No torch in this process (its thread pool would inflate every figure). Each round times every variant
 once, in an order rotated round by round, on the next image, so load from other jobs falls on all
@@ -31,8 +31,6 @@ from dermaseg.core.preprocess import DECODER_INPUTS, LOW_RES_SIZE, encoder_input
 from dermaseg.core.prompts import Prompts
 from dermaseg.core.segmenter import decoder_points
 from dermaseg.core.settings import Settings
-
-DEV_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dermoscopy-dev"
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
@@ -132,7 +130,7 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=Path, default=DEV_DATA, help="dataset folder (default: the shared dev set)")
+    p.add_argument("--images", type=Path, required=True, help="dataset folder, e.g. ../shared/data/dermoscopy-dev")
     p.add_argument("--n-images", type=int, default=6)
     p.add_argument("--runs", type=int, default=24, help="timed runs per variant (images cycled)")
     p.add_argument("--json", type=Path, help="write the figures as JSON")
