@@ -101,3 +101,24 @@ def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = T
         models_dir / tuned if tuned else None,
         files[tuned]["sha256"] if tuned else "",
     )
+
+
+# OpenVINO's int8 encoder (NNCF post-training quantisation of encoder-fp32.onnx, `models/quantize_openvino.py`),
+# an IR pair; the manifest's "openvino" section says what it was made from ({"built": false, "reason"} without).
+OPENVINO_INT8_XML = "encoder-int8-ov.xml"
+OPENVINO_INT8_BIN = "encoder-int8-ov.bin"
+
+
+def openvino_int8_encoder(models_dir: Path, verify: bool = True) -> tuple[Path, str] | None:
+    """(the .xml path, one checksum of the .xml and .bin) of the int8 encoder, or None when not built.
+
+    ModelArtifactError when the manifest lists it but a file is missing or does not match its checksum."""
+    manifest = read_manifest(models_dir)
+    if not manifest.get("openvino", {}).get("built"):
+        return None
+    names = [OPENVINO_INT8_XML, OPENVINO_INT8_BIN]
+    if verify:
+        verify_files(models_dir, manifest, names)
+    files = manifest["files"]
+    pair = hashlib.sha256("".join(files[n]["sha256"] for n in names).encode()).hexdigest()
+    return models_dir / OPENVINO_INT8_XML, pair

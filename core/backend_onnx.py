@@ -25,13 +25,14 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, files: VariantFiles, threads: int = 2) -> None:
+    def __init__(self, files: VariantFiles, threads: int = 2, encoder: bool = True) -> None:
+        """encoder=False loads the decoders only (a backend running the encoder on another runtime)."""
         self.files = files
         self.model_id = files.model_id
         self.encoder_id = files.encoder_sha256
         # Memory pattern on the encoder doubled peak RSS on a second encode at the same speed; the
         # decoder keeps it (off, its p90 went from 26 to 58 ms). Measured, see the model notes.
-        self._encoder = _session(files.encoder, threads, mem_pattern=False)
+        self._encoder = _session(files.encoder, threads, mem_pattern=False) if encoder else None
         # Each concurrent encoder run holds its own ~270 MiB of activations in ORT's arena, which keeps its
         # peak (1 / 2 / 4 at once: RSS 468 / 735 / 1284 MiB); one run already uses every core, so queueing
         # them costs no throughput and bounds the memory whatever the number of users and prefetches.
@@ -48,6 +49,8 @@ class OnnxBackend:
         return self._tuned_decoder is not None
 
     def encode(self, x: np.ndarray) -> np.ndarray:
+        if self._encoder is None:
+            raise ModelArtifactError("this ONNX backend was opened without its encoder")
         with self._encoder_lock:
             return self._encoder.run(None, {"image": x})[0]
 

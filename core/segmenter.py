@@ -254,8 +254,8 @@ def decoder_points(prompts: Prompts, t: Transform) -> tuple[np.ndarray, np.ndarr
 
 def _open_backend(settings: Settings) -> Backend:
     choice = settings.backend
-    if choice not in ("auto", "onnx", "coreml"):
-        raise DermasegError(f"unknown backend {choice!r}: use auto, onnx or coreml")
+    if choice not in ("auto", "onnx", "coreml", "openvino"):
+        raise DermasegError(f"unknown backend {choice!r}: use auto, onnx, coreml or openvino")
     if choice == "coreml" or (choice == "auto" and platform.system() == "Darwin"):
         from dermaseg.core import backend_coreml
 
@@ -264,6 +264,14 @@ def _open_backend(settings: Settings) -> Backend:
             return backend_coreml.CoreMLBackend.open(settings.models_dir)
         if choice == "coreml":
             raise DermasegError(f"the CoreML backend cannot run here: {why}")
+    if choice == "openvino" or (choice == "auto" and platform.system() in ("Linux", "Windows")):
+        from dermaseg.core import backend_openvino
+
+        ok, why = backend_openvino.available()
+        if choice == "openvino" and not ok:
+            raise DermasegError(f"the OpenVINO backend cannot run here: {why}")
+        if ok and (choice == "openvino" or backend_openvino.preferred(settings)):
+            return backend_openvino.OpenVinoBackend.open(settings)
     from dermaseg.core.backend_onnx import OnnxBackend
 
     return OnnxBackend(resolve_variant(settings.models_dir, settings.variant), settings.threads)

@@ -20,9 +20,14 @@ class Settings:
 
     cache_dir: root of built model artifacts (`models/`) and the embedding disk store (`embeddings/`).
     variant: model variant id of the default ONNX pair (see `dermaseg.core.artifacts.VARIANTS`).
-    backend: "onnx", "coreml" or "auto" (CoreML on macOS when its artifacts exist, else ONNX).
-    threads: intra-op threads for ONNX Runtime.
-    blas_threads: threads of numpy's / SciPy's BLAS pools (`core.threads`; 1: they leave the cores to ONNX Runtime).
+    backend: "onnx", "coreml", "openvino" or "auto" (CoreML on macOS when its artifacts exist; OpenVINO on
+        x86-64 Linux/Windows when installed and its default encoder can run, see
+        `backend_openvino.preferred`; else ONNX Runtime).
+    openvino_encoder: the OpenVINO backend's encoder, "auto" (`backend_openvino.DEFAULT_ENCODER` when built),
+        "int8" (NNCF-quantised) or "fp32" (the variant's ONNX encoder).
+    openvino_precision: its inference precision, "auto" (bf16 where the CPU has it, else f32), "bf16", "f32".
+    threads: intra-op threads for ONNX Runtime and OpenVINO.
+    blas_threads: threads of numpy's / SciPy's BLAS pools (`core.threads`; 1: they leave the cores to the runtime).
     max_pixels: largest accepted image, in pixels (width x height).
     memory_cache_bytes: bound of the in-memory embedding LRU, in bytes (one embedding is 4 MiB).
     """
@@ -30,6 +35,8 @@ class Settings:
     cache_dir: Path = field(default_factory=_default_cache_dir)
     variant: str = "default"
     backend: str = "auto"
+    openvino_encoder: str = "auto"
+    openvino_precision: str = "auto"
     threads: int = 2
     blas_threads: int = 1
     max_pixels: int = 50_000_000
@@ -50,7 +57,7 @@ class Settings:
         values: dict[str, object] = {}
         if v := env.get(ENV_PREFIX + "CACHE_DIR"):
             values["cache_dir"] = Path(v)
-        for name in ("variant", "backend"):
+        for name in ("variant", "backend", "openvino_encoder", "openvino_precision"):
             if v := env.get(ENV_PREFIX + name.upper()):
                 values[name] = v
         for name in ("threads", "blas_threads", "max_pixels", "memory_cache_bytes"):

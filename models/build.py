@@ -16,6 +16,8 @@ from tqdm import tqdm
 from dermaseg.core.artifacts import (
     MANIFEST,
     MANIFEST_FORMAT,
+    OPENVINO_INT8_BIN,
+    OPENVINO_INT8_XML,
     VariantFiles,
     file_sha256,
     read_manifest,
@@ -82,6 +84,8 @@ def build(
     checkpoint is there and every file it lists matches its checksum, unless `force`.
     """
     if not force and (manifest := _up_to_date(models_dir)) is not None:
+        if _int8_missing(manifest, parity_cases):  # built before without dev images: add only the int8 encoder
+            return _add_openvino_int8(models_dir, manifest, parity_cases or [], log)
         log(f"model artifacts in {models_dir} are up to date (manifest verified); nothing to do")
         return manifest
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +96,7 @@ def build(
         if stale.name not in wanted:
             stale.unlink()
     started = time.perf_counter()
-    steps = tqdm(total=5 + int(coreml) + int(tuned), desc="building models", unit="step")
+    steps = tqdm(total=6 + int(coreml) + int(tuned), desc="building models", unit="step")
 
     def step(label: str) -> None:
         steps.set_postfix_str(label)
@@ -127,9 +131,13 @@ def build(
     parity = measure_parity(model, models_dir, cases)
     tuned_parity = measure_tuned_parity(tuned_net, models_dir, cases) if tuned else {}
     steps.update()
+    step("openvino int8")
+    openvino_info = build_openvino_int8(models_dir, parity_cases, log)
+    steps.update()
     steps.close()
 
     onnx_files = sorted(wanted)
+    built_files = onnx_files + ([OPENVINO_INT8_XML, OPENVINO_INT8_BIN] if openvino_info["built"] else [])
     manifest = {
         "format": MANIFEST_FORMAT,
         "export_version": EXPORT_VERSION,
@@ -148,7 +156,7 @@ def build(
         },
         "files": {
             name: {"sha256": file_sha256(models_dir / name), "bytes": (models_dir / name).stat().st_size}
-            for name in onnx_files
+            for name in built_files
         },
         "variants": {
             v: {"encoder": enc, "decoder": dec, "parity": parity[v]}
@@ -159,12 +167,38 @@ def build(
         "parity_cases": len(cases),
         "parity_data": "synthetic lesions" if parity_cases is None else "dataset (GT box + 5 px)",
         "coreml": coreml_info,
+        "openvino": openvino_info,
         "build_seconds": round(time.perf_counter() - started, 1),
     }
+    _write_manifest(models_dir, manifest)
+    log(f"built {len(built_files)} model files and manifest in {models_dir} ({manifest['build_seconds']} s)")
+    return manifest
+
+
+def _write_manifest(models_dir: Path, manifest: dict) -> None:
     tmp = models_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(models_dir / MANIFEST)
-    log(f"built {len(onnx_files)} ONNX files and manifest in {models_dir} ({manifest['build_seconds']} s)")
+
+
+def _int8_missing(manifest: dict, dev_cases: list[ParityCase] | None) -> bool:
+    """Dev images are given, the int8 encoder is not built, and the tools to make it are installed."""
+    import importlib.util
+
+    tools = all(importlib.util.find_spec(m) is not None for m in ("nncf", "openvino"))
+    return bool(dev_cases) and not manifest.get("openvino", {}).get("built") and tools
+
+
+def _add_openvino_int8(
+    models_dir: Path, manifest: dict, dev_cases: list[ParityCase], log: Callable[[str], None]
+) -> dict:
+    """An up-to-date build made without dev images, completed with the int8 encoder (nothing else redone;
+    the manifest, which does not list the int8 files until they are made, is replaced once they are)."""
+    info = build_openvino_int8(models_dir, dev_cases, log)
+    names = [OPENVINO_INT8_XML, OPENVINO_INT8_BIN] if info["built"] else []
+    files = {n: {"sha256": file_sha256(models_dir / n), "bytes": (models_dir / n).stat().st_size} for n in names}
+    manifest = manifest | {"files": manifest["files"] | files, "openvino": info}
+    _write_manifest(models_dir, manifest)
     return manifest
 
 
@@ -206,6 +240,45 @@ def _build_coreml(model: torch.nn.Module, models_dir: Path, tuned: torch.nn.Modu
         shutil.rmtree(old)
     info = export_coreml(model, models_dir, tuned=tuned)
     return {"built": True, **info}
+
+
+def build_openvino_int8(
+    models_dir: Path, dev_cases: list[ParityCase] | None, log: Callable[[str], None] = print
+) -> dict:
+    """The OpenVINO int8 encoder, calibrated on the dev images (`quantize_openvino.calibration_split` of
+    `dev_cases`, in dataset order); the manifest's "openvino" entry. Without dev images, or without
+    openvino / nncf installed, it is skipped (`{"built": False, "reason"}`) and OpenVINO runs the fp32 ONNX
+    encoder: calibrating on synthetic images would make an encoder nobody measured."""
+    for old in (OPENVINO_INT8_XML, OPENVINO_INT8_BIN):
+        (models_dir / old).unlink(missing_ok=True)
+    if not dev_cases:
+        reason = "no dev images (--parity-data DIR) to calibrate on; OpenVINO runs the fp32 encoder"
+        log(f"OpenVINO int8 encoder skipped: {reason}")
+        return {"built": False, "reason": reason}
+    try:
+        from dermaseg.models import quantize_openvino as qov  # openvino's telemetry off, then nncf
+    except ImportError as e:
+        reason = f"{e.name} unavailable (the export extra installs nncf and openvino)"
+        log(f"OpenVINO int8 encoder skipped: {reason}")
+        return {"built": False, "reason": reason}
+    calib, flips, held_out = qov.calibration_split(len(dev_cases))
+    rgb = [c.image.rgb for c in dev_cases]
+    inputs = qov.calibration_inputs([rgb[i] for i in calib], [rgb[i] for i in flips])
+    info = qov.quantize_encoder(models_dir / VARIANTS[DEFAULT_VARIANT][0], models_dir, inputs, log)
+    return {
+        "built": True,
+        "encoder": OPENVINO_INT8_XML,
+        "weights": OPENVINO_INT8_BIN,
+        "source": VARIANTS[DEFAULT_VARIANT][0],
+        "source_sha256": file_sha256(models_dir / VARIANTS[DEFAULT_VARIANT][0]),
+        **info,
+        "calibration": {
+            "rule": "dataset order: even positions (0, 2, ...), plus the left-right flips of positions 0, 4, 8, ...",
+            "images": [dev_cases[i].image.name for i in calib],
+            "flipped": [dev_cases[i].image.name for i in flips],
+            "held_out": [dev_cases[i].image.name for i in held_out],
+        },
+    }
 
 
 def synthetic_parity_cases(n: int = 4, seed: int = 0) -> list[ParityCase]:

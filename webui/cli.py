@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--cache-dir", type=Path, help="models and embeddings (default ~/.cache/dermaseg)")
     common.add_argument("--variant", help="model variant (default: the manifest's default)")
-    common.add_argument("--backend", choices=["auto", "onnx", "coreml"], help="inference runtime")
+    common.add_argument("--backend", choices=["auto", "onnx", "coreml", "openvino"], help="inference runtime")
     common.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     parser = argparse.ArgumentParser(prog="dermaseg", description=__doc__, parents=[common])
     sub = parser.add_subparsers(metavar="COMMAND")
