@@ -121,17 +121,6 @@ def test_the_mirror_image_answers_too_and_the_logits_are_averaged(engine, cases,
     assert counted == [True, True]  # after a box, no mirror: the box's decoder run and the click's
 
 
-def test_the_mirror_answered_in_parallel_is_the_same(engine, cases) -> None:
-    """parallel_mirror runs the mirror image's decoder and fit in another thread: the same logits."""
-    seg, gt = _segmenter(engine, cases[2]), cases[2].load_mask()
-    plain, parallel = RefineSession(seg), RefineSession(seg, parallel_mirror=True)
-    trace = ev.run_clicks(lambda p: plain.predict(p).mask, gt, max_clicks=4)
-    prompts = _prompts(trace)
-    for n in range(1, len(prompts.points) + 1):
-        sub = Prompts(None, prompts.points[:n], prompts.labels[:n])
-        assert np.array_equal(parallel.predict(sub).low_res_logits, plain.predict(sub).low_res_logits)
-
-
 def test_prompts_mirrored() -> None:
     p = Prompts(box=(10.0, 20.0, 50.0, 60.0)).with_point(15.0, 25.0).with_point(0.0, 5.0, positive=False)
     m = p.mirrored(100)
