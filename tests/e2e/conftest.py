@@ -19,7 +19,7 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def chromium_browser(chromium):
+def browser(chromium):
     """Headless Debian Chromium for one test module (launched as `bench_browser` does; one Playwright at a
     time in a process, so per module)."""
     from playwright.sync_api import sync_playwright

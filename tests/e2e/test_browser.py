@@ -68,18 +68,6 @@ def served(engine, project_dir, tmp_path_factory):
     project.close()
 
 
-@pytest.fixture(scope="module")
-def browser(chromium):
-    from playwright.sync_api import sync_playwright
-
-    from dermaseg.webui.bench_browser import launch_chromium
-
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        yield b
-        b.close()
-
-
 def test_annotation_session(served, browser, dev_data, tmp_path):
     import pycocotools.coco
     from playwright.sync_api import expect

@@ -14,18 +14,6 @@ from dermaseg.webui import load_test
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser(chromium):
-    from playwright.sync_api import sync_playwright
-
-    from dermaseg.webui.bench_browser import launch_chromium
-
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        yield b
-        b.close()
-
-
 def project_folder(dev_data, tmp_path):
     folder = tmp_path / "project"
     folder.mkdir()

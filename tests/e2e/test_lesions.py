@@ -50,18 +50,6 @@ def served(engine, dev_data, tmp_path_factory):
     project.close()
 
 
-@pytest.fixture(scope="module")
-def browser(chromium):
-    from playwright.sync_api import sync_playwright
-
-    from dermaseg.webui.bench_browser import launch_chromium
-
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        yield b
-        b.close()
-
-
 def wait_text(page, selector: str, text: str, what: str, timeout_ms: float = 30000) -> None:
     """Wait until some element matching `selector` contains `text`; on timeout, fail with what the page says."""
     try:
