@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,26 @@ def browser(chromium):
         b = launch_chromium(pw)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def serve_project():
+    """`_serve_project`, for a test module's own `served` fixture."""
+    return _serve_project
+
+
+@contextmanager
+def _serve_project(engine, folder: Path, cache: Path) -> Iterator[tuple[object, str]]:
+    """The page on the project in `folder` (dev images copied there), launched in this process on
+    127.0.0.1 with a private cache folder: yields (project, URL); app and project closed after."""
+    from dermaseg.core.settings import Settings
+    from dermaseg.core.store import Project
+    from dermaseg.webui.app import build_app, launch
+
+    project = Project.init(folder)
+    app = build_app(engine, project, Settings.from_env(cache_dir=cache))
+    try:
+        yield project, launch(app, block=False, quiet=True)
+    finally:
+        app.close()
+        project.close()

@@ -55,17 +55,9 @@ def project_dir(dev_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(engine, project_dir, tmp_path_factory):
-    from dermaseg.core.settings import Settings
-    from dermaseg.core.store import Project
-    from dermaseg.webui.app import build_app, launch
-
-    project = Project.init(project_dir)
-    app = build_app(engine, project, Settings.from_env(cache_dir=tmp_path_factory.mktemp("e2e-cache")))
-    url = launch(app, block=False, quiet=True)
-    yield project, url
-    app.close()
-    project.close()
+def served(engine, project_dir, tmp_path_factory, serve_project):
+    with serve_project(engine, project_dir, tmp_path_factory.mktemp("e2e-cache")) as served:
+        yield served
 
 
 def test_annotation_session(served, browser, dev_data, tmp_path):

@@ -20,20 +20,12 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def served(engine, dev_data, tmp_path_factory):
-    from dermaseg.core.settings import Settings
-    from dermaseg.core.store import Project
-    from dermaseg.webui.app import build_app, launch
-
+def served(engine, dev_data, tmp_path_factory, serve_project):
     folder = tmp_path_factory.mktemp("canvas-project")
     for case in dev_data[:2]:
         shutil.copy(case.image, folder / case.image.name)
-    project = Project.init(folder)
-    app = build_app(engine, project, Settings.from_env(cache_dir=tmp_path_factory.mktemp("canvas-cache")))
-    url = launch(app, block=False, quiet=True)
-    yield project, url
-    app.close()
-    project.close()
+    with serve_project(engine, folder, tmp_path_factory.mktemp("canvas-cache")) as served:
+        yield served
 
 
 class Views:

@@ -33,21 +33,13 @@ def skin_box(expert: np.ndarray, side: int = 120) -> tuple[float, float, float, 
 
 
 @pytest.fixture(scope="module")
-def served(engine, dev_data, tmp_path_factory):
+def served(engine, dev_data, tmp_path_factory, serve_project):
     """Two images (a- and b-, so their order is known), the app on 127.0.0.1; yields (project, url, folder)."""
-    from dermaseg.core.settings import Settings
-    from dermaseg.core.store import Project
-    from dermaseg.webui.app import build_app, launch
-
     folder = tmp_path_factory.mktemp("e2e-lesions")
     for prefix, case in (("a-", dev_data[CASE]), ("b-", dev_data[CASE + 1])):
         shutil.copy(case.image, folder / f"{prefix}{case.image.name}")
-    project = Project.init(folder)
-    app = build_app(engine, project, Settings.from_env(cache_dir=tmp_path_factory.mktemp("e2e-lesions-cache")))
-    url = launch(app, block=False, quiet=True)
-    yield project, url, folder
-    app.close()
-    project.close()
+    with serve_project(engine, folder, tmp_path_factory.mktemp("e2e-lesions-cache")) as (project, url):
+        yield project, url, folder
 
 
 def wait_text(page, selector: str, text: str, what: str, timeout_ms: float = 30000) -> None:
