@@ -93,3 +93,18 @@ def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
     backend = OnnxBackend(resolve_variant(models_dir, "default"))
     return Engine(backend, EmbeddingCache(tmp_path_factory.mktemp("embeddings")))
+
+
+@pytest.fixture(scope="session")
+def skin_box():
+    """`skin_box(expert, side=120)`: a box (x0, y0, x1, y1) on normal skin, a corner of the image clear of
+    the bool (H, W) expert mask (AssertionError when no corner is)."""
+
+    def box(expert: np.ndarray, side: int = 120) -> tuple[float, float, float, float]:
+        hgt, wid = expert.shape
+        for x0, y0 in ((20, 20), (wid - side - 20, 20), (20, hgt - side - 20), (wid - side - 20, hgt - side - 20)):
+            if not expert[y0 : y0 + side, x0 : x0 + side].any():
+                return (float(x0), float(y0), float(x0 + side), float(y0 + side))
+        raise AssertionError("no lesion-free corner")
+
+    return box

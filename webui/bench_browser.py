@@ -104,6 +104,17 @@ def drag_box(page: Any, box: tuple[float, float, float, float]) -> int:
     return wait_rendered(page, before)
 
 
+def drag_handle(page: Any, dx: float, dy: float) -> int:
+    """Drag the outline's first vertex handle (edit mode) by (dx, dy) screen px; waits for the answer."""
+    hb = page.locator(".ds-handle").first.bounding_box()
+    before = rendered(page)
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(hb["x"] + dx, hb["y"] + dy, steps=5)
+    page.mouse.up()
+    return wait_rendered(page, before)
+
+
 def click_image(page: Any, x: float, y: float, negative: bool = False) -> int:
     before = rendered(page)
     cx, cy = image_to_client(page, x, y)

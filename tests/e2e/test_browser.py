@@ -64,7 +64,15 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
     import pycocotools.coco
     from playwright.sync_api import expect
 
-    from dermaseg.webui.bench_browser import VIEWPORT, drag_box, image_to_client, rendered, wait_measured, wait_rendered
+    from dermaseg.webui.bench_browser import (
+        VIEWPORT,
+        drag_box,
+        drag_handle,
+        image_to_client,
+        rendered,
+        wait_measured,
+        wait_rendered,
+    )
 
     project, url = served
     rec = project.images()[0]
@@ -91,15 +99,8 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
 
     # drag a polygon vertex outwards
     page.get_by_role("button", name="✎ Edit outline").click()
-    handle = page.locator(".ds-handle").first
-    hb = handle.bounding_box()
     d_before = page.locator(".ds-mask").get_attribute("d")
-    before = rendered(page)
-    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(hb["x"] - 25, hb["y"] - 25, steps=5)
-    page.mouse.up()
-    wait_measured(page, wait_rendered(page, before))
+    wait_measured(page, drag_handle(page, -25, -25))
     assert page.locator(".ds-mask").get_attribute("d") != d_before
     assert "outline edited" in page.locator(".ds-status").text_content()
     save_shot(page, "edit-outline")

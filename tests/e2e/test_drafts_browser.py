@@ -33,7 +33,7 @@ def wait_image(page, name: str, timeout_ms: float = 90000) -> None:
 def work_on_second_image(page, dev_data, project_dir) -> tuple[str, dict]:
     """Go to the second image, click the lesion, drag a vertex of the outline; returns its name and what
     the canvas shows (prompts, outline path)."""
-    from dermaseg.webui.bench_browser import click_image, rendered, wait_measured, wait_rendered
+    from dermaseg.webui.bench_browser import click_image, drag_handle, wait_measured
 
     names = sorted(p.name for p in project_dir.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     page.locator("#ds-next").click()
@@ -44,13 +44,7 @@ def work_on_second_image(page, dev_data, project_dir) -> tuple[str, dict]:
     wait_measured(page, click_image(page, float(xs.mean()), float(ys.mean())))
     assert page.locator(".ds-prompts .ds-pos").count() == 1
     page.get_by_role("button", name="✎ Edit outline").click()
-    hb = page.locator(".ds-handle").first.bounding_box()
-    before = rendered(page)
-    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(hb["x"] - 30, hb["y"] - 20, steps=5)
-    page.mouse.up()
-    wait_rendered(page, before)
+    drag_handle(page, -30, -20)
     page.wait_for_function("(document.querySelector('.ds-status')?.textContent || '').includes('outline edited')")
     return names[1], shown(page)
 

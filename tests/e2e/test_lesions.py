@@ -23,15 +23,6 @@ pytestmark = pytest.mark.browser
 CASE = 3  # a dev image whose corners are normal skin (see `skin_box`)
 
 
-def skin_box(expert: np.ndarray, side: int = 120) -> tuple[float, float, float, float]:
-    """A box on normal skin: a corner of the image clear of the lesion."""
-    hgt, wid = expert.shape
-    for x0, y0 in ((20, 20), (wid - side - 20, 20), (20, hgt - side - 20), (wid - side - 20, hgt - side - 20)):
-        if not expert[y0 : y0 + side, x0 : x0 + side].any():
-            return (float(x0), float(y0), float(x0 + side), float(y0 + side))
-    raise AssertionError("no lesion-free corner")
-
-
 @pytest.fixture(scope="module")
 def served(engine, dev_data, tmp_path_factory, serve_project):
     """Two images (a- and b-, so their order is known), the app on 127.0.0.1; yields (project, url, folder)."""
@@ -97,11 +88,11 @@ def export_coco(folder, out) -> dict:
     return json.loads(out.read_text())
 
 
-def test_esc_and_a_box_on_skin_after_a_reload_add_a_second_lesion(served, browser, dev_data, tmp_path):
+def test_esc_and_a_box_on_skin_after_a_reload_add_a_second_lesion(served, browser, dev_data, tmp_path, skin_box):
     import pycocotools.coco
     from scipy import ndimage
 
-    from dermaseg.webui.bench_browser import click_image, drag_box, rendered, wait_measured, wait_rendered
+    from dermaseg.webui.bench_browser import click_image, drag_box, drag_handle, wait_measured
 
     project, url, folder = served
     rec = project.images()[0]
@@ -114,13 +105,7 @@ def test_esc_and_a_box_on_skin_after_a_reload_add_a_second_lesion(served, browse
     wait_measured(page, click_image(page, float(x), float(y)))
     assert len(page.locator(".ds-mask").get_attribute("d")) > 50
     page.get_by_role("button", name="✎ Edit outline").click()
-    hb = page.locator(".ds-handle").first.bounding_box()
-    before = rendered(page)
-    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(hb["x"] - 25, hb["y"] - 25, steps=5)
-    page.mouse.up()
-    wait_measured(page, wait_rendered(page, before))
+    wait_measured(page, drag_handle(page, -25, -25))
     page.locator("#ds-accept").click()
     wait_text(page, ".toast-body", "lesion 1 of 1", "first save not confirmed")
     first = wait_for(lambda: project.annotations(rec.id), "the first save")

@@ -191,15 +191,6 @@ def test_gesture_errors_are_dermaseg_errors(session):
 # ------------------------------------------------------------------------------- several lesions per image
 
 
-def skin_box(expert: np.ndarray, side: int = 120) -> tuple[float, float, float, float]:
-    """A box on normal skin: the corner of the image farthest from the lesion, clear of it."""
-    hgt, wid = expert.shape
-    for x0, y0 in ((20, 20), (wid - side - 20, 20), (20, hgt - side - 20), (wid - side - 20, hgt - side - 20)):
-        if not expert[y0 : y0 + side, x0 : x0 + side].any():
-            return (float(x0), float(y0), float(x0 + side), float(y0 + side))
-    raise AssertionError("no lesion-free corner")
-
-
 def shifted(parts: list[dict], dx: float) -> dict:
     return [{**p, "exterior": [[x + dx, y] for x, y in p["exterior"]]} for p in parts]
 
@@ -222,7 +213,7 @@ def own(engine, dev_data, tmp_path):
     project.close()
 
 
-def test_esc_and_a_new_box_never_replace_a_saved_lesion(own, engine, tmp_path):
+def test_esc_and_a_new_box_never_replace_a_saved_lesion(own, engine, tmp_path, skin_box):
     """Issue 16 item 1: lesion outlined, edited and saved; reload, reopen, Esc, box on normal skin,
     accept: a second annotation, the first unchanged."""
     s, expert = own
@@ -249,7 +240,7 @@ def test_esc_and_a_new_box_never_replace_a_saved_lesion(own, engine, tmp_path):
     assert anns[0].version == 1 and anns[0].provenance == saved.provenance
 
 
-def test_view_lists_lesions_and_gestures_select_and_start_new(own):
+def test_view_lists_lesions_and_gestures_select_and_start_new(own, skin_box):
     s, expert = own
     h.prompt_box(s, box_from_mask(expert, margin=8))
     a = h.accept(s, "lesion")
@@ -278,7 +269,7 @@ def test_view_lists_lesions_and_gestures_select_and_start_new(own):
     assert [c[1] for c in h.lesion_choices(s)] == [str(a), str(b), "new"]
 
 
-def test_replacing_or_deleting_a_saved_lesion_asks_first_and_undo_brings_it_back(own):
+def test_replacing_or_deleting_a_saved_lesion_asks_first_and_undo_brings_it_back(own, skin_box):
     s, expert = own
     h.prompt_box(s, box_from_mask(expert, margin=8))
     a = h.accept(s, "lesion")
@@ -322,7 +313,7 @@ def test_replacing_or_deleting_a_saved_lesion_asks_first_and_undo_brings_it_back
         h.confirm_pending(s, "lesion")
 
 
-def test_two_tabs_on_one_saved_lesion_the_second_save_is_refused(own, engine, tmp_path):
+def test_two_tabs_on_one_saved_lesion_the_second_save_is_refused(own, engine, tmp_path, skin_box):
     """Issue 17 item 4: both tabs edit the same saved lesion; the second save gets the choice, nothing lost."""
     s, expert = own
     h.prompt_box(s, box_from_mask(expert, margin=8))
@@ -367,7 +358,7 @@ def test_two_tabs_on_one_saved_lesion_the_second_save_is_refused(own, engine, tm
     assert tabs[1].annotation_version == s.project.annotation(a).version
 
 
-def test_image_export_is_the_project_export_of_that_image(own, tmp_path):
+def test_image_export_is_the_project_export_of_that_image(own, tmp_path, skin_box):
     """Two lesions on one image, labels added, reordered and removed: the per-image export and the
     project export agree (category ids, polygons, tolerance), and a fresh project imports both."""
     import shutil
