@@ -19,7 +19,7 @@ class Settings:
     """Runtime configuration.
 
     cache_dir: root of built model artifacts (`models/`) and the embedding disk store (`embeddings/`).
-    variant: model variant id of the default ONNX pair (see `dermaseg.core.artifacts.VARIANTS`).
+    variant: model variant id of the default ONNX pair (see `dermaseg.core.segment.artifacts.VARIANTS`).
     backend: "onnx", "coreml", "openvino" or "auto" (CoreML on macOS when its artifacts exist; OpenVINO on
         x86-64 Linux/Windows when installed and its default encoder can run, see
         `backend_openvino.preferred`; else ONNX Runtime).

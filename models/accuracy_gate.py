@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dermaseg.core import evaluation as ev
-from dermaseg.core.dataset import read_dataset
-from dermaseg.core.embedding_cache import EmbeddingCache
+from dermaseg.core.evaluation import protocols as ev
+from dermaseg.core.evaluation.dataset import read_dataset
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive import interactive_predict
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.segmenter import Engine, _open_backend
+from dermaseg.core.interactive.session import interactive_predict
+from dermaseg.core.segment.embedding_cache import EmbeddingCache
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import Engine, _open_backend
 from dermaseg.core.settings import Settings
 
 DICE_TOLERANCE = 0.003

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dermaseg.core import backend_openvino as bov
-from dermaseg.core.artifacts import resolve_variant
-from dermaseg.core.backend_onnx import OnnxBackend
-from dermaseg.core.dataset import box_from_mask, read_dataset
+from dermaseg.core.evaluation.dataset import box_from_mask, read_dataset
 from dermaseg.core.image import load_image
-from dermaseg.core.preprocess import DECODER_INPUTS, LOW_RES_SIZE, encoder_input
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.segmenter import decoder_points
+from dermaseg.core.segment.artifacts import resolve_variant
+from dermaseg.core.segment.backends import openvino as bov
+from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
+from dermaseg.core.segment.preprocess import DECODER_INPUTS, LOW_RES_SIZE, encoder_input
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import decoder_points
 from dermaseg.core.settings import Settings
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dermaseg.core.dataset import box_from_mask, read_dataset
+from dermaseg.core.evaluation.dataset import box_from_mask, read_dataset
 from dermaseg.core.image import load_image
-from dermaseg.core.preprocess import encoder_input
+from dermaseg.core.segment.preprocess import encoder_input
 
 
 def _timed(fn: Callable[[], object], n: int) -> list[float]:

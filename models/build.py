@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dermaseg.core.artifacts import (
+from dermaseg.core.errors import ModelArtifactError
+from dermaseg.core.image import LesionImage
+from dermaseg.core.segment.artifacts import (
     MANIFEST,
     MANIFEST_FORMAT,
     OPENVINO_INT8_BIN,
@@ -23,12 +25,10 @@ from dermaseg.core.artifacts import (
     read_manifest,
     verify_files,
 )
-from dermaseg.core.backend_onnx import OnnxBackend
-from dermaseg.core.errors import ModelArtifactError
-from dermaseg.core.image import LesionImage
-from dermaseg.core.preprocess import ENCODER_SIZE, Transform, encoder_input, mask_from_logits
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.segmenter import decoder_points
+from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
+from dermaseg.core.segment.preprocess import ENCODER_SIZE, Transform, encoder_input, mask_from_logits
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import decoder_points
 from dermaseg.models import export_onnx
 from dermaseg.models.litemedsam import CHECKPOINT_SHA256, PromptDecoder, checkpoint_path, load_model, reference_decode
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dermaseg.core.backend_coreml import (
+from dermaseg.core.segment.backends.coreml import (
     ENCODER_INPUT,
     ENCODER_OUTPUT,
     MAX_POINTS,
@@ -36,7 +36,7 @@ from dermaseg.core.backend_coreml import (
     io_specs,
     package_digest,
 )
-from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, LOW_RES_SIZE, TUNED_OUTPUTS
+from dermaseg.core.segment.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, LOW_RES_SIZE, TUNED_OUTPUTS
 from dermaseg.models.litemedsam import PromptDecoder, predict_masks_batch1
 
 BOX_POINTS = 2  # the box model's fixed N: two corners labelled 2 and 3

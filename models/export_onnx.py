@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from dermaseg.core.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, TUNED_OUTPUTS
+from dermaseg.core.segment.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, TUNED_OUTPUTS
 from dermaseg.models.litemedsam import PromptDecoder
 
 OPSET = 17

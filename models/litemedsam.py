@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dermaseg.core.artifacts import file_sha256
 from dermaseg.core.errors import ModelArtifactError
+from dermaseg.core.segment.artifacts import file_sha256
 
 CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 CHECKPOINT_SIZE = 39_370_479

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dermaseg.core.artifacts import OPENVINO_INT8_BIN, OPENVINO_INT8_XML
-from dermaseg.core.preprocess import encoder_input
+from dermaseg.core.segment.artifacts import OPENVINO_INT8_BIN, OPENVINO_INT8_XML
+from dermaseg.core.segment.preprocess import encoder_input
 
 # isort: split
 # After dermaseg.core, which switches OpenVINO's telemetry off (core.offline); build time only (the export extra).

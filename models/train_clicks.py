@@ -38,17 +38,17 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from dermaseg.core.click_prompts import local_edits
-from dermaseg.core.click_refine import EDIT_BEYOND, EDIT_REACH
-from dermaseg.core.clicks import jitter_click, next_click
-from dermaseg.core.dataset import DatasetCase, box_from_mask
 from dermaseg.core.errors import DermasegError
-from dermaseg.core.evaluation import jittered_box
+from dermaseg.core.evaluation.click_simulator import jitter_click, next_click
+from dermaseg.core.evaluation.dataset import DatasetCase, box_from_mask
+from dermaseg.core.evaluation.protocols import jittered_box
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.mask_tidy import tidy_mask
-from dermaseg.core.preprocess import LOW_RES_SIZE, MASK_FEATURES, Transform
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.segmenter import BOX_CORNER_LABELS, PAD_LABEL, Engine, MaskResult
+from dermaseg.core.interactive.box_clicks import local_edits
+from dermaseg.core.interactive.refine import EDIT_BEYOND, EDIT_REACH
+from dermaseg.core.interactive.tidy import tidy_mask
+from dermaseg.core.segment.preprocess import LOW_RES_SIZE, MASK_FEATURES, Transform
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import BOX_CORNER_LABELS, PAD_LABEL, Engine, MaskResult
 from dermaseg.models.litemedsam import PromptDecoder, load_model
 
 FLIPS = ((False, False), (True, False), (False, True), (True, True))  # (horizontal, vertical)
@@ -243,10 +243,10 @@ def cross_validate(
     score a change of inference in minutes); their recipe is reported, and their folds must match.
     Returns the out-of-fold summaries by protocol and method (also written to `out/summary.json`, with
     a plot of the click protocols)."""
-    from dermaseg.core.artifacts import file_sha256
-    from dermaseg.core.backend_onnx import OnnxBackend
-    from dermaseg.core.evaluation import Scores, summarise_clicks, summarise_scores
-    from dermaseg.core.evaluation_report import EvalConfig, plot_curves, run
+    from dermaseg.core.evaluation.protocols import Scores, summarise_clicks, summarise_scores
+    from dermaseg.core.evaluation.report import EvalConfig, plot_curves, run
+    from dermaseg.core.segment.artifacts import file_sha256
+    from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
     from dermaseg.models.export_onnx import export_decoder
 
     samples = [] if reuse else prepare(engine, cases, cfg.dihedral)

@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dermaseg.core.evaluation.dataset import DEV_DATA_ENV, dev_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-DEV_DATA_ENV = "DERMASEG_DEV_DATA"
+# The developer tools (tests/devtools) import as `devtools` here (pyproject's pythonpath) and in the programs
+# the tests start.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,7 @@ class DevCase:
 
 def find_dev_data() -> Path | None:
     """`$DERMASEG_DEV_DATA`, else `../shared/data/dermoscopy-dev` beside the repository."""
-    env = os.environ.get(DEV_DATA_ENV)
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "data" / "dermoscopy-dev")
-    return next((p for p in candidates if (p / "manifest.csv").is_file()), None)
+    return dev_data_dir()
 
 
 def _int_or_none(v: str) -> int | None:
@@ -75,7 +76,7 @@ def models_dir() -> Path:
     try:
         from dermaseg.models.build import build
     except ImportError:  # a runtime-only install cannot export: use what was built before, or fail loudly
-        from dermaseg.core.artifacts import read_manifest
+        from dermaseg.core.segment.artifacts import read_manifest
 
         read_manifest(settings.models_dir)  # raises ModelArtifactError with the rebuild hint
         return settings.models_dir
@@ -86,10 +87,10 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The default variant on ONNX Runtime, with an embedding disk cache private to this test session."""
-    from dermaseg.core.artifacts import resolve_variant
-    from dermaseg.core.backend_onnx import OnnxBackend
-    from dermaseg.core.embedding_cache import EmbeddingCache
-    from dermaseg.core.segmenter import Engine
+    from dermaseg.core.segment.artifacts import resolve_variant
+    from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
+    from dermaseg.core.segment.embedding_cache import EmbeddingCache
+    from dermaseg.core.segment.segmenter import Engine
 
     backend = OnnxBackend(resolve_variant(models_dir, "default"))
     return Engine(backend, EmbeddingCache(tmp_path_factory.mktemp("embeddings")))

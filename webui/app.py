@@ -23,11 +23,11 @@ from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dermaseg.core.annotation.project.store import Project
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.offline import disable_telemetry
-from dermaseg.core.segmenter import Engine
+from dermaseg.core.segment.segmenter import Engine
 from dermaseg.core.settings import Settings
-from dermaseg.core.store import Project
 from dermaseg.webui import handlers as h
 from dermaseg.webui.canvas import STATIC, Canvas
 from dermaseg.webui.gesture_route import gesture_route

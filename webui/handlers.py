@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
+from dermaseg.core.annotation.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
+from dermaseg.core.annotation.project.store import Annotation, DamagedAnnotation, Draft, Project, Provenance
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import ConflictError, DermasegError, GeometryError
-from dermaseg.core.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.interactive import ClickMethod, click_session, interactive_predict, work_shape
-from dermaseg.core.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
-from dermaseg.core.preprocess import Transform
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.segmenter import Engine, MaskResult, Segmenter
-from dermaseg.core.store import Annotation, DamagedAnnotation, Draft, Project, Provenance
+from dermaseg.core.interactive.session import ClickMethod, click_session, interactive_predict, work_shape
+from dermaseg.core.segment.preprocess import Transform
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import Engine, MaskResult, Segmenter
 from dermaseg.webui.gesture_route import MAX_DEPTH, nesting_depth
 
 DISPLAY_MAX_SIDE = 2048  # px; larger images are shown downscaled (prompts stay in full-res pixels)

@@ -15,10 +15,10 @@ import json, sys
 from dermaseg.core.threads import numeric_threads
 before = numeric_threads()
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive import click_session, interactive_predict
-from dermaseg.core.metrics import measure
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.segmenter import Engine
+from dermaseg.core.interactive.session import click_session, interactive_predict
+from dermaseg.core.annotation.metrics import measure
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import Engine
 from dermaseg.core.settings import Settings
 
 engine = Engine.open(Settings.from_env(blas_threads=int(sys.argv[2])))

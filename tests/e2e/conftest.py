@@ -13,7 +13,7 @@ import pytest
 def chromium() -> str:
     """Path of Debian's Chromium, with Playwright importable; skips the test where either is missing."""
     pytest.importorskip("playwright.sync_api")
-    from dermaseg.webui.bench_browser import CHROMIUM
+    from devtools.bench_browser import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
@@ -24,9 +24,8 @@ def chromium() -> str:
 def browser(chromium):
     """Headless Debian Chromium for one test module (launched as `bench_browser` does; one Playwright at a
     time in a process, so per module)."""
+    from devtools.bench_browser import launch_chromium
     from playwright.sync_api import sync_playwright
-
-    from dermaseg.webui.bench_browser import launch_chromium
 
     with sync_playwright() as pw:
         b = launch_chromium(pw)
@@ -44,8 +43,8 @@ def serve_project():
 def _serve_project(engine, folder: Path, cache: Path) -> Iterator[tuple[object, str]]:
     """The page on the project in `folder` (dev images copied there), launched in this process on
     127.0.0.1 with a private cache folder: yields (project, URL); app and project closed after."""
+    from dermaseg.core.annotation.project.store import Project
     from dermaseg.core.settings import Settings
-    from dermaseg.core.store import Project
     from dermaseg.webui.app import build_app, launch
 
     project = Project.init(folder)

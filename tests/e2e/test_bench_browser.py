@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_bench_browser_times_prompts_against_its_reference(chromium, models_dir, dev_data):
-    from dermaseg.webui import bench_browser as bb
+    from devtools import bench_browser as bb
 
     times = bb.run(dev_data[0].image, 3)
     assert [len(times[k]) for k in ("page", bb.REFERENCE, "playwright")] == [3, 3, 3]
@@ -14,7 +14,7 @@ def test_bench_browser_times_prompts_against_its_reference(chromium, models_dir,
 
 
 def test_bench_browser_times_clicks_alone(chromium, models_dir, dev_data):
-    from dermaseg.webui import bench_browser as bb
+    from devtools import bench_browser as bb
 
     times = bb.run(dev_data[0].image, bb.CLICKS_PER_ROUND + 1, clicks_alone=True)
     assert [len(times[k]) for k in ("page", bb.REFERENCE)] == [bb.CLICKS_PER_ROUND + 1] * 2

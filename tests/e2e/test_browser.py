@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui.gesture_route import PATH
 
 pytestmark = pytest.mark.browser
@@ -62,9 +62,7 @@ def served(engine, project_dir, tmp_path_factory, serve_project):
 
 def test_annotation_session(served, browser, dev_data, tmp_path):
     import pycocotools.coco
-    from playwright.sync_api import expect
-
-    from dermaseg.webui.bench_browser import (
+    from devtools.bench_browser import (
         VIEWPORT,
         drag_box,
         drag_handle,
@@ -73,6 +71,7 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
         wait_measured,
         wait_rendered,
     )
+    from playwright.sync_api import expect
 
     project, url = served
     rec = project.images()[0]
@@ -156,7 +155,7 @@ def test_annotation_session(served, browser, dev_data, tmp_path):
 def test_gestures_go_through_gradio_when_the_fast_path_refuses(served, browser):
     """A server that no longer knows the page's channel (restarted) answers 404: the page resends the
     gesture as a Gradio event, and the outline still comes back, measured."""
-    from dermaseg.webui.bench_browser import VIEWPORT, drag_box, image_size, wait_measured
+    from devtools.bench_browser import VIEWPORT, drag_box, image_size, wait_measured
 
     _, url = served
     page = browser.new_page(viewport=VIEWPORT)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui.gesture_route import PATH
 
 pytestmark = pytest.mark.browser
@@ -51,7 +51,7 @@ class Views:
 
 
 def open_page(browser, url: str):
-    from dermaseg.webui.bench_browser import VIEWPORT
+    from devtools.bench_browser import VIEWPORT
 
     page = browser.new_page(viewport=VIEWPORT)
     views = Views(page)
@@ -99,7 +99,7 @@ def lesion_centre(mask: np.ndarray) -> tuple[float, float]:
 
 
 def test_status_messages_and_saves_never_move_the_image(served, browser, dev_data):
-    from dermaseg.webui.bench_browser import drag_box, rendered, wait_measured, wait_rendered
+    from devtools.bench_browser import drag_box, rendered, wait_measured, wait_rendered
 
     project, url = served
     page, _ = open_page(browser, url)
@@ -143,7 +143,7 @@ def test_status_messages_and_saves_never_move_the_image(served, browser, dev_dat
 
 
 def test_clicks_and_boxes_land_on_the_intended_pixel_when_zoomed_and_panned(served, browser, dev_data):
-    from dermaseg.webui.bench_browser import rendered, wait_rendered
+    from devtools.bench_browser import rendered, wait_rendered
 
     project, url = served
     page, views = open_page(browser, url)
@@ -223,7 +223,7 @@ def mask_area(message: str) -> int:
 
 
 def test_brush_and_eraser_become_the_saved_mask_and_undo(served, browser):
-    from dermaseg.webui.bench_browser import rendered, wait_rendered
+    from devtools.bench_browser import rendered, wait_rendered
 
     project, url = served
     page, views = open_page(browser, url)
@@ -283,7 +283,7 @@ def test_brush_and_eraser_become_the_saved_mask_and_undo(served, browser):
 
 
 def test_fill_opacity_is_a_remembered_ui_preference(served, browser, dev_data):
-    from dermaseg.webui.bench_browser import drag_box
+    from devtools.bench_browser import drag_box
 
     project, url = served
     page, _ = open_page(browser, url)
@@ -313,8 +313,9 @@ def test_saved_lesions_are_drawn_and_a_click_inside_one_selects_it(served, brows
     """The contract with the server's several lesions per image (built in another part): its views carry
     "lesions"; here the running server's `handlers.view` adds two, and the page must draw the one not
     selected as a labelled outline and, with the select tool, send "select" for a click inside it."""
+    from devtools.bench_browser import rendered, wait_rendered
+
     from dermaseg.webui import handlers
-    from dermaseg.webui.bench_browser import rendered, wait_rendered
 
     _, url = served
     page, views = open_page(browser, url)
@@ -350,7 +351,7 @@ def test_saved_lesions_are_drawn_and_a_click_inside_one_selects_it(served, brows
 
 
 def test_dragging_a_vertex_of_a_dense_outline_bends_it_instead_of_a_spike(served, browser, dev_data):
-    from dermaseg.webui.bench_browser import drag_box, rendered, wait_rendered
+    from devtools.bench_browser import drag_box, rendered, wait_rendered
 
     project, url = served
     page, views = open_page(browser, url)
@@ -397,7 +398,7 @@ def test_dragging_a_vertex_of_a_dense_outline_bends_it_instead_of_a_spike(served
 
 def test_a_two_finger_pinch_zooms_about_the_fingers(served, browser):
     """Touch screens: two fingers spread apart zoom in, keeping the image point between them in place."""
-    from dermaseg.webui.bench_browser import VIEWPORT
+    from devtools.bench_browser import VIEWPORT
 
     _, url = served
     context = browser.new_context(viewport=VIEWPORT, has_touch=True)

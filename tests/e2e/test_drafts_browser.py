@@ -8,8 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-
-from dermaseg.webui import load_test
+from devtools import load_test
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +32,7 @@ def wait_image(page, name: str, timeout_ms: float = 90000) -> None:
 def work_on_second_image(page, dev_data, project_dir) -> tuple[str, dict]:
     """Go to the second image, click the lesion, drag a vertex of the outline; returns its name and what
     the canvas shows (prompts, outline path)."""
-    from dermaseg.webui.bench_browser import click_image, drag_handle, wait_measured
+    from devtools.bench_browser import click_image, drag_handle, wait_measured
 
     names = sorted(p.name for p in project_dir.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     page.locator("#ds-next").click()
@@ -61,10 +60,11 @@ def shown(page) -> dict:
 
 
 def test_a_reload_in_the_middle_of_work_brings_it_back(engine, dev_data, tmp_path, browser):
+    from devtools.bench_browser import VIEWPORT
+
+    from dermaseg.core.annotation.project.store import Project
     from dermaseg.core.settings import Settings
-    from dermaseg.core.store import Project
     from dermaseg.webui.app import build_app, launch
-    from dermaseg.webui.bench_browser import VIEWPORT
 
     folder = project_folder(dev_data, tmp_path)
     project = Project.init(folder)
@@ -104,8 +104,9 @@ def test_a_reload_in_the_middle_of_work_brings_it_back(engine, dev_data, tmp_pat
 
 
 def test_kill_9_of_the_server_mid_work_then_restart_brings_it_back(dev_data, models_dir, tmp_path, browser):
-    from dermaseg.core.store import Project
-    from dermaseg.webui.bench_browser import VIEWPORT
+    from devtools.bench_browser import VIEWPORT
+
+    from dermaseg.core.annotation.project.store import Project
 
     folder = project_folder(dev_data, tmp_path)
     Project.init(folder).close()

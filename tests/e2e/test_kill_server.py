@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import pytest
+from devtools import load_test
 
-from dermaseg.core.dataset import box_from_mask
-from dermaseg.webui import load_test
+from dermaseg.core.evaluation.dataset import box_from_mask
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def drive(url: str, images: list, saved: list[dict], started: threading.Event, p
 def precompute_embeddings(cache: Path, paths: list[Path]) -> None:
     """Embeddings on disk first, so that every round spends its time annotating rather than encoding."""
     from dermaseg.core.image import load_image
-    from dermaseg.core.segmenter import Engine
+    from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.settings import Settings
 
     engine = Engine.open(Settings.from_env(cache_dir=cache, backend="onnx"))
@@ -97,7 +97,7 @@ def check_database(db: Path, saved: list[dict]) -> None:
 
 
 def test_kill_9_loses_no_saved_annotation(dev_data, models_dir: Path, tmp_path: Path) -> None:
-    from dermaseg.core.store import Project
+    from dermaseg.core.annotation.project.store import Project
 
     project_dir = tmp_path / "project"
     project_dir.mkdir()

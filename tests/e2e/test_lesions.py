@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.evaluation.dataset import box_from_mask
 
 pytestmark = pytest.mark.browser
 
@@ -61,7 +61,7 @@ def wait_for(check, what: str, timeout_s: float = 30.0):
 
 def open_page(browser, url: str, path: str):
     """A new tab on the page, showing the project image `path` (Next until it is the one shown)."""
-    from dermaseg.webui.bench_browser import VIEWPORT
+    from devtools.bench_browser import VIEWPORT
 
     page = browser.new_page(viewport=VIEWPORT)
     page.goto(url, wait_until="load")
@@ -90,9 +90,8 @@ def export_coco(folder, out) -> dict:
 
 def test_esc_and_a_box_on_skin_after_a_reload_add_a_second_lesion(served, browser, dev_data, tmp_path, skin_box):
     import pycocotools.coco
+    from devtools.bench_browser import click_image, drag_box, drag_handle, wait_measured
     from scipy import ndimage
-
-    from dermaseg.webui.bench_browser import click_image, drag_box, drag_handle, wait_measured
 
     project, url, folder = served
     rec = project.images()[0]
@@ -151,7 +150,7 @@ def test_esc_and_a_box_on_skin_after_a_reload_add_a_second_lesion(served, browse
 
 def test_two_tabs_on_one_saved_lesion(served, browser, dev_data):
     """Both tabs select the same saved lesion and accept: the second gets the conflict and keeps both."""
-    from dermaseg.webui.bench_browser import drag_box, wait_measured
+    from devtools.bench_browser import drag_box, wait_measured
 
     project, url, _ = served
     rec = project.images()[1]

@@ -16,8 +16,8 @@ LOGIN = ("ann", "correct-horse")
 
 @pytest.fixture(scope="module")
 def guarded(engine, dev_data, tmp_path_factory):
+    from dermaseg.core.annotation.project.store import Project
     from dermaseg.core.settings import Settings
-    from dermaseg.core.store import Project
     from dermaseg.webui.app import build_app, launch
 
     folder = tmp_path_factory.mktemp("login-project")
@@ -31,9 +31,8 @@ def guarded(engine, dev_data, tmp_path_factory):
 
 
 def test_a_logged_in_page_uses_the_fast_path(guarded, chromium):
+    from devtools.bench_browser import VIEWPORT, drag_box, image_size, launch_chromium, wait_measured
     from playwright.sync_api import sync_playwright
-
-    from dermaseg.webui.bench_browser import VIEWPORT, drag_box, image_size, launch_chromium, wait_measured
 
     with sync_playwright() as pw:
         browser = launch_chromium(pw)

@@ -29,12 +29,12 @@ from corpus import (
     tolerated_coco,
 )
 
+from dermaseg.core.annotation.geometry import Polygons, repair_polygons
+from dermaseg.core.annotation.project.store import DB_DIR, DB_NAME, Project
 from dermaseg.core.errors import CocoError, GeometryError, ImageLoadError, PromptError
-from dermaseg.core.geometry import Polygons, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.store import DB_DIR, DB_NAME, Project
-from dermaseg.webui.cli import main
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.webui.cli.main import main
 
 
 def _ids(cases: list[Case]) -> list[str]:

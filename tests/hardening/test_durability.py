@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from devtools import load_test
 
-from dermaseg.core.dataset import box_from_mask
-from dermaseg.core.store import FILES_CHANGED, Project
-from dermaseg.webui import load_test
+from dermaseg.core.annotation.project.store import FILES_CHANGED, Project
+from dermaseg.core.evaluation.dataset import box_from_mask
 
 pytestmark = pytest.mark.slow
 

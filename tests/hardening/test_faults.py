@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 from corpus import IMAGE_H, IMAGE_W, base_image, coco_doc
 
-from dermaseg.core.artifacts import MANIFEST, REBUILD_HINT, resolve_variant
-from dermaseg.core.embedding_cache import MAGIC, CacheKey, EmbeddingCache, encode_entry
+from dermaseg.core.annotation.project.store import Project
 from dermaseg.core.errors import ModelArtifactError, StoreError
-from dermaseg.core.preprocess import EMBEDDING_SHAPE
-from dermaseg.core.segmenter import Engine
+from dermaseg.core.segment.artifacts import MANIFEST, REBUILD_HINT, resolve_variant
+from dermaseg.core.segment.embedding_cache import MAGIC, CacheKey, EmbeddingCache, encode_entry
+from dermaseg.core.segment.preprocess import EMBEDDING_SHAPE
+from dermaseg.core.segment.segmenter import Engine
 from dermaseg.core.settings import Settings
-from dermaseg.core.store import Project
-from dermaseg.webui.cli import main
+from dermaseg.webui.cli.main import main
 
 KEY = CacheKey("a" * 64, "b" * 64)
 
@@ -138,7 +138,7 @@ def test_disk_full_embedding_cache_still_answers(small_disk: Path, caplog: pytes
     filler = fill(small_disk)
     cache = EmbeddingCache(small_disk / "emb")
     emb = np.random.default_rng(0).random(EMBEDDING_SHAPE, dtype=np.float32)
-    with caplog.at_level(logging.WARNING, logger="dermaseg.core.embedding_cache"):
+    with caplog.at_level(logging.WARNING, logger="dermaseg.core.segment.embedding_cache"):
         got, source = cache.get_or_compute(KEY, lambda: emb)
     assert source == "computed" and np.array_equal(got, emb)
     assert "cannot write embedding cache entry" in caplog.text
@@ -179,11 +179,11 @@ def test_read_only_project_folder(read_only_view: tuple[Path, Path], tmp_path: P
 def test_read_only_cache_folder(read_only_view: tuple[Path, Path], engine, caplog) -> None:
     """The engine still segments; it only cannot remember embeddings on disk."""
     from dermaseg.core.image import load_image
-    from dermaseg.core.prompts import Prompts
+    from dermaseg.core.segment.prompts import Prompts
 
     _, ro = read_only_view
     seg = Engine(engine.backend, EmbeddingCache(ro / "embeddings")).segmenter()
-    with caplog.at_level(logging.WARNING, logger="dermaseg.core.embedding_cache"):
+    with caplog.at_level(logging.WARNING, logger="dermaseg.core.segment.embedding_cache"):
         assert seg.set_image(load_image(base_image("PNG"))) == "computed"
     assert "Read-only file system" in caplog.text
     assert seg.predict(Prompts(box=(5.0, 5.0, 40.0, 30.0))).mask.shape == (IMAGE_H, IMAGE_W)

@@ -25,12 +25,12 @@ from corpus import IMAGE_H, IMAGE_W, base_image, coco_doc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dermaseg.core.coco import parse_coco, read_coco
+from dermaseg.core.annotation.coco import parse_coco, read_coco
+from dermaseg.core.annotation.geometry import Polygons, repair_polygons
+from dermaseg.core.annotation.project.store import Project
 from dermaseg.core.errors import CocoError, GeometryError, ImageLoadError, PromptError, StoreError
-from dermaseg.core.geometry import Polygons, repair_polygons
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.store import Project
+from dermaseg.core.segment.prompts import Prompts
 
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
 EXAMPLES = {"bytes": 300, "mutate": 300, "prompts": 500, "predict": 60, "polygons": 300, "coco": 400, "store": 60}

@@ -26,10 +26,10 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from devtools import load_test
 from gradio_client import Client
 
-from dermaseg.core.dataset import box_from_mask
-from dermaseg.webui import load_test
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui.gesture_route import PATH
 
 STRACE = "/usr/bin/strace"

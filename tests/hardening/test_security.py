@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from corpus import IMAGE_H, IMAGE_W, base_image, coco_doc
 
+from dermaseg.core.annotation.project.store import Project
 from dermaseg.core.errors import CocoError, StoreError
-from dermaseg.core.store import Project
-from dermaseg.webui.cli import main
+from dermaseg.webui.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("core", "webui", "models")

@@ -18,8 +18,8 @@ ct = pytest.importorskip("coremltools")
 
 from PIL import Image  # noqa: E402
 
-from dermaseg.core import backend_coreml as bc  # noqa: E402
-from dermaseg.core.preprocess import encoder_input, mask_from_logits  # noqa: E402
+from dermaseg.core.segment.backends import coreml as bc  # noqa: E402
+from dermaseg.core.segment.preprocess import encoder_input, mask_from_logits  # noqa: E402
 from dermaseg.models import export_coreml as ex  # noqa: E402
 from dermaseg.models.litemedsam import PromptDecoder, load_model  # noqa: E402
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from dermaseg.core.artifacts import VariantFiles, resolve_variant
-from dermaseg.core.backend_onnx import OnnxBackend
-from dermaseg.core.dataset import box_from_mask
 from dermaseg.core.errors import ModelArtifactError
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.core.image import load_image
-from dermaseg.core.preprocess import encoder_input, mask_from_logits
-from dermaseg.core.prompts import Prompts
-from dermaseg.core.segmenter import decoder_points
+from dermaseg.core.segment.artifacts import VariantFiles, resolve_variant
+from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
+from dermaseg.core.segment.preprocess import encoder_input, mask_from_logits
+from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import decoder_points
 from dermaseg.models.build import DEFAULT_VARIANT, TUNED_DECODERS, VARIANTS, build, mask_iou
 from dermaseg.models.litemedsam import load_model, reference_decode
 

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("nncf", reason="the export extra installs nncf")
 pytest.importorskip("openvino", reason="openvino is installed on x86-64 Linux / Windows")
 
-from dermaseg.core.artifacts import MANIFEST, OPENVINO_INT8_BIN, OPENVINO_INT8_XML, openvino_int8_encoder  # noqa: E402
-from dermaseg.core.dataset import box_from_mask  # noqa: E402
+from dermaseg.core.evaluation.dataset import box_from_mask  # noqa: E402
 from dermaseg.core.image import load_image  # noqa: E402
+from dermaseg.core.segment.artifacts import MANIFEST, OPENVINO_INT8_BIN, OPENVINO_INT8_XML, openvino_int8_encoder  # noqa: E402
 from dermaseg.models.build import ParityCase, _add_openvino_int8, build_openvino_int8  # noqa: E402
 from dermaseg.models.quantize_openvino import calibration_split  # noqa: E402
 
@@ -36,7 +36,7 @@ def test_without_dev_images_int8_is_skipped_with_a_reason(tmp_path: Path) -> Non
 def test_build_adds_the_int8_encoder(models_dir: Path, dev_data, tmp_path: Path) -> None:
     """An up-to-date build without the int8 encoder gains it (and only it) from a few dev images; the IR
     loads in the backend and encodes to the embedding's shape."""
-    from dermaseg.core.backend_openvino import OpenVinoBackend
+    from dermaseg.core.segment.backends.openvino import OpenVinoBackend
     from dermaseg.core.settings import Settings
 
     models = tmp_path / "models"

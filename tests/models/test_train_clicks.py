@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from dermaseg.core.dataset import read_dataset
 from dermaseg.core.errors import DermasegError
+from dermaseg.core.evaluation.dataset import read_dataset
 from dermaseg.models import train_clicks as tc
 from dermaseg.models.build import TUNED_WEIGHTS
 from dermaseg.models.litemedsam import PromptDecoder, load_model
@@ -102,7 +102,7 @@ def test_cross_validation_evaluates_each_fold_on_images_it_did_not_train_on(engi
 
 
 def test_reuse_folds_needs_folds_on_the_command_line(dev_data, capsys) -> None:
-    from dermaseg.webui.cli import main
+    from dermaseg.webui.cli.main import main
 
     assert main(["models", "train-clicks", str(dev_data[0].image.parent.parent), "--reuse-folds"]) == 2
     assert "--reuse-folds goes with --folds K" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gradio_client import Client
 
-from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.evaluation.dataset import box_from_mask
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermaseg.core.store import Project
-from dermaseg.webui.cli import main
+from dermaseg.core.annotation.project.store import Project
+from dermaseg.webui.cli.main import main
 
 
 @pytest.fixture

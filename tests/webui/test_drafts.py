@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from dermaseg.core.dataset import box_from_mask
 from dermaseg.core.errors import DermasegError
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui import handlers as h
 
 
@@ -113,7 +113,7 @@ def test_a_draft_edits_the_saved_lesion_it_was_editing(engine, dev_data, tmp_pat
     + 1); if someone changed the lesion meanwhile, it comes back as a new lesion beside it (nothing lost)."""
     import shutil
 
-    from dermaseg.core.store import Project
+    from dermaseg.core.annotation.project.store import Project
 
     case = dev_data[1]
     (tmp_path / "p").mkdir()

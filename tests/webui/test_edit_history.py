@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from gradio_client import Client
 
-from dermaseg.core.dataset import box_from_mask
 from dermaseg.core.errors import DermasegError
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui import handlers as h
 
 

@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import uvicorn
+from devtools.load_test import free_port
 from gradio_client import Client
 from starlette.applications import Starlette
 
-from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui.gesture_route import MAX_BODY_BYTES, MAX_DEPTH, MAX_PER_SESSION, PATH, gesture_route, nesting_depth
-from dermaseg.webui.load_test import free_port
 
 
 def post(url: str, body: bytes, method: str = "POST") -> tuple[int, dict]:

@@ -3,7 +3,7 @@
 Asserts isolation, not timing: every answer shows the session's own image (pixel hash in the image URL)
 and its own box, and its outline matches the engine's mask for that image and box better than any other
 session's. The server's embedding memory cache is bounded at 2 embeddings while 7 images are open, and
-its memory must stay within a bound as the sessions grow. The full table: `python -m dermaseg.webui.load_test`.
+its memory must stay within a bound as the sessions grow. The full table: `python -m devtools.load_test`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from dermaseg.webui import load_test
+from devtools import load_test
 
 pytestmark = pytest.mark.slow
 

@@ -27,12 +27,12 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
+from devtools import load_test
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from dermaseg.core.dataset import box_from_mask
-from dermaseg.webui import load_test
-from dermaseg.webui.cli import main
+from dermaseg.core.evaluation.dataset import box_from_mask
+from dermaseg.webui.cli.main import main
 from dermaseg.webui.gesture_route import PATH as GESTURE_PATH
 from dermaseg.webui.login import LoginLimits
 
@@ -376,7 +376,7 @@ def test_upload_size_and_pixel_limits_have_clear_messages(site, tmp_path):
 def test_audit_hook_records_outside_lookups(tmp_path):
     log = tmp_path / "audit.log"
     code = (
-        "from dermaseg.webui.load_test import install_audit; import socket\n"
+        "from devtools.load_test import install_audit; import socket\n"
         f"install_audit({str(log)!r})\n"
         "socket.getaddrinfo('127.0.0.1', 80)\n"
         "try: socket.getaddrinfo('example.invalid', 80)\nexcept OSError: pass\n"

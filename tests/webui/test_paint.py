@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.annotation.geometry import polygons_to_mask
 from dermaseg.core.errors import DermasegError, GeometryError
-from dermaseg.core.geometry import polygons_to_mask
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui import handlers as h
 
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dermaseg.core.dataset import box_from_mask
+from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui import handlers as h
 from dermaseg.webui.app import SessionRef, bound
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermaseg.core.dataset import box_from_mask
-from dermaseg.core.interactive import WORK_MAX_SIDE, work_shape
-from dermaseg.core.metrics import measure
-from dermaseg.core.store import Project
+from dermaseg.core.annotation.metrics import measure
+from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.evaluation.dataset import box_from_mask
+from dermaseg.core.interactive.session import WORK_MAX_SIDE, work_shape
 from dermaseg.webui import handlers as h
 
 BIG = (4088, 3068)

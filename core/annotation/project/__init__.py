@@ -1,0 +1,1 @@
+"""The project: a folder of images and one database of their annotations."""

@@ -1,0 +1,104 @@
+"""ONNX Runtime backend: one encoder session and one decoder session on the CPU."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+
+from dermaseg.core.errors import ModelArtifactError
+from dermaseg.core.segment.artifacts import REBUILD_HINT, VariantFiles
+from dermaseg.core.segment.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, MASK_FEATURES, TUNED_OUTPUTS
+
+
+class OnnxBackend:
+    """Runs the exported LiteMedSAM graphs. Thread-safe: ORT sessions allow concurrent `run` calls; the
+    encoder runs one at a time (below).
+
+    encode: float32 (1, 3, 256, 256) -> float32 (1, 256, 64, 64)
+    decode: embedding, point_coords (1, N, 2), point_labels (1, N), mask_input (1, 1, 256, 256),
+            has_mask_input (1,) -> low_res_logits (1, 4, 256, 256), iou_predictions (1, 4);
+            tuned=True runs the variant's fine-tuned decoder (same signature) when it has one.
+    decode_features: the tuned decoder's decode, plus its mask_features (1, 32, 256, 256).
+    """
+
+    name = "onnx"
+
+    def __init__(self, files: VariantFiles, threads: int = 2, encoder: bool = True) -> None:
+        """encoder=False loads the decoders only (a backend running the encoder on another runtime)."""
+        self.files = files
+        self.model_id = files.model_id
+        self.encoder_id = files.encoder_sha256
+        # Memory pattern on the encoder doubled peak RSS on a second encode at the same speed; the
+        # decoder keeps it (off, its p90 went from 26 to 58 ms). Measured, see the model notes.
+        self._encoder = _session(files.encoder, threads, mem_pattern=False) if encoder else None
+        # Each concurrent encoder run holds its own ~270 MiB of activations in ORT's arena, which keeps its
+        # peak (1 / 2 / 4 at once: RSS 468 / 735 / 1284 MiB); one run already uses every core, so queueing
+        # them costs no throughput and bounds the memory whatever the number of users and prefetches.
+        self._encoder_lock = threading.Lock()
+        self._decoder = _session(files.decoder, threads, mem_pattern=True)
+        self._tuned_decoder = (
+            None if files.tuned_decoder is None else _session(files.tuned_decoder, threads, mem_pattern=True)
+        )
+        outputs = [] if self._tuned_decoder is None else [o.name for o in self._tuned_decoder.get_outputs()]
+        self._tuned_features = MASK_FEATURES in outputs
+
+    @property
+    def has_tuned_decoder(self) -> bool:
+        return self._tuned_decoder is not None
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        if self._encoder is None:
+            raise ModelArtifactError("this ONNX backend was opened without its encoder")
+        with self._encoder_lock:
+            return self._encoder.run(None, {"image": x})[0]
+
+    def decode(
+        self,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+        tuned: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._decoder
+        feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
+        logits, iou = session.run(list(DECODER_OUTPUTS), feed)
+        return logits, iou
+
+    def decode_features(
+        self,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._tuned_decoder is None or not self._tuned_features:
+            raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
+        feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
+        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), feed)
+        return logits, iou, features
+
+
+def _feed(*arrays: np.ndarray) -> dict[str, np.ndarray]:
+    """The decoder's inputs by name, from arrays in `DECODER_INPUTS` order."""
+    return dict(zip(DECODER_INPUTS, arrays, strict=True))
+
+
+def _session(path, threads: int, mem_pattern: bool) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.enable_mem_pattern = mem_pattern
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    # Intra-op spinning stays on (ORT's default): on an otherwise idle 2-core machine turning it off made
+    # the encoder 1.56x and the decoder 1.27x slower (p50, interleaved in one process); it only helped when
+    # other jobs held the cores (x0.78 / x0.75).
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
+        raise ModelArtifactError(f"{path} cannot be loaded by ONNX Runtime ({e}): {REBUILD_HINT}") from None

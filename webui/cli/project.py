@@ -1,0 +1,206 @@
+"""`dermaseg project ...`: create, inspect, export and import annotation projects from the shell.
+
+    dermaseg project init FOLDER [--label NAME ...]
+    dermaseg project status FOLDER [--json]
+    dermaseg project export-coco FOLDER --out FILE.json [--masks DIR] [--rle] [--status STATUS ...]
+    dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
+    dermaseg project check FOLDER [--repair]
+
+Thin: each command is one `dermaseg.core.annotation.project.store.Project` call; errors are `DermasegError`s that the
+main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
+
+Exit codes: 0 done; 2 refused (an error message says why); EXIT_DAMAGED (3) when `export-coco` wrote
+every healthy annotation but left damaged ones out (named on stderr), or `check` found problems that
+remain (without --repair, or that a repair could not mend). Writers (`import-coco`, `check --repair`)
+take the folder's lock: they are refused while `dermaseg serve` has the project open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from dermaseg.core.annotation.project.store import (
+    STATUSES,
+    CheckReport,
+    DamagedAnnotation,
+    FolderLock,
+    Project,
+    ScanReport,
+)
+
+T = TypeVar("T")
+EXIT_DAMAGED = 3
+
+
+def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects need no model options
+    """Add the `project` command and its actions to the main CLI's subparsers."""
+    project = subparsers.add_parser("project", help="annotation projects: init, status, COCO export/import")
+    psub = project.add_subparsers(metavar="ACTION")
+
+    p = psub.add_parser("init", help="make FOLDER a project (or rescan one) and list what was found")
+    p.add_argument("folder", type=Path)
+    p.add_argument(
+        "--label", action="append", dest="labels", metavar="NAME", help="a label of a new project (repeatable)"
+    )
+    p.set_defaults(run=_init)
+
+    p = psub.add_parser("status", help="images by status, annotations by label, changes in the folder")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=_status)
+
+    p = psub.add_parser("export-coco", help="write COCO JSON (and PNG masks) of the project")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the COCO JSON file to write")
+    p.add_argument("--masks", type=Path, help="also write one 0/255 PNG mask per image into this folder")
+    p.add_argument("--rle", action="store_true", help="write every mask as RLE (default: polygons unless holes)")
+    p.add_argument("--status", action="append", choices=STATUSES, dest="statuses", help="only images with this status")
+    p.set_defaults(run=_export)
+
+    p = psub.add_parser("import-coco", help="add the annotations of a COCO JSON file to the project")
+    p.add_argument("folder", type=Path)
+    p.add_argument("file", type=Path)
+    p.add_argument("--replace", action="store_true", help="replace the annotations of the images in the file")
+    p.add_argument("--annotator", help="name recorded for annotations without provenance")
+    p.set_defaults(run=_import)
+
+    p = psub.add_parser(
+        "check", help="check the database: integrity, damaged annotations, missing image files (and repair)"
+    )
+    p.add_argument("folder", type=Path)
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="repair damaged annotations (from the edit history, or from their outline or mask); "
+        "move what cannot be repaired to the quarantine table",
+    )
+    p.set_defaults(run=_check)
+
+    project.set_defaults(run=lambda args: _help(project))
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _bar(it: Iterable[T], total: int, desc: str) -> Iterable[T]:
+    # disable=None: bars only on a terminal, so logs and tests stay clean
+    return tqdm(it, total=total, desc=desc, unit="item", disable=None, leave=False, file=sys.stderr)
+
+
+def _print_scan(report: ScanReport) -> None:
+    print(f"scan: {report.summary()}")
+    for title, items in (
+        ("moved", [f"{a} -> {b}" for a, b in report.moved]),
+        ("changed (same path, new content)", report.changed),
+        ("missing", report.missing),
+        ("unreadable", report.unreadable),
+        ("refused (link outside the folder)", report.refused),
+    ):
+        if items:
+            print(f"  {title}:")
+            for item in items:
+                print(f"    {item}")
+
+
+def _init(args: argparse.Namespace) -> int:
+    with Project.init(args.folder, labels=args.labels, progress=_bar) as p:
+        s = p.summary()
+        print(f"project {p.root}: {s['images']} images, labels: {', '.join(s['labels'])}")
+        _print_scan(p.scan_report)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, progress=_bar) as p:
+        s = p.summary()
+        r = p.scan_report
+        if args.json:
+            s["scan"] = {
+                "added": list(r.added),
+                "moved": [list(m) for m in r.moved],
+                "changed": list(r.changed),
+                "missing": list(r.missing),
+                "unreadable": list(r.unreadable),
+                "refused": list(r.refused),
+            }
+            print(json.dumps(s, indent=2))
+            return 0
+        print(f"project {p.root}")
+        print(f"images: {s['images']} (" + ", ".join(f"{k} {v}" for k, v in s["by_status"].items()) + ")")
+        by_label = ", ".join(f"{k} {v}" for k, v in sorted(s["by_label"].items())) or "none"
+        print(f"annotations: {s['annotations']} ({by_label})")
+        print(f"labels: {', '.join(s['labels'])}")
+        _print_scan(r)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, progress=_bar) as p:
+        rep = p.export_coco(args.out, masks_dir=args.masks, force_rle=args.rle, statuses=args.statuses, progress=_bar)
+    print(
+        f"wrote {rep.coco_path}: {rep.images} images, {rep.annotations} annotations "
+        f"({rep.polygon_annotations} polygons, {rep.rle_annotations} RLE)"
+    )
+    if rep.masks_dir is not None:
+        print(f"masks in {rep.masks_dir}")
+    if rep.damaged:
+        _warn_damaged(rep.damaged, args.folder)
+        return EXIT_DAMAGED
+    return 0
+
+
+def _warn_damaged(damaged: Iterable[DamagedAnnotation], folder: Path) -> None:
+    damaged = list(damaged)
+    print(f"warning: {len(damaged)} damaged annotation(s) left out:", file=sys.stderr)
+    for d in damaged:
+        print(f"  {d.describe()}", file=sys.stderr)
+    print(f"run `dermaseg project check {folder} --repair` to repair or quarantine them", file=sys.stderr)
+
+
+def _check(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, scan=False) as p:
+        lock = FolderLock(p.root, "dermaseg project check --repair") if args.repair else contextlib.nullcontext()
+        with lock:
+            rep = p.check(repair=args.repair)
+        after = p.check() if args.repair and rep.damaged else rep
+    _print_check(rep)
+    return 0 if after.healthy else EXIT_DAMAGED
+
+
+def _print_check(rep: CheckReport) -> None:
+    print(f"database integrity: {rep.integrity}")
+    print(f"damaged annotations: {len(rep.damaged)}")
+    for d in rep.damaged:
+        print(f"  {d.describe()}")
+    print(f"missing image files: {len(rep.missing_files)}")
+    for path in rep.missing_files:
+        print(f"  {path}")
+    for ann_id, how in rep.repaired:
+        print(f"repaired annotation {ann_id}: {how}")
+    for ann_id in rep.quarantined:
+        print(f"quarantined annotation {ann_id}: moved to the quarantine table (kept, not deleted)")
+    if rep.damaged and not (rep.repaired or rep.quarantined):
+        print("run again with --repair to repair what can be repaired and quarantine the rest")
+
+
+def _import(args: argparse.Namespace) -> int:
+    with Project.open(args.folder, progress=_bar) as p, FolderLock(p.root, "dermaseg project import-coco"):
+        rep = p.import_coco(args.file, replace=args.replace, annotator=args.annotator, progress=_bar)
+    print(
+        f"imported {rep.added} annotations on {rep.images} images"
+        + (f", replaced {rep.replaced}" if rep.replaced else "")
+        + (f", skipped {rep.skipped_duplicates} already present" if rep.skipped_duplicates else "")
+    )
+    if rep.new_labels:
+        print(f"new labels: {', '.join(rep.new_labels)}")
+    return 0

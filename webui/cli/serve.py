@@ -1,0 +1,99 @@
+"""`dermaseg serve`: the annotation page on this computer.
+
+One project folder is served by one process at a time: `serve` holds the folder's lock
+(`store.FolderLock`) while it runs; a second `serve` (or a writer such as `project import-coco`) on the
+same folder is refused with a message naming the holder. The lock goes with the process, however it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from pathlib import Path
+
+from dermaseg.core.errors import DermasegError
+
+LOOPBACK_NAMES = {"localhost"}
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)", parents=[common])
+    p.add_argument("--project", type=Path, help="project folder (created if needed; default: a scratch project)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this login; needed to listen beyond loopback")
+    p.set_defaults(run=run)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(value: str | None, host: str) -> tuple[str, str] | None:
+    """USER:PASS -> (user, password); required (and never defaulted) when `host` is not loopback."""
+    if value is None:
+        if not is_loopback(host):
+            raise DermasegError(
+                f"listening on {host} exposes patient images to the network: give --auth USER:PASS "
+                "(choose your own password), or keep the default --host 127.0.0.1"
+            )
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or len(password) < 8:
+        raise DermasegError("--auth must be USER:PASS with a password of at least 8 characters")
+    return user, password
+
+
+def startup_notice(host: str, auth: tuple[str, str] | None) -> str:
+    """What `serve` says about who can reach the page, printed before it starts."""
+    if is_loopback(host):
+        return f"listening on {host} only: the page is reachable from this computer, not from the network"
+    user = auth[0] if auth else "?"
+    return (
+        f"listening on {host}: the page is reachable from the network; "
+        f"every visitor must log in as {user!r} with the password given in --auth"
+    )
+
+
+def threads_line(pools: dict[str, int]) -> str:
+    """ "libscipy_openblas64_.so 1, ..." from `core.threads.numeric_threads()` (read from the libraries)."""
+    return ", ".join(f"{name} {n}" for name, n in sorted(pools.items())) or "none loaded"
+
+
+def run(args: argparse.Namespace) -> int:
+    from dermaseg.core.annotation.project.store import FolderLock, Project
+    from dermaseg.core.errors import ModelArtifactError
+    from dermaseg.core.segment.artifacts import read_manifest
+    from dermaseg.core.segment.segmenter import Engine
+    from dermaseg.core.threads import numeric_threads
+    from dermaseg.webui.app import scratch_folder
+    from dermaseg.webui.cli.main import settings_from
+
+    auth = parse_auth(args.auth, args.host)
+    settings = settings_from(args)
+    try:
+        read_manifest(settings.models_dir)
+    except ModelArtifactError as e:
+        raise DermasegError(f"the model is not built yet ({e}); run `dermaseg models build` first") from None
+    folder = args.project if args.project is not None else scratch_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FolderLock(folder, "dermaseg serve"):  # held until serving ends, or this process does
+        engine = Engine.open(settings)
+        print(f"threads: ONNX Runtime {settings.threads} intra-op; BLAS {threads_line(numeric_threads())}", flush=True)
+        project = None
+        if args.project is not None:
+            project = Project.init(args.project)
+            print(f"project {project.root}: {project.scan_report.summary()}")
+
+        from dermaseg.webui.app import build_app, launch
+
+        app = build_app(engine, project, settings)
+        print(startup_notice(args.host, auth), flush=True)
+        print("dermaseg is starting; open the URL below in your browser (Ctrl+C to stop)", flush=True)
+        launch(app, host=args.host, port=args.port, auth=auth, block=True)
+    return 0
