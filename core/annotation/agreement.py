@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -82,7 +82,7 @@ class PairAgreement:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (numbers, strings, None) with the field names as keys."""
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+        return asdict(self)
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -322,9 +322,7 @@ class Spread:
         return cls(int(v.size), float(v.mean()), sd, median, q1, q3, float(v.min()), float(v.max()))
 
     def to_json(self) -> dict[str, Any]:
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        d["iqr"] = self.iqr
-        return d
+        return {**asdict(self), "iqr": self.iqr}
 
 
 @dataclass(frozen=True)

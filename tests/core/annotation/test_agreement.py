@@ -17,7 +17,6 @@ from skimage.metrics import hausdorff_distance
 
 from dermaseg.core.annotation.agreement import (
     AGREEMENT_NOTICE,
-    ImageAgreement,
     Spread,
     agreement,
     boundary,
@@ -352,4 +351,3 @@ def test_spread_of_values_by_hand() -> None:
 def test_project_agreement_of_nothing_is_a_clear_error() -> None:
     with pytest.raises(GeometryError):
         project_agreement([])
-    assert ImageAgreement.__dataclass_params__.frozen
