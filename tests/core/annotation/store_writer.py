@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from dermaseg.core.annotation.project.store import Project, Provenance
+from dermaseg.core.annotation.project import Project, Provenance
 
 
 def main(folder: str, seed: int) -> None:
