@@ -1,4 +1,4 @@
-"""Project store: scanning, path safety, autosave, undo/redo across restarts, threads, SIGKILL, COCO."""
+"""The project: scanning, path safety, autosave, undo/redo across restarts, threads, SIGKILL, COCO."""
 
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ def test_sigkill_never_loses_a_saved_annotation(tmp_path):
     deadline = time.monotonic() + 45  # bounded even on a loaded machine
     while kills < 30 and time.monotonic() < deadline:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "store_writer.py"), str(root), str(kills)],
+            [sys.executable, str(HERE / "project_writer.py"), str(root), str(kills)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -502,7 +502,7 @@ def test_two_processes_saving_the_same_version_one_wins(project, folder, tmp_pat
 
 
 def test_a_schema_1_project_is_upgraded_after_a_backup(tmp_path):
-    """tests/core/annotation/data/project-v1 was made by the code of schema 1 (before versions): one image, an
+    """tests/core/annotation/project/data/project-v1 was made by the code of schema 1 (before versions): one image, an
     annotation added then updated, a second added, a third added then deleted."""
     root = tmp_path / "old"
     shutil.copytree(HERE / "data" / "project-v1", root)
