@@ -122,7 +122,7 @@ class Project:
         self.scan_report = scanning.scan(self._db, self.root, progress)
         return self.scan_report
 
-    # ---- labels
+    # ---- labels (labels)
 
     def labels(self) -> tuple[str, ...]:
         """The label list, in display order."""
