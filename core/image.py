@@ -20,6 +20,8 @@ from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import ImageLoadError, read_user_file
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "BMP"})
+# File name suffixes (lower case) of those formats: what a folder scan or a file picker offers.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MIN_SIDE = 16
 DEFAULT_MAX_PIXELS = 50_000_000
 # Resolutions below this (px/inch) are screen defaults (72, 96, 150...), not a physical scale of skin.

@@ -23,8 +23,9 @@ from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import DermasegError
+from dermaseg.core.image import IMAGE_SUFFIXES
 from dermaseg.core.offline import disable_telemetry
 from dermaseg.core.segment.segmenter import Engine
 from dermaseg.core.settings import Settings
@@ -450,7 +451,7 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
                     with gr.Tab("Open & export", id="files"):
                         upload = LocalFile(
                             label="Open an image file (JPEG, PNG, TIFF, BMP)",
-                            file_types=[".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"],
+                            file_types=list(IMAGE_SUFFIXES),
                             elem_id="ds-upload",
                             height=110,
                         )

@@ -26,7 +26,7 @@ from PIL import Image
 
 from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons, polygons_to_mask, repair_polygons
 from dermaseg.core.annotation.metrics import DECISION_AID_NOTICE, LesionMetrics, measure
-from dermaseg.core.annotation.project.store import Annotation, DamagedAnnotation, Draft, Project, Provenance
+from dermaseg.core.annotation.project import Annotation, DamagedAnnotation, Draft, Project, Provenance
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import ConflictError, DermasegError, GeometryError
 from dermaseg.core.image import LesionImage, load_image

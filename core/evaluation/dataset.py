@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from dermaseg.core.errors import DermasegError
+from dermaseg.core.image import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DEV_DATA_ENV = "DERMASEG_DEV_DATA"
 
 

@@ -150,7 +150,7 @@ def clear_prompts(page: Any) -> None:
 def run(image: Path, prompts: int, clicks_alone: bool = False) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.settings import Settings
     from dermaseg.webui.app import build_app, launch

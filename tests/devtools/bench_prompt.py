@@ -84,7 +84,7 @@ def run(image: Path, prompts: int, profile: cProfile.Profile | None = None, boxe
     import dermaseg.core.interactive.refine as refine_module
     import dermaseg.core.interactive.session as interactive_module
     import dermaseg.core.segment.segmenter as segmenter_module
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.settings import Settings
     from dermaseg.webui import handlers as h

@@ -363,7 +363,7 @@ def run(
     workdir: Path | None = None,
 ) -> list[Level]:
     """Run the load test; returns one `Level` per entry of `sessions`."""
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
 
     images_dir = images_dir or dev_dir()

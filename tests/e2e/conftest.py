@@ -43,7 +43,7 @@ def serve_project():
 def _serve_project(engine, folder: Path, cache: Path) -> Iterator[tuple[object, str]]:
     """The page on the project in `folder` (dev images copied there), launched in this process on
     127.0.0.1 with a private cache folder: yields (project, URL); app and project closed after."""
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
     from dermaseg.webui.app import build_app, launch
 

@@ -62,7 +62,7 @@ def shown(page) -> dict:
 def test_a_reload_in_the_middle_of_work_brings_it_back(engine, dev_data, tmp_path, browser):
     from devtools.bench_browser import VIEWPORT
 
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
     from dermaseg.webui.app import build_app, launch
 
@@ -106,7 +106,7 @@ def test_a_reload_in_the_middle_of_work_brings_it_back(engine, dev_data, tmp_pat
 def test_kill_9_of_the_server_mid_work_then_restart_brings_it_back(dev_data, models_dir, tmp_path, browser):
     from devtools.bench_browser import VIEWPORT
 
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
 
     folder = project_folder(dev_data, tmp_path)
     Project.init(folder).close()

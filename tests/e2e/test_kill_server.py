@@ -97,7 +97,7 @@ def check_database(db: Path, saved: list[dict]) -> None:
 
 
 def test_kill_9_loses_no_saved_annotation(dev_data, models_dir: Path, tmp_path: Path) -> None:
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
 
     project_dir = tmp_path / "project"
     project_dir.mkdir()

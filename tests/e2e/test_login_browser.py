@@ -16,7 +16,7 @@ LOGIN = ("ann", "correct-horse")
 
 @pytest.fixture(scope="module")
 def guarded(engine, dev_data, tmp_path_factory):
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
     from dermaseg.webui.app import build_app, launch
 

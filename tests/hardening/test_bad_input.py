@@ -30,7 +30,7 @@ from corpus import (
 )
 
 from dermaseg.core.annotation.geometry import Polygons, repair_polygons
-from dermaseg.core.annotation.project.store import DB_DIR, DB_NAME, Project
+from dermaseg.core.annotation.project import DB_DIR, DB_NAME, Project
 from dermaseg.core.errors import CocoError, GeometryError, ImageLoadError, PromptError
 from dermaseg.core.image import LesionImage, load_image
 from dermaseg.core.segment.prompts import Prompts

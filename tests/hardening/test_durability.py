@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from devtools import load_test
 
-from dermaseg.core.annotation.project.store import FILES_CHANGED, Project
+from dermaseg.core.annotation.project import FILES_CHANGED, Project
 from dermaseg.core.evaluation.dataset import box_from_mask
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from corpus import IMAGE_H, IMAGE_W, base_image, coco_doc
 
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import ModelArtifactError, StoreError
 from dermaseg.core.segment.artifacts import MANIFEST, REBUILD_HINT, resolve_variant
 from dermaseg.core.segment.embedding_cache import MAGIC, CacheKey, EmbeddingCache, encode_entry

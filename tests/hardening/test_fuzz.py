@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from dermaseg.core.annotation.coco import parse_coco, read_coco
 from dermaseg.core.annotation.geometry import Polygons, repair_polygons
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import CocoError, GeometryError, ImageLoadError, PromptError, StoreError
 from dermaseg.core.image import LesionImage, load_image
 from dermaseg.core.segment.prompts import Prompts

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from corpus import IMAGE_H, IMAGE_W, base_image, coco_doc
 
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import CocoError, StoreError
 from dermaseg.webui.cli.main import main
 

@@ -21,7 +21,7 @@ def project_dir(dev_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def project(project_dir: Path):
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
 
     p = Project.init(project_dir)
     yield p

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project import Project
 from dermaseg.webui.cli.main import main
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project import Project
 from dermaseg.webui.cli.main import main
 from dermaseg.webui.cli.project import EXIT_DAMAGED
 
@@ -65,7 +65,7 @@ def test_check_reports_then_repairs(folder, capsys):
 
 def test_writers_are_refused_while_another_process_holds_the_folder(folder, tmp_path, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "from dermaseg.core.annotation.project.store import FolderLock; "
+        [sys.executable, "-c", "from dermaseg.core.annotation.project import FolderLock; "
          f"FolderLock({str(folder)!r}, "
          "'dermaseg serve').acquire(); print('LOCKED', flush=True); input()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -113,7 +113,7 @@ def test_a_draft_edits_the_saved_lesion_it_was_editing(engine, dev_data, tmp_pat
     + 1); if someone changed the lesion meanwhile, it comes back as a new lesion beside it (nothing lost)."""
     import shutil
 
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
 
     case = dev_data[1]
     (tmp_path / "p").mkdir()

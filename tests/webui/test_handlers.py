@@ -200,7 +200,7 @@ def own(engine, dev_data, tmp_path):
     """A project of its own (one dev image) and a session on it: these tests edit labels and lesions."""
     import shutil
 
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
 
     case = dev_data[3]
     folder = tmp_path / "own"
@@ -363,7 +363,7 @@ def test_image_export_is_the_project_export_of_that_image(own, tmp_path, skin_bo
     project export agree (category ids, polygons, tolerance), and a fresh project imports both."""
     import shutil
 
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
 
     s, expert = own
     h.prompt_box(s, box_from_mask(expert, margin=8))
@@ -420,7 +420,7 @@ def test_a_project_scale_serves_every_image_without_its_own(engine, tmp_path, de
     """Calibration per project (one dermatoscope), overridable per image; it survives a reopen."""
     import shutil
 
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
 
     folder = tmp_path / "p"
     folder.mkdir()

@@ -124,7 +124,7 @@ def decoder_call(backend: Any, emb: np.ndarray, points: tuple[np.ndarray, np.nda
 
 def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) -> dict[str, Any]:
     """All figures of one benchmark run (see the module's docstring), as a JSON-ready dict."""
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     from dermaseg.webui import handlers as h
 
     work = Path(tempfile.mkdtemp(prefix="dermaseg-bench-"))

@@ -201,8 +201,7 @@ def save_mask_png(mask: np.ndarray, path: Path) -> None:
 
 
 def _precompute(args: argparse.Namespace) -> int:
-    from dermaseg.core.evaluation.dataset import IMAGE_SUFFIXES
-    from dermaseg.core.image import load_image
+    from dermaseg.core.image import IMAGE_SUFFIXES, load_image
     from dermaseg.core.segment.segmenter import Engine
 
     if not args.folder.is_dir():

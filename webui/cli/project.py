@@ -6,7 +6,7 @@
     dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
     dermaseg project check FOLDER [--repair]
 
-Thin: each command is one `dermaseg.core.annotation.project.store.Project` call; errors are `DermasegError`s that the
+Thin: each command is one `dermaseg.core.annotation.project.Project` call; errors are `DermasegError`s that the
 main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
 
 Exit codes: 0 done; 2 refused (an error message says why); EXIT_DAMAGED (3) when `export-coco` wrote
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from dermaseg.core.annotation.project.store import (
+from dermaseg.core.annotation.project import (
     STATUSES,
     CheckReport,
     DamagedAnnotation,

@@ -1,7 +1,7 @@
 """`dermaseg serve`: the annotation page on this computer.
 
 One project folder is served by one process at a time: `serve` holds the folder's lock
-(`store.FolderLock`) while it runs; a second `serve` (or a writer such as `project import-coco`) on the
+(`project.FolderLock`) while it runs; a second `serve` (or a writer such as `project import-coco`) on the
 same folder is refused with a message naming the holder. The lock goes with the process, however it ends.
 """
 
@@ -66,7 +66,7 @@ def threads_line(pools: dict[str, int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dermaseg.core.annotation.project.store import FolderLock, Project
+    from dermaseg.core.annotation.project import FolderLock, Project
     from dermaseg.core.errors import ModelArtifactError
     from dermaseg.core.segment.artifacts import read_manifest
     from dermaseg.core.segment.segmenter import Engine

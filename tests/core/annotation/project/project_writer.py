@@ -1,6 +1,6 @@
 """Helper for the crash test: accept annotations in a loop, print "SAVED <id>" after each commit.
 
-Usage: python store_writer.py PROJECT_FOLDER SEED. Prints "READY" once the project is open, then
+Usage: python project_writer.py PROJECT_FOLDER SEED. Prints "READY" once the project is open, then
 runs until killed. Between saves it also edits
 and undoes/redoes an older annotation, so kills land inside every kind of transaction.
 """
@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from dermaseg.core.annotation.project.store import Project, Provenance
+from dermaseg.core.annotation.project import Project, Provenance
 
 
 def main(folder: str, seed: int) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermaseg.core.annotation.project.store import FILES_CHANGED, FolderLock, Project
+from dermaseg.core.annotation.project import FILES_CHANGED, FolderLock, Project
 from dermaseg.core.errors import StoreError
 
 
@@ -85,7 +85,7 @@ def _corrupt_rle(db: Path, ann_id: int, replacement: str, at: int = 3) -> None:
 
 def test_draft_survives_kill_9_and_marks_the_image_in_progress(folder: Path) -> None:
     proc = _python(f"""
-        from dermaseg.core.annotation.project.store import Project
+        from dermaseg.core.annotation.project import Project
         p = Project.open({str(folder)!r}, scan=False)
         rec = p.images()[1]
         outline = {{"width": 80, "height": 60, "parts": [{{"exterior": [[10, 10], [50, 10], [50, 40]]}}]}}
@@ -177,7 +177,7 @@ def test_check_repairs_from_history_then_outline_then_quarantines(folder: Path) 
 WRITER = """
     import numpy as np
     from dermaseg.core.errors import StoreError
-    from dermaseg.core.annotation.project.store import Project
+    from dermaseg.core.annotation.project import Project
     p = Project.open({folder!r}, scan=False)
     recs = p.images()
     m = np.zeros((60, 80), dtype=bool); m[10:40, 15:55] = True
@@ -218,7 +218,7 @@ def test_a_deleted_wal_or_replaced_database_refuses_the_save(folder: Path, fault
 
 def test_the_folder_lock_names_its_holder_and_goes_with_a_kill_9(folder: Path) -> None:
     proc = _python(f"""
-        from dermaseg.core.annotation.project.store import FolderLock
+        from dermaseg.core.annotation.project import FolderLock
         FolderLock({str(folder)!r}, "dermaseg serve").acquire()
         print("LOCKED", flush=True)
         input()

@@ -1,4 +1,4 @@
-"""Project store: scanning, path safety, autosave, undo/redo across restarts, threads, SIGKILL, COCO."""
+"""The project: scanning, path safety, autosave, undo/redo across restarts, threads, SIGKILL, COCO."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons
-from dermaseg.core.annotation.project import store as store_mod
-from dermaseg.core.annotation.project.store import Project, Provenance
+from dermaseg.core.annotation.project import Project, Provenance
+from dermaseg.core.annotation.project import database as database_mod
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import CocoError, ConflictError, StoreError
 
@@ -115,7 +115,7 @@ def test_not_a_project_corrupt_and_read_only(tmp_path, folder, monkeypatch):
         Project.open(tmp_path / "nope")
     Project.init(folder).close()
     db = folder / ".dermaseg" / "project.sqlite"
-    monkeypatch.setattr(store_mod.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(database_mod.os, "access", lambda *a, **k: False)
     with pytest.raises(StoreError, match="read-only"):
         Project.open(folder)
     monkeypatch.undo()
@@ -260,7 +260,7 @@ def test_sigkill_never_loses_a_saved_annotation(tmp_path):
     deadline = time.monotonic() + 45  # bounded even on a loaded machine
     while kills < 30 and time.monotonic() < deadline:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "store_writer.py"), str(root), str(kills)],
+            [sys.executable, str(HERE / "project_writer.py"), str(root), str(kills)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -466,7 +466,7 @@ import sys, time
 from pathlib import Path
 import numpy as np
 from dermaseg.core.errors import ConflictError
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project import Project
 p = Project.open(sys.argv[1], scan=False)
 ann = p.annotations()[0]
 m = np.zeros((ann.rle.height, ann.rle.width), bool); m[: int(sys.argv[2]) + 1, :] = True
@@ -502,7 +502,7 @@ def test_two_processes_saving_the_same_version_one_wins(project, folder, tmp_pat
 
 
 def test_a_schema_1_project_is_upgraded_after_a_backup(tmp_path):
-    """tests/core/annotation/data/project-v1 was made by the code of schema 1 (before versions): one image, an
+    """tests/core/annotation/project/data/project-v1 was made by the code of schema 1 (before versions): one image, an
     annotation added then updated, a second added, a third added then deleted."""
     root = tmp_path / "old"
     shutil.copytree(HERE / "data" / "project-v1", root)
@@ -532,7 +532,7 @@ def test_a_schema_1_project_is_upgraded_after_a_backup(tmp_path):
         assert p.annotation(1).version == 2
     con = sqlite3.connect(db)
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-        str(store_mod.SCHEMA_VERSION),
+        str(database_mod.SCHEMA_VERSION),
     )
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.commit()

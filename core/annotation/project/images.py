@@ -1,0 +1,162 @@
+"""The project's images: their records, status and calibration (per image and for the whole project).
+
+Images are known by their path relative to the folder (posix separators) and their file SHA-256; the
+scan (`scanning.scan`) keeps the file columns up to date through the small writers at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from dermaseg.core.annotation.project.database import Database
+from dermaseg.core.annotation.project.paths import relative_posix, safe_path
+from dermaseg.core.annotation.project.records import STATUSES, ImageRecord
+from dermaseg.core.calibration import Calibration
+from dermaseg.core.errors import StoreError
+from dermaseg.core.image import LesionImage, load_image
+
+# An image with a draft (work not yet accepted) is shown "in progress", whatever was saved before.
+SHOWN_STATUS = (
+    "CASE WHEN EXISTS (SELECT 1 FROM drafts d WHERE d.image_id = images.id) THEN 'in_progress' ELSE status END"
+)
+_IMG_SQL = (
+    "SELECT id, path, file_sha256, pixel_sha256, width, height, mm_per_px, calibration_source, "
+    f"{SHOWN_STATUS}, added_utc FROM images"
+)
+
+
+def _image(row: Sequence[Any]) -> ImageRecord:
+    cal = Calibration(row[6], row[7] or "user") if row[6] is not None else None
+    return ImageRecord(row[0], row[1], row[2], row[3], row[4], row[5], cal, row[8], row[9])
+
+
+def images(db: Database, statuses: Collection[str] | None = None) -> list[ImageRecord]:
+    """All images (or those with one of `statuses`), ordered by path."""
+    out = [_image(r) for r in db.query(_IMG_SQL + " ORDER BY path")]
+    return [i for i in out if statuses is None or i.status in statuses]
+
+
+def image(db: Database, image_id: int) -> ImageRecord:
+    rows = db.query(_IMG_SQL + " WHERE id = ?", (image_id,))
+    if not rows:
+        raise StoreError(f"image id {image_id}: not in this project")
+    return _image(rows[0])
+
+
+def image_by_path(db: Database, rel: str) -> ImageRecord | None:
+    rows = db.query(_IMG_SQL + " WHERE path = ?", (relative_posix(rel),))
+    return _image(rows[0]) if rows else None
+
+
+def load_project_image(db: Database, root: Path, image_id: int) -> LesionImage:
+    """Decode an image (`core.image.load_image`) with its stored calibration; records the pixel hash."""
+    rec = image(db, image_id)
+    img = load_image(safe_path(root, rec.path), name=rec.path)
+    if (img.width, img.height) != (rec.width, rec.height):
+        raise StoreError(
+            f"{rec.path}: is {img.width}x{img.height} now, the project knows it as "
+            f"{rec.width}x{rec.height}; reopen the project to rescan"
+        )
+    if rec.pixel_sha256 != img.sha256:
+        with db.write() as c:
+            c.execute("UPDATE images SET pixel_sha256 = ? WHERE id = ?", (img.sha256, image_id))
+    return img.with_calibration(rec.calibration or project_calibration(db) or img.calibration)
+
+
+def set_status(db: Database, image_id: int, status: str) -> None:
+    if status not in STATUSES:
+        raise StoreError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    with db.write() as c:
+        if c.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id)).rowcount != 1:
+            raise StoreError(f"image id {image_id}: not in this project")
+
+
+def mark_in_progress(c: sqlite3.Connection, image_id: int) -> None:
+    """An image that received an annotation is "in_progress" if it was "not_started"."""
+    c.execute("UPDATE images SET status = 'in_progress' WHERE id = ? AND status = 'not_started'", (image_id,))
+
+
+def import_status(c: sqlite3.Connection, image_id: int, status: str) -> None:
+    """Set an imported image status (one of STATUSES, checked by the caller) in the open transaction."""
+    c.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id))
+
+
+# ---- calibration
+
+
+def project_calibration(db: Database) -> Calibration | None:
+    """The project's scale (one device at contact), used by every image without a scale of its own
+    (it comes before a file's resolution metadata, which cameras rarely fill in truly)."""
+    rows = db.query("SELECT value FROM meta WHERE key = 'calibration_mm_per_px'")
+    return Calibration(float(rows[0][0]), "project") if rows else None
+
+
+def set_project_calibration(db: Database, calibration: Calibration | None) -> None:
+    """Set (or, with None, remove) the project's scale."""
+    with db.write() as c:
+        c.execute("DELETE FROM meta WHERE key = 'calibration_mm_per_px'")
+        if calibration is not None:
+            c.execute("INSERT INTO meta VALUES ('calibration_mm_per_px', ?)", (repr(calibration.mm_per_px),))
+
+
+def set_calibration(db: Database, image_id: int, calibration: Calibration | None) -> None:
+    """Set (or, with None, remove) one image's own scale."""
+    mm, src = (calibration.mm_per_px, calibration.source) if calibration else (None, None)
+    with db.write() as c:
+        n = c.execute(
+            "UPDATE images SET mm_per_px = ?, calibration_source = ? WHERE id = ?", (mm, src, image_id)
+        ).rowcount
+        if n != 1:
+            raise StoreError(f"image id {image_id}: not in this project")
+
+
+def import_calibration(c: sqlite3.Connection, image_id: int, calibration: Calibration) -> None:
+    """Give an image an imported scale unless it has one already (in the open transaction)."""
+    c.execute(
+        "UPDATE images SET mm_per_px = ?, calibration_source = ? WHERE id = ? AND mm_per_px IS NULL",
+        (calibration.mm_per_px, calibration.source, image_id),
+    )
+
+
+# ---- the file columns, for the folder scan
+
+
+def known_files(db: Database) -> dict[str, tuple[Any, ...]]:
+    """{path: (id, path, file_sha256, file_size, file_mtime_ns, width, height)} of every known image."""
+    rows = db.query("SELECT id, path, file_sha256, file_size, file_mtime_ns, width, height FROM images")
+    return {r[1]: r for r in rows}
+
+
+def touched(c: sqlite3.Connection, image_id: int, st: os.stat_result) -> None:
+    """The file was touched but its content is the same."""
+    c.execute("UPDATE images SET file_size = ?, file_mtime_ns = ? WHERE id = ?", (st.st_size, st.st_mtime_ns, image_id))
+
+
+def changed(c: sqlite3.Connection, image_id: int, sha: str, st: os.stat_result, w: int, h: int) -> None:
+    """Same path, new content: new hash and size, the pixel hash to be found again."""
+    c.execute(
+        "UPDATE images SET file_sha256 = ?, file_size = ?, file_mtime_ns = ?, "
+        "pixel_sha256 = NULL, width = ?, height = ? WHERE id = ?",
+        (sha, st.st_size, st.st_mtime_ns, w, h, image_id),
+    )
+
+
+def moved(c: sqlite3.Connection, image_id: int, rel: str, st: os.stat_result) -> None:
+    """A known file (same hash) found at a new path."""
+    c.execute(
+        "UPDATE images SET path = ?, file_size = ?, file_mtime_ns = ? WHERE id = ?",
+        (rel, st.st_size, st.st_mtime_ns, image_id),
+    )
+
+
+def added(c: sqlite3.Connection, rel: str, sha: str, st: os.stat_result, w: int, h: int, now: str) -> None:
+    """A new image."""
+    c.execute(
+        "INSERT INTO images(path, file_sha256, file_size, file_mtime_ns, width, height, "
+        "added_utc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (rel, sha, st.st_size, st.st_mtime_ns, w, h, now),
+    )

@@ -1,0 +1,300 @@
+"""`Project`: the one object the page and the command line use, a facade over the project's modules.
+
+An annotation project is a folder of images and one SQLite database of their annotations
+(`database`). `Project.open` / `Project.init` scan the folder (`scanning`); annotations are saved as
+undoable steps (`annotations`, `history`), work in progress as drafts (`drafts`); `check` finds and
+mends damaged rows; `export_coco` / `import_coco` move the project in and out as COCO (`coco_io`).
+Every accepted change is one transaction, committed at once (autosave). Thread safe: see `database`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermaseg.core.annotation.geometry import Polygons
+from dermaseg.core.annotation.project import (
+    annotation_rows,
+    annotations,
+    check,
+    coco_io,
+    drafts,
+    history,
+    images,
+    paths,
+    scanning,
+)
+from dermaseg.core.annotation.project import labels as label_list
+from dermaseg.core.annotation.project import summary as counts
+from dermaseg.core.annotation.project.annotations import UNSET
+from dermaseg.core.annotation.project.database import (
+    Database,
+    check_folder,
+    existing_database,
+    make_database_folder,
+)
+from dermaseg.core.annotation.project.records import (
+    Annotation,
+    CheckReport,
+    DamagedAnnotation,
+    Draft,
+    ExportReport,
+    ImageRecord,
+    ImportReport,
+    Json,
+    Progress,
+    Provenance,
+    ScanReport,
+)
+from dermaseg.core.calibration import Calibration
+from dermaseg.core.image import LesionImage
+
+
+class Project:
+    """An annotation project: use `Project.init(folder)` or `Project.open(folder)`, then `close()`.
+
+    Each method is the function of the same name in the module named in brackets; read there for details.
+    """
+
+    def __init__(self, root: Path, db_path: Path) -> None:
+        self.root = root
+        self.db_path = db_path
+        self.scan_report = ScanReport()
+        self._db = Database(db_path)
+
+    # ---- opening and closing (database)
+
+    @classmethod
+    def init(
+        cls,
+        folder: str | Path,
+        labels: Sequence[str] | None = None,
+        *,
+        scan: bool = True,
+        progress: Progress | None = None,
+    ) -> Project:
+        """Create the project database in `folder` (or open an existing one) and scan the folder.
+
+        labels: the label list for a new project (default ("lesion",)); ignored for an existing one.
+        """
+        root = check_folder(folder)
+        db_path = make_database_folder(root)
+        names = label_list.check_labels(labels if labels is not None else label_list.DEFAULT_LABELS)
+        with cls(root, db_path) as creator:
+            creator._db.create_schema(names)
+        return cls.open(root, scan=scan, progress=progress)
+
+    @classmethod
+    def open(cls, folder: str | Path, *, scan: bool = True, progress: Progress | None = None) -> Project:
+        """Open the project in `folder`, check its database (upgrading an older one), and scan the folder."""
+        root = check_folder(folder)
+        project = cls(root, existing_database(root))
+        project._db.open_checked()
+        if scan:
+            project.scan(progress)
+        return project
+
+    def close(self) -> None:
+        """Close every connection this project opened (in any thread)."""
+        self._db.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def integrity_check(self) -> str:
+        """`PRAGMA integrity_check`: "ok" when the database is sound."""
+        return self._db.integrity_check()
+
+    # ---- the folder (paths, scanning)
+
+    def safe_path(self, rel: str) -> Path:
+        """Absolute path of a project-relative path; StoreError unless it stays inside the folder."""
+        return paths.safe_path(self.root, rel)
+
+    def scan(self, progress: Progress | None = None) -> ScanReport:
+        """Add new images, follow moved ones, update changed ones; also kept as `scan_report`."""
+        self.scan_report = scanning.scan(self._db, self.root, progress)
+        return self.scan_report
+
+    # ---- labels (labels)
+
+    def labels(self) -> tuple[str, ...]:
+        """The label list, in display order."""
+        return label_list.labels(self._db)
+
+    def set_labels(self, names: Sequence[str]) -> None:
+        """Replace the label list; a label still used by an annotation cannot be removed."""
+        label_list.set_labels(self._db, names)
+
+    # ---- images (images)
+
+    def images(self, statuses: Collection[str] | None = None) -> list[ImageRecord]:
+        """All images (or those with one of `statuses`), ordered by path."""
+        return images.images(self._db, statuses)
+
+    def image(self, image_id: int) -> ImageRecord:
+        return images.image(self._db, image_id)
+
+    def image_by_path(self, rel: str) -> ImageRecord | None:
+        return images.image_by_path(self._db, rel)
+
+    def load_image(self, image_id: int) -> LesionImage:
+        """Decode an image with its stored (or the project's) calibration; records the pixel hash."""
+        return images.load_project_image(self._db, self.root, image_id)
+
+    def project_calibration(self) -> Calibration | None:
+        """The project's scale (one device at contact), used by every image without one of its own."""
+        return images.project_calibration(self._db)
+
+    def set_project_calibration(self, calibration: Calibration | None) -> None:
+        """Set (or, with None, remove) the project's scale."""
+        images.set_project_calibration(self._db, calibration)
+
+    def set_status(self, image_id: int, status: str) -> None:
+        images.set_status(self._db, image_id, status)
+
+    def set_calibration(self, image_id: int, calibration: Calibration | None) -> None:
+        images.set_calibration(self._db, image_id, calibration)
+
+    # ---- annotations (annotation_rows, annotations)
+
+    def annotations(self, image_id: int | None = None) -> list[Annotation]:
+        """Annotations of one image (or all), oldest first; damaged ones left out."""
+        return annotation_rows.annotations(self._db, image_id)
+
+    def annotation(self, ann_id: int) -> Annotation:
+        return annotation_rows.annotation(self._db, ann_id)
+
+    def damaged_annotations(self, image_id: int | None = None) -> list[DamagedAnnotation]:
+        """Stored annotations that cannot be decoded, oldest first."""
+        return annotation_rows.damaged_annotations(self._db, image_id)
+
+    def add_annotation(
+        self,
+        image_id: int,
+        mask: np.ndarray,
+        label: str | None = None,
+        *,
+        polygons: Polygons | Mapping[str, Json] | None = None,
+        metrics: Any = None,
+        tolerance_px: float | None = None,
+        provenance: Provenance | None = None,
+    ) -> Annotation:
+        """Save a new annotation (committed on return) and make it undoable."""
+        return annotations.add_annotation(
+            self._db, image_id, mask, label,
+            polygons=polygons, metrics=metrics, tolerance_px=tolerance_px, provenance=provenance,
+        )  # fmt: skip
+
+    def update_annotation(
+        self,
+        ann_id: int,
+        *,
+        mask: np.ndarray | None = None,
+        polygons: Polygons | Mapping[str, Json] | None = None,
+        label: str | None = None,
+        metrics: Any = UNSET,
+        tolerance_px: float | None = UNSET,
+        provenance: Provenance | None = None,
+        expected_version: int | None = None,
+    ) -> Annotation:
+        """Change an annotation (committed on return, undoable); ConflictError when `expected_version`
+        is given and the stored one differs."""
+        return annotations.update_annotation(
+            self._db, ann_id, mask=mask, polygons=polygons, label=label, metrics=metrics,
+            tolerance_px=tolerance_px, provenance=provenance, expected_version=expected_version,
+        )  # fmt: skip
+
+    def delete_annotation(self, ann_id: int, *, expected_version: int | None = None) -> None:
+        """Delete an annotation (committed on return, undoable)."""
+        annotations.delete_annotation(self._db, ann_id, expected_version=expected_version)
+
+    # ---- undo / redo (history)
+
+    def last_action(self, image_id: int, *, undone: bool = False) -> int | None:
+        """Id of the step `undo(image_id)` would undo (undone=True: the one `redo` would redo), or None."""
+        return history.last_action(self._db, image_id, undone=undone)
+
+    def undo(self, image_id: int, action_id: int | None = None) -> bool:
+        """Undo the latest annotation edit on the image; False when there is nothing to undo.
+
+        action_id: undo only if that step (`last_action`) is still the latest, else StoreError.
+        """
+        return history.step(self._db, image_id, action_id, undo=True)
+
+    def redo(self, image_id: int, action_id: int | None = None) -> bool:
+        """Redo the earliest undone edit on the image; False when there is nothing to redo.
+
+        action_id: redo only if that step (`last_action(undone=True)`) is still the next, else StoreError.
+        """
+        return history.step(self._db, image_id, action_id, undo=False)
+
+    def history_depth(self, image_id: int) -> tuple[int, int]:
+        """(steps that can be undone, steps that can be redone) for the image."""
+        return history.history_depth(self._db, image_id)
+
+    # ---- work in progress (drafts)
+
+    def save_draft(
+        self, image_id: int, prompts: Json, polygons: Json = None, tolerance_px: float | None = None
+    ) -> None:
+        """Keep the work in progress on an image (one small UPSERT, committed): see `Draft`."""
+        drafts.save_draft(self._db, image_id, prompts, polygons, tolerance_px)
+
+    def draft(self, image_id: int) -> Draft | None:
+        """The image's draft, or None (also when it is damaged)."""
+        return drafts.draft(self._db, image_id)
+
+    def discard_draft(self, image_id: int) -> None:
+        drafts.discard_draft(self._db, image_id)
+
+    def ui_state(self, key: str) -> str | None:
+        """A value the page keeps between visits (last image, annotator name), or None."""
+        return drafts.ui_state(self._db, key)
+
+    def set_ui_state(self, key: str, value: str) -> None:
+        drafts.set_ui_state(self._db, key, value)
+
+    # ---- check, summary, COCO (check, summary, coco_io)
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Check the database (integrity, damaged annotations, missing image files); repair=True mends them."""
+        return check.check(self._db, self.root, repair)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for `dermaseg project status`: images by status, annotations by label, labels."""
+        return counts.summary(self._db, self.root)
+
+    def export_coco(
+        self,
+        coco_path: str | Path,
+        *,
+        masks_dir: str | Path | None = None,
+        force_rle: bool = False,
+        statuses: Collection[str] | None = None,
+        image_ids: Collection[int] | None = None,
+        progress: Progress | None = None,
+    ) -> ExportReport:
+        """Write the project (or the images with one of `statuses`, or those of `image_ids`) as COCO JSON,
+        plus PNG masks in `masks_dir` (outside the project folder)."""
+        return coco_io.export_coco(
+            self._db, self.root, coco_path, masks_dir=masks_dir, force_rle=force_rle, statuses=statuses,
+            image_ids=image_ids, progress=progress,
+        )  # fmt: skip
+
+    def import_coco(
+        self,
+        source: str | Path | bytes,
+        *,
+        replace: bool = False,
+        annotator: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import a COCO file's annotations, all or nothing (CocoError naming the entry)."""
+        return coco_io.import_coco(self._db, self.root, source, replace=replace, annotator=annotator, progress=progress)
