@@ -13,7 +13,8 @@ main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
 Exit codes: 0 done; 2 refused (an error message says why); EXIT_DAMAGED (3) when `export-coco` wrote
 every healthy annotation but left damaged ones out (named on stderr), or `check` found problems that
 remain (without --repair, or that a repair could not mend). Writers (`import-coco`, `check --repair`)
-take the folder's lock: they are refused while `dermaseg serve` has the project open.
+take the folder's lock: they are refused while `dermaseg serve` has the project open; `agreement` only
+reads (its consensus COCO is written beside the project, never into it).
 """
 
 from __future__ import annotations
