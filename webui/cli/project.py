@@ -4,6 +4,7 @@
     dermaseg project status FOLDER [--json]
     dermaseg project export-coco FOLDER --out FILE.json [--masks DIR] [--rle] [--status STATUS ...]
     dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
+    dermaseg project agreement FOLDER [--json OUT.json] [--consensus staple|majority --coco OUT.json]
     dermaseg project check FOLDER [--repair]
 
 Thin: each command is one `dermaseg.core.annotation.project.Project` call; errors are `DermasegError`s that the
@@ -12,7 +13,8 @@ main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
 Exit codes: 0 done; 2 refused (an error message says why); EXIT_DAMAGED (3) when `export-coco` wrote
 every healthy annotation but left damaged ones out (named on stderr), or `check` found problems that
 remain (without --repair, or that a repair could not mend). Writers (`import-coco`, `check --repair`)
-take the folder's lock: they are refused while `dermaseg serve` has the project open.
+take the folder's lock: they are refused while `dermaseg serve` has the project open; `agreement` only
+reads (its consensus COCO is written beside the project, never into it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from dermaseg.core.annotation import coco
+from dermaseg.core.annotation.agreement import agreement
 from dermaseg.core.annotation.project import (
     STATUSES,
     CheckReport,
@@ -35,6 +39,8 @@ from dermaseg.core.annotation.project import (
     Project,
     ScanReport,
 )
+from dermaseg.core.annotation.project.raters import CONSENSUS_METHODS, rater_masks, write_consensus_coco
+from dermaseg.core.errors import DermasegError
 
 T = TypeVar("T")
 EXIT_DAMAGED = 3
@@ -68,9 +74,27 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     p = psub.add_parser("import-coco", help="add the annotations of a COCO JSON file to the project")
     p.add_argument("folder", type=Path)
     p.add_argument("file", type=Path)
-    p.add_argument("--replace", action="store_true", help="replace the annotations of the images in the file")
-    p.add_argument("--annotator", help="name recorded for annotations without provenance")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace, on the images in the file, the annotations of the raters the file brings (others stay)",
+    )
+    p.add_argument(
+        "--annotator",
+        metavar="NAME",
+        help="file the annotations under this rater, beside other raters' (a name the file's own provenance "
+        "gives is kept)",
+    )
     p.set_defaults(run=_import)
+
+    p = psub.add_parser(
+        "agreement", help="agreement between raters (Dice, IoU, HD95) on images with 2+ raters; consensus as COCO"
+    )
+    p.add_argument("folder", type=Path)
+    p.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON to this file")
+    p.add_argument("--consensus", choices=CONSENSUS_METHODS, help="consensus mask per image (with --coco)")
+    p.add_argument("--coco", type=Path, metavar="OUT", help="write the consensus masks as COCO to this file")
+    p.set_defaults(run=_agreement)
 
     p = psub.add_parser(
         "check", help="check the database: integrity, damaged annotations, missing image files (and repair)"
@@ -203,4 +227,41 @@ def _import(args: argparse.Namespace) -> int:
     )
     if rep.new_labels:
         print(f"new labels: {', '.join(rep.new_labels)}")
+    return 0
+
+
+def _agreement(args: argparse.Namespace) -> int:
+    if (args.consensus is None) != (args.coco is None):
+        raise DermasegError("--consensus and --coco go together: --consensus staple|majority --coco OUT.json")
+    with Project.open(args.folder, scan=False) as p:
+        gathered = rater_masks(p)
+        if not gathered.masks:
+            raise DermasegError(
+                f"{p.root}: no image has annotations by two or more raters "
+                f"({len(gathered.single_rater)} annotated by one rater); add another rater's with "
+                "`dermaseg project import-coco FOLDER FILE --annotator NAME`"
+            )
+        result = agreement(gathered.masks, gathered.calibrations)
+        labels = p.labels()
+    data = {**result.to_json(), "raters": list(gathered.raters), "skipped_single_rater": list(gathered.single_rater)}
+    hd95 = result.hd95_px.mean if result.hd95_px is not None else None
+    print(f"images: {len(result.images)} with 2+ raters ({data['n_pairs']} pairs)")
+    print(f"raters: {', '.join(gathered.raters)}")
+    print(f"mean Dice: {result.mean_dice:.3f}   mean HD95: " + (f"{hd95:.1f} px" if hd95 is not None else "n/a"))
+    if gathered.single_rater:
+        print(f"skipped: {len(gathered.single_rater)} image(s) with one rater only")
+    print("most disagreement (1 - mean Dice):")
+    print(f"  {'image':<32} {'raters':>6} {'Dice':>6} {'HD95 px':>8}")
+    for im in result.ranked[:5]:
+        h = f"{im.mean_hd95_px:.1f}" if im.mean_hd95_px is not None else "n/a"
+        print(f"  {im.file_name:<32} {len(im.raters):>6} {im.mean_dice:>6.3f} {h:>8}")
+    print(data["notice"])
+    if args.json is not None:
+        coco.write_json_atomic(data, args.json)
+        print(f"wrote {args.json}")
+    if args.consensus is not None:
+        rep = write_consensus_coco(result, gathered, args.consensus, args.coco, labels)
+        print(f"wrote {rep.coco_path}: {rep.annotations} consensus annotations ({args.consensus})")
+        if rep.empty:
+            print(f"  no consensus pixel (no annotation written) on: {', '.join(rep.empty)}")
     return 0

@@ -212,9 +212,14 @@ def last_change(c: sqlite3.Connection, ann_id: int) -> tuple[int, str, str | Non
     ).fetchone()
 
 
-def image_contents(c: sqlite3.Connection, image_id: int) -> list[tuple[int, str, str]]:
-    """(id, label, rle_counts) of the image's annotations: enough to recognise a duplicate."""
-    return c.execute("SELECT id, label, rle_counts FROM annotations WHERE image_id = ?", (image_id,)).fetchall()
+def image_contents(c: sqlite3.Connection, image_id: int) -> list[tuple[int, str, str, str | None]]:
+    """(id, label, rle_counts, annotator) of the image's annotations: enough to recognise a duplicate
+    (the same rater's same mask) and to find one rater's annotations."""
+    return c.execute(
+        "SELECT a.id, a.label, a.rle_counts, p.annotator FROM annotations a "
+        "LEFT JOIN provenance p ON p.annotation_id = a.id WHERE a.image_id = ?",
+        (image_id,),
+    ).fetchall()
 
 
 # ---- snapshots: the unit of undo/redo

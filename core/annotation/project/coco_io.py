@@ -7,6 +7,7 @@ status, calibration), so an export imported again keeps everything.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
@@ -145,11 +146,21 @@ def import_coco(
     "dermaseg" file_sha256 of our own exports; width and height must agree. Categories map to
     labels by name; unknown names are added to the label list. The whole file is validated and
     converted first; then one transaction writes it, so an error leaves the project unchanged.
-    replace=False: annotations are added, skipping exact duplicates (same image, label and
-    mask), so importing a file twice adds nothing. replace=True: the images' annotations are
-    replaced. Each image's import is one undoable step. Raises CocoError naming the entry.
+    annotator: the rater the annotations are filed under, unless the file's own provenance (our
+    exports) already names one: that name is who did it and is kept. Every imported annotation
+    records who (annotator, None when neither names anyone) and when (`Provenance.time_utc`: the
+    file's, else the import's; `created_utc`: the import's).
+    replace=False: annotations are added beside those already there (other raters' too), skipping
+    exact duplicates (same image, label, mask and rater), so importing a file twice adds nothing,
+    while a second rater's identical mask is still filed under that rater.
+    replace=True: on each image of the file, the annotations of the raters the file brings there
+    are replaced; other raters' annotations stay. Each image's import is one undoable step.
+    Raises CocoError naming the entry.
     """
     progress = progress or no_progress
+    if annotator is not None and not annotator.strip():
+        raise StoreError("the annotator's name is empty: give the name of the rater to file the annotations under")
+    annotator = annotator.strip() if annotator is not None else None
     ds = coco.read_coco(source)
     by_path = {r.path: r for r in image_rows.images(db)}
     by_sha: dict[str, ImageRecord] = {}
@@ -184,11 +195,9 @@ def import_coco(
         pj, tol = _imported_polygons(a)
         metrics = a.extra.get("metrics")
         prov_d = a.extra.get("provenance")
-        prov = (
-            Provenance.from_json(prov_d)
-            if isinstance(prov_d, dict)
-            else Provenance(source="import", annotator=annotator)
-        )
+        prov = Provenance.from_json(prov_d) if isinstance(prov_d, dict) else Provenance(source="import")
+        if prov.annotator is None or not prov.annotator.strip():
+            prov = dataclasses.replace(prov, annotator=annotator)
         prepared.setdefault(targets[a.image_id].id, []).append(
             (label, a.rle, pj, dumps(metrics) if isinstance(metrics, dict) else None, tol, prov)
         )
@@ -201,17 +210,20 @@ def import_coco(
             action = history.begin_action(c, image_id, "import")
             existing = rows.image_contents(c, image_id)
             if replace:
-                for ann_id, _, _ in existing:
+                raters = {prov.annotator for *_, prov in items}
+                mine = [e for e in existing if e[3] in raters]
+                for ann_id, *_ in mine:
                     history.record(c, action, ann_id, rows.snapshot(c, ann_id), None)
                     rows.restore(c, ann_id, None)
                     replaced += 1
-                existing = []
-            seen = {(lbl, counts) for _, lbl, counts in existing}
+                existing = [e for e in existing if e not in mine]
+            seen = {(lbl, counts, who) for _, lbl, counts, who in existing}
             for label, rle, pj, mj, tol, prov in items:
-                if (label, rle.counts) in seen:
+                key = (label, rle.counts, prov.annotator)
+                if key in seen:
                     skipped += 1
                     continue
-                seen.add((label, rle.counts))
+                seen.add(key)
                 ann_id = rows.insert(c, image_id, label, rle, pj, mj, tol, prov, now)
                 history.record(c, action, ann_id, None, rows.snapshot(c, ann_id))
                 added += 1

@@ -12,7 +12,9 @@ from dermaseg.core.annotation.project import scanning
 from dermaseg.core.evaluation import dataset
 
 PACKAGE = Path(project_pkg.__file__).parent
-SQL_FREE = ("project.py", "annotations.py", "coco_io.py", "scanning.py", "paths.py", "records.py", "lock.py")
+SQL_FREE = (
+    "project.py", "annotations.py", "coco_io.py", "scanning.py", "paths.py", "records.py", "lock.py", "raters.py",
+)  # fmt: skip
 
 
 def _modules() -> dict[str, ast.Module]:
