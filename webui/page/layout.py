@@ -1,7 +1,7 @@
 """The page's layout: the Gradio components (canvas, image list, lesion panel, tabs), no behaviour.
 
 `lay_out(project)`, called inside a `gr.Blocks`, makes the components and returns them as a `Page`;
-`events.wire` connects them to the actions. The elem_ids are what `static/` and the browser tests use.
+`wiring.wire` connects them to the `events` handlers. The elem_ids are what `static/` and the browser tests use.
 """
 
 from __future__ import annotations
