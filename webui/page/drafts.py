@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from dermaseg.core.annotation.geometry import Polygons
 from dermaseg.core.annotation.project.store import Draft
-from dermaseg.core.errors import DermasegError, GeometryError
+from dermaseg.core.errors import DermasegError
 from dermaseg.core.segment.prompts import Prompts
+from dermaseg.webui.page.edits import require_size
 from dermaseg.webui.page.lesions import lesions, load_saved
 from dermaseg.webui.page.undo import UndoStep, restore
 
@@ -52,7 +53,7 @@ def draft_step(draft: Draft, width: int, height: int) -> tuple[Prompts, Polygons
     prompts = Prompts(box, points, tuple(int(v) for v in d.get("labels", ())))
     prompts = prompts if prompts.is_empty else prompts.validated(width, height)  # empty: an edited saved outline
     outline = Polygons.from_json(draft.polygons) if draft.polygons is not None else None
-    if outline is not None and (outline.width, outline.height) != (width, height):
-        raise GeometryError(f"the outline is for a {outline.width}×{outline.height} image")
+    if outline is not None:
+        require_size(outline, width, height)
     head = d.get("head", 0)
     return prompts, outline, head if head == "best" else int(head) if head in (0, 1, 2, 3) else 0

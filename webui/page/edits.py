@@ -25,11 +25,7 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
             f"an edited outline may have at most {MAX_EDIT_VERTICES:,} vertices, this one has {n:,}: "
             "simplify it (a larger tolerance) before editing"
         )
-    if (polys.width, polys.height) != (image.width, image.height):
-        raise GeometryError(
-            f"the outline is for a {polys.width}×{polys.height} image, the open image is "
-            f"{image.width}×{image.height}; reload the page"
-        )
+    require_size(polys, image.width, image.height, "; reload the page")
     repaired = repair_polygons(polys)
     s.polygons = repaired.polygons
     s.mask = rasterised(s, repaired.polygons)
@@ -39,6 +35,14 @@ def edit_polygons(s: Session, data: dict[str, Any]) -> tuple[str, ...]:
         f" ({len(repaired.warnings)} repair(s))" if repaired.warnings else ""
     )
     return repaired.warnings
+
+
+def require_size(outline: Polygons, width: int, height: int, hint: str = "") -> None:
+    """GeometryError unless `outline` (from the page, or a draft) is for an image of `width` x `height` px."""
+    if (outline.width, outline.height) != (width, height):
+        raise GeometryError(
+            f"the outline is for a {outline.width}×{outline.height} image, the open image is {width}×{height}{hint}"
+        )
 
 
 def set_tolerance(s: Session, tolerance_px: float) -> None:

@@ -6,7 +6,9 @@ and the newest of them is also kept as the image's draft in the store (`keep_dra
 progress survives a reload (Undo then starts at the draft). Past the first edit, Undo takes back the tab's
 saves and deletes on the image: those live in the store's own history (`Project.undo` / `redo`, durable
 like the annotations); the stack keeps only their action ids (`SavedStep`), so Undo never takes back a
-step of another tab or user (the store refuses when one came after).
+step of another tab or user (the store refuses when one came after). After a reload the saves stay saved
+and the draft puts the edits back; Undo of a save stays with the tab that made it, since a new tab cannot
+tell its own saves from another's.
 """
 
 from __future__ import annotations
