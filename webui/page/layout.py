@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from dermaseg.core.annotation.project.store import Project
+from dermaseg.core.annotation.project.store import IMAGE_SUFFIXES, Project
 from dermaseg.webui.canvas import Canvas
 from dermaseg.webui.page.session import OUTLINE_SIMPLIFICATION_PX
 from dermaseg.webui.page.views import candidate_choices, gallery_choices, metrics_html, progress_summary
@@ -234,7 +234,7 @@ def _tabs() -> dict[str, gr.Component]:
         with gr.Tab("Open & export", id="files"):
             upload = LocalFile(
                 label="Open an image file (JPEG, PNG, TIFF, BMP)",
-                file_types=[".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"],
+                file_types=sorted(IMAGE_SUFFIXES),  # what a project scans
                 elem_id="ds-upload",
                 height=110,
             )
