@@ -4,8 +4,8 @@ A `gr.HTML` subclass with a small hand-written JS/SVG editor (`static/canvas.js`
 image stays put in the browser; each gesture is a small JSON ("kind": "gesture") POSTed to the server's
 fast path (`gesture_route`), which answers with a JSON view ("kind": "view") that the script draws; the
 custom event "measure" then brings the measurements. Should the fast path refuse, the gesture goes
-through the component's value and the custom event "gesture" instead. See `handlers.handle_gesture`
-and `handlers.view`.
+through the component's value and the custom event "gesture" instead. See `page.gestures.handle_gesture`
+and `page.views.view`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from dermaseg.webui.login import logged_in
 
 PATH = "/dermaseg/gesture"
-MAX_BODY_BYTES = 1024 * 1024  # an edited outline of handlers.MAX_EDIT_VERTICES vertices, with room to spare
+MAX_BODY_BYTES = 1024 * 1024  # an edited outline of page.edits.MAX_EDIT_VERTICES vertices, with room to spare
 # A gesture nests 6 levels ({message {gesture [parts {part [ring [x, y]]}]}}); json.loads recurses per level
 # and a body nested 50,000 deep ended in a RecursionError (a bare 500).
 MAX_DEPTH = 16

@@ -153,7 +153,7 @@ def run(image: Path, prompts: int, clicks_alone: bool = False) -> dict[str, list
     from dermaseg.core.annotation.project import Project
     from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.settings import Settings
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     work = Path(tempfile.mkdtemp(prefix="dermaseg-bench-"))
     try:

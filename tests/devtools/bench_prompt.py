@@ -4,8 +4,8 @@
 
 Opens one image in a temporary project and sends, as `bench_browser` does, a box and then alternating
 lesion / not-lesion clicks near its centre (a new box every 10 prompts; with --no-box the prompts are
-cleared there instead, so clicks go alone, answered with the mirror image too) through `handlers.handle_gesture`,
-then what the page's second event does (`handlers.measurements`). Each stage is timed with
+cleared there instead, so clicks go alone, answered with the mirror image too) through `gestures.handle_gesture`,
+then what the page's second event does (`measuring.measurements`). Each stage is timed with
 time.perf_counter: the decoder runs, the fit to the clicks, the full-resolution masks, the outline
 tracing, the view JSON, the measurements. Prints median / p95 ms per prompt; `--profile` adds cProfile's top functions.
 """
@@ -87,16 +87,23 @@ def run(image: Path, prompts: int, profile: cProfile.Profile | None = None, boxe
     from dermaseg.core.annotation.project import Project
     from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.settings import Settings
-    from dermaseg.webui import handlers as h
-    from dermaseg.webui.app import file_url
+    from dermaseg.webui.page import masks as masks_module
+    from dermaseg.webui.page import measuring as measuring_module
+    from dermaseg.webui.page.gestures import handle_gesture
+    from dermaseg.webui.page.measuring import measurements
+    from dermaseg.webui.page.opening import open_project_image
+    from dermaseg.webui.page.prompts import clear_prompts
+    from dermaseg.webui.page.server import file_url
+    from dermaseg.webui.page.session import Session
+    from dermaseg.webui.page.views import candidate_choices, metrics_html, view_json
 
     work = Path(tempfile.mkdtemp(prefix="dermaseg-bench-"))
     shutil.copy(image, work / image.name)
     engine, project = Engine.open(Settings.from_env()), Project.init(work)
     times: Times = defaultdict(list)
     try:
-        s = h.Session(engine.segmenter(), project, work / "views")
-        h.open_project_image(s, project.images()[0].id)
+        s = Session(engine.segmenter(), project, work / "views")
+        open_project_image(s, project.images()[0].id)
         watch = Stopwatch()
         stages = [
             (engine.backend, "decode"),  # a box alone
@@ -104,21 +111,21 @@ def run(image: Path, prompts: int, profile: cProfile.Profile | None = None, boxe
             (refine_module, "fit_logits"),  # the click fit (`colour_features` once per image)
             (segmenter_module, "mask_from_logits"),
             (interactive_module, "tidy_mask"),
-            (h, "mask_to_polygons"),
+            (masks_module, "mask_to_polygons"),
         ]
-        with patched([*stages, (h, "measure")], watch), profile or contextlib.nullcontext():
+        with patched([*stages, (measuring_module, "measure")], watch), profile or contextlib.nullcontext():
             for g in gestures(s.image.width, s.image.height, prompts):
                 if not boxes and g["type"] == "box":
-                    h.clear_prompts(s)
+                    clear_prompts(s)
                     watch.lap()
                     continue
                 t0 = time.perf_counter()
-                h.handle_gesture(s, json.dumps(g))
+                handle_gesture(s, json.dumps(g))
                 t1 = time.perf_counter()
-                h.view_json(s, file_url)
+                view_json(s, file_url)
                 t2 = time.perf_counter()
-                h.measurements(s)
-                h.view_json(s, file_url), h.metrics_html(s.metrics), h.candidate_choices(s)
+                measurements(s)
+                view_json(s, file_url), metrics_html(s.metrics), candidate_choices(s)
                 t3 = time.perf_counter()
                 for name, ms in watch.lap().items():
                     times[name].append(ms)

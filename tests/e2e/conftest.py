@@ -45,7 +45,7 @@ def _serve_project(engine, folder: Path, cache: Path) -> Iterator[tuple[object, 
     127.0.0.1 with a private cache folder: yields (project, URL); app and project closed after."""
     from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     project = Project.init(folder)
     app = build_app(engine, project, Settings.from_env(cache_dir=cache))

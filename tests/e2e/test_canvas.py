@@ -311,11 +311,11 @@ def test_fill_opacity_is_a_remembered_ui_preference(served, browser, dev_data):
 
 def test_saved_lesions_are_drawn_and_a_click_inside_one_selects_it(served, browser, monkeypatch):
     """The contract with the server's several lesions per image (built in another part): its views carry
-    "lesions"; here the running server's `handlers.view` adds two, and the page must draw the one not
+    "lesions"; here the running server's `views.view` adds two, and the page must draw the one not
     selected as a labelled outline and, with the select tool, send "select" for a click inside it."""
     from devtools.bench_browser import rendered, wait_rendered
 
-    from dermaseg.webui import handlers
+    from dermaseg.webui.page import views as page_views
 
     _, url = served
     page, views = open_page(browser, url)
@@ -326,8 +326,8 @@ def test_saved_lesions_are_drawn_and_a_click_inside_one_selects_it(served, brows
         {"id": 42, "label": "current", "polygons": [{"exterior": [[300, 300], [320, 300], [320, 320]]}],
          "selected": True},
     ]  # fmt: skip
-    view = handlers.view
-    monkeypatch.setattr(handlers, "view", lambda s, url_of: {**view(s, url_of), "lesions": lesions})
+    view = page_views.view
+    monkeypatch.setattr(page_views, "view", lambda s, url_of: {**view(s, url_of), "lesions": lesions})
 
     page.get_by_role("button", name="⟷ Ruler").click()
     before = rendered(page)

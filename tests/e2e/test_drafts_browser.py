@@ -64,7 +64,7 @@ def test_a_reload_in_the_middle_of_work_brings_it_back(engine, dev_data, tmp_pat
 
     from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     folder = project_folder(dev_data, tmp_path)
     project = Project.init(folder)

@@ -18,7 +18,7 @@ LOGIN = ("ann", "correct-horse")
 def guarded(engine, dev_data, tmp_path_factory):
     from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     folder = tmp_path_factory.mktemp("login-project")
     shutil.copy(dev_data[0].image, folder / dev_data[0].image.name)

@@ -39,7 +39,7 @@ def web_settings(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def served(engine, project, web_settings):
     """The app launched in-process on 127.0.0.1 (one launch per test module); yields (app, url)."""
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     app = build_app(engine, project, web_settings)
     url = launch(app, block=False, quiet=True)

@@ -1,5 +1,5 @@
 """Work in progress survives a reload (a new session opening the image), the page reopens the last image,
-the annotator is remembered, and a damaged annotation is named, not fatal (handlers, real model and images)."""
+the annotator is remembered, and a damaged annotation is named, not fatal (page actions, real model, real images)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ import pytest
 
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.evaluation.dataset import box_from_mask
-from dermaseg.webui import handlers as h
+from dermaseg.webui.page.exports import export_project
+from dermaseg.webui.page.gestures import handle_gesture
+from dermaseg.webui.page.lesions import select_lesion
+from dermaseg.webui.page.opening import last_image_id, neighbour_id, open_project_image, remembered_annotator
+from dermaseg.webui.page.prompts import prompt_box
+from dermaseg.webui.page.saving import accept
+from dermaseg.webui.page.session import Session
+from dermaseg.webui.page.undo import keep_draft, redo_prompt, undo_prompt
+from dermaseg.webui.page.views import progress_summary
 
 
-def new_tab(engine, project, tmp_path) -> h.Session:
+def new_tab(engine, project, tmp_path) -> Session:
     """What a reload gives: a fresh session on the same project."""
-    return h.Session(engine.segmenter(), project, tmp_path / "views")
+    return Session(engine.segmenter(), project, tmp_path / "views")
 
 
 def moved(parts: list[dict], dx: float) -> list[dict]:
@@ -30,32 +38,32 @@ def test_a_reload_restores_prompts_and_hand_edited_outline(engine, project, dev_
     rec = project.images()[0]
     expert = next(c for c in dev_data if c.image.name == rec.path).load_mask()
     s = new_tab(engine, project, tmp_path)
-    h.open_project_image(s, rec.id)
+    open_project_image(s, rec.id)
     ys, xs = np.nonzero(expert)
-    h.handle_gesture(s, {"kind": "gesture", "type": "click", "x": float(xs.mean()), "y": float(ys.mean())})
-    h.handle_gesture(s, {"kind": "gesture", "type": "box", "box": list(box_from_mask(expert, margin=8))})
+    handle_gesture(s, {"kind": "gesture", "type": "click", "x": float(xs.mean()), "y": float(ys.mean())})
+    handle_gesture(s, {"kind": "gesture", "type": "box", "box": list(box_from_mask(expert, margin=8))})
     edited = moved(s.polygons.to_json()["parts"], 30)
-    h.handle_gesture(s, {"kind": "gesture", "type": "edit", "polygons": edited})
+    handle_gesture(s, {"kind": "gesture", "type": "edit", "polygons": edited})
     prompts, polygons, mask = s.prompts, s.polygons, s.mask.copy()
     assert project.image(rec.id).status == "in_progress"
-    assert h.progress_summary(project).startswith("0 of 3 done · 1 in progress")
+    assert progress_summary(project).startswith("0 of 3 done · 1 in progress")
 
     t = new_tab(engine, project, tmp_path)  # the reload
-    assert h.last_image_id(project) == rec.id
-    message = h.open_project_image(t, h.last_image_id(project))
+    assert last_image_id(project) == rec.id
+    message = open_project_image(t, last_image_id(project))
     assert "restored the work in progress" in message
     assert t.prompts == prompts and t.polygons == polygons and np.array_equal(t.mask, mask) and t.edited
-    h.undo_prompt(t)  # undo restarts at the draft: one step back is the image as it opened
+    undo_prompt(t)  # undo restarts at the draft: one step back is the image as it opened
     assert t.prompts.is_empty and t.mask is None
     assert project.draft(rec.id) is None  # back at the opening state: nothing in progress
-    h.redo_prompt(t)
+    redo_prompt(t)
     assert project.draft(rec.id) is not None
 
-    h.accept(t, "lesion", " Dr Draft ")
+    accept(t, "lesion", " Dr Draft ")
     assert project.draft(rec.id) is None and project.image(rec.id).status == "done"
-    assert h.remembered_annotator(project) == "Dr Draft"
+    assert remembered_annotator(project) == "Dr Draft"
     u = new_tab(engine, project, tmp_path)
-    assert "restored" not in h.open_project_image(u, rec.id)
+    assert "restored" not in open_project_image(u, rec.id)
 
 
 def test_drafts_are_cheap(engine, project, dev_data, tmp_path, record_property):
@@ -63,13 +71,13 @@ def test_drafts_are_cheap(engine, project, dev_data, tmp_path, record_property):
     rec = project.images()[1]
     expert = next(c for c in dev_data if c.image.name == rec.path).load_mask()
     s = new_tab(engine, project, tmp_path)
-    h.open_project_image(s, rec.id)
-    h.prompt_box(s, box_from_mask(expert, margin=8))
+    open_project_image(s, rec.id)
+    prompt_box(s, box_from_mask(expert, margin=8))
     times = []
     for i in range(20):
         s.tolerance_px = 1.0 + i / 100  # a new row each time (SQLite skips writing an unchanged one)
         t0 = time.perf_counter()
-        h.keep_draft(s)
+        keep_draft(s)
         times.append(time.perf_counter() - t0)
     median_ms = 1000 * float(np.median(times))
     record_property("draft_save_median_ms", round(median_ms, 2))
@@ -84,9 +92,9 @@ def test_a_damaged_annotation_is_named_and_the_rest_works(engine, project, dev_d
     s = new_tab(engine, project, tmp_path)
     for rec in recs[1:]:
         expert = next(c for c in dev_data if c.image.name == rec.path).load_mask()
-        h.open_project_image(s, rec.id)
-        h.prompt_box(s, box_from_mask(expert, margin=8))
-        h.accept(s, "lesion")
+        open_project_image(s, rec.id)
+        prompt_box(s, box_from_mask(expert, margin=8))
+        accept(s, "lesion")
     bad = project.annotations(recs[1].id)[-1].id
     con = sqlite3.connect(project.db_path)
     counts = con.execute("SELECT rle_counts FROM annotations WHERE id = ?", (bad,)).fetchone()[0]
@@ -94,13 +102,13 @@ def test_a_damaged_annotation_is_named_and_the_rest_works(engine, project, dev_d
     con.commit()
     con.close()
 
-    message = h.open_project_image(s, recs[1].id)
+    message = open_project_image(s, recs[1].id)
     assert f"annotation {bad} (image id {recs[1].id}" in message and "project check" in message
     assert s.mask is None  # the image opens, without the damaged outline
-    assert h.neighbour_id(project, recs[1].id, +1) == recs[2].id
-    h.open_project_image(s, recs[2].id)
+    assert neighbour_id(project, recs[1].id, +1) == recs[2].id
+    open_project_image(s, recs[2].id)
     assert "1 saved lesion shown" in s.message
-    paths = h.export_project(project, tmp_path / "export")
+    paths = export_project(project, tmp_path / "export")
     coco = json.loads(paths[0].read_text())
     assert bad not in [a["id"] for a in coco["annotations"]] and len(coco["annotations"]) >= 1
     with pytest.raises(DermasegError):
@@ -121,24 +129,24 @@ def test_a_draft_edits_the_saved_lesion_it_was_editing(engine, dev_data, tmp_pat
     project = Project.init(tmp_path / "p")
     rec, expert = project.images()[0], case.load_mask()
     s = new_tab(engine, project, tmp_path)
-    h.open_project_image(s, rec.id)
-    h.prompt_box(s, box_from_mask(expert, margin=8))
-    ann_id = h.accept(s, "lesion")
-    h.select_lesion(s, ann_id)
-    h.handle_gesture(s, {"kind": "gesture", "type": "edit", "polygons": moved(s.polygons.to_json()["parts"], 25)})
+    open_project_image(s, rec.id)
+    prompt_box(s, box_from_mask(expert, margin=8))
+    ann_id = accept(s, "lesion")
+    select_lesion(s, ann_id)
+    handle_gesture(s, {"kind": "gesture", "type": "edit", "polygons": moved(s.polygons.to_json()["parts"], 25)})
     edited = s.polygons
 
     t = new_tab(engine, project, tmp_path)  # the reload
-    assert "restored the work in progress" in h.open_project_image(t, rec.id)
+    assert "restored the work in progress" in open_project_image(t, rec.id)
     assert t.annotation_id == ann_id and t.polygons == edited
-    h.accept(t, "lesion", replace=True)
+    accept(t, "lesion", replace=True)
     assert project.annotation(ann_id).version == 2 and len(project.annotations(rec.id)) == 1
 
-    h.select_lesion(t, ann_id)
-    h.handle_gesture(t, {"kind": "gesture", "type": "edit", "polygons": moved(t.polygons.to_json()["parts"], 10)})
+    select_lesion(t, ann_id)
+    handle_gesture(t, {"kind": "gesture", "type": "edit", "polygons": moved(t.polygons.to_json()["parts"], 10)})
     saved = project.annotation(ann_id)  # someone else changes the lesion meanwhile
     project.update_annotation(ann_id, mask=~saved.mask(), label="lesion", expected_version=saved.version)
     u = new_tab(engine, project, tmp_path)
-    assert "as a new lesion" in h.open_project_image(u, rec.id)
+    assert "as a new lesion" in open_project_image(u, rec.id)
     assert u.annotation_id is None and u.edited
     project.close()

@@ -10,14 +10,20 @@ from gradio_client import Client
 
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.evaluation.dataset import box_from_mask
-from dermaseg.webui import handlers as h
+from dermaseg.webui.page.edits import edit_polygons
+from dermaseg.webui.page.lesions import select_lesion
+from dermaseg.webui.page.opening import open_project_image
+from dermaseg.webui.page.prompts import prompt_box, prompt_click
+from dermaseg.webui.page.saving import accept
+from dermaseg.webui.page.session import Session
+from dermaseg.webui.page.undo import redo_prompt, undo_prompt
 
 
 @pytest.fixture()
 def session(engine, project, tmp_path):
-    s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    s = Session(engine.segmenter(), project, tmp_path / "views")
     project.discard_draft(project.images()[1].id)  # each test starts afresh, not from an earlier test's work
-    h.open_project_image(s, project.images()[1].id)  # the client test below uses image 0
+    open_project_image(s, project.images()[1].id)  # the client test below uses image 0
     return s
 
 
@@ -33,12 +39,12 @@ def moved(parts: list[dict], dx: float) -> list[dict]:
     return out
 
 
-def edit(s: h.Session, parts: list[dict]) -> None:
-    h.edit_polygons(s, {"width": s.image.width, "height": s.image.height, "parts": parts})
+def edit(s: Session, parts: list[dict]) -> None:
+    edit_polygons(s, {"width": s.image.width, "height": s.image.height, "parts": parts})
 
 
 def test_outline_edits_undo_and_redo_between_prompts(session, expert):
-    h.prompt_box(session, box_from_mask(expert, margin=8))
+    prompt_box(session, box_from_mask(expert, margin=8))
     model_mask = session.mask.copy()
     parts = session.polygons.to_json()["parts"]
     edit(session, moved(parts, 40))
@@ -46,39 +52,39 @@ def test_outline_edits_undo_and_redo_between_prompts(session, expert):
     edit(session, moved(session.polygons.to_json()["parts"], 80))
     assert session.edited and not np.array_equal(session.mask, first_edit)
 
-    h.undo_prompt(session)  # the second edit
+    undo_prompt(session)  # the second edit
     assert session.edited and np.array_equal(session.mask, first_edit)
-    h.undo_prompt(session)  # the first edit: back to the model's mask
+    undo_prompt(session)  # the first edit: back to the model's mask
     assert not session.edited and np.array_equal(session.mask, model_mask)
-    h.redo_prompt(session)
+    redo_prompt(session)
     assert session.edited and np.array_equal(session.mask, first_edit)
-    h.redo_prompt(session)
+    redo_prompt(session)
     with pytest.raises(DermasegError, match="nothing to redo"):
-        h.redo_prompt(session)
+        redo_prompt(session)
 
     ys, xs = np.nonzero(~expert)
-    h.prompt_click(session, float(xs[0]), float(ys[0]), positive=False)  # a prompt after edits drops the edit
+    prompt_click(session, float(xs[0]), float(ys[0]), positive=False)  # a prompt after edits drops the edit
     assert not session.edited and session.prompts.labels == (0,)
-    h.undo_prompt(session)  # back to the last edit
+    undo_prompt(session)  # back to the last edit
     assert session.edited and session.prompts.labels == ()
     assert "edited by hand" in session.message
 
 
 def test_undo_comes_back_to_a_saved_outline(session, expert, project):
-    h.prompt_box(session, box_from_mask(expert, margin=8))
-    h.accept(session, project.labels()[0], "  Dr Undo ")
+    prompt_box(session, box_from_mask(expert, margin=8))
+    accept(session, project.labels()[0], "  Dr Undo ")
     saved = project.annotations(session.image_id)[-1]
     assert saved.provenance.annotator == "Dr Undo"
-    h.open_project_image(session, session.image_id)
-    h.select_lesion(session, saved.id)  # reopened, a new lesion is drawn until a saved one is selected
+    open_project_image(session, session.image_id)
+    select_lesion(session, saved.id)  # reopened, a new lesion is drawn until a saved one is selected
     edit(session, moved(session.polygons.to_json()["parts"], 40))
-    h.undo_prompt(session)
+    undo_prompt(session)
     assert np.array_equal(session.mask, saved.mask())
 
 
 def test_blank_annotator_is_none(session, expert, project):
-    h.prompt_box(session, box_from_mask(expert, margin=8))
-    ann_id = h.accept(session, project.labels()[0], "   ")
+    prompt_box(session, box_from_mask(expert, margin=8))
+    ann_id = accept(session, project.labels()[0], "   ")
     assert project.annotation(ann_id).provenance.annotator is None
 
 

@@ -129,7 +129,7 @@ def test_nesting_depth_is_counted_outside_strings():
 
 
 def test_an_outline_above_the_vertex_limit_is_refused_in_the_view(served, page):
-    from dermaseg.webui.handlers import MAX_EDIT_VERTICES
+    from dermaseg.webui.page.edits import MAX_EDIT_VERTICES
 
     _, channel, _ = page
     ring = [[10 + (i % 2), 10 + i * 1e-3] for i in range(MAX_EDIT_VERTICES + 1)]

@@ -69,7 +69,7 @@ def outside(tmp_path_factory) -> Path:
 def site(engine, project, project_dir, outside, tmp_path_factory):
     """The app in-process with tight limits, a symlink to outside in the project, and a client."""
     from dermaseg.core.settings import Settings
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     (project_dir / "link-out.png").symlink_to(outside / "secret.png")
     project.scan()
@@ -129,7 +129,7 @@ def test_serve_binds_and_says_who_can_reach_it(argv, host, auth, says, models_di
         app.close()
         return "http://x/"
 
-    monkeypatch.setattr("dermaseg.webui.app.launch", fake_launch)
+    monkeypatch.setattr("dermaseg.webui.page.app.launch", fake_launch)
     cache = load_test.server_cache(models_dir, tmp_path / "cache")
     assert main(["serve", "--project", str(tmp_path / "p"), "--cache-dir", str(cache), *argv]) == 0
     assert seen["host"] == host and seen["auth"] == auth
@@ -138,7 +138,7 @@ def test_serve_binds_and_says_who_can_reach_it(argv, host, auth, says, models_di
 
 def test_login_is_enforced_when_set(engine, project, tmp_path):
     from dermaseg.core.settings import Settings
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     app = build_app(engine, project, Settings.from_env(cache_dir=tmp_path))
     url = launch(app, block=False, quiet=True, auth=("ann", "correct-horse"))
@@ -160,7 +160,7 @@ LIMITS = LoginLimits(free=2, delay_s=0.3, max_delay_s=0.6, lockout_after=4, lock
 def guarded(engine, project, tmp_path_factory):
     """The app with a login (`serve --auth`) and small login limits; yields (url, a logged-in client)."""
     from dermaseg.core.settings import Settings
-    from dermaseg.webui.app import build_app, launch
+    from dermaseg.webui.page.app import build_app, launch
 
     app = build_app(engine, project, Settings.from_env(cache_dir=tmp_path_factory.mktemp("guarded")))
     url = launch(app, block=False, quiet=True, auth=LOGIN, login_limits=LIMITS)

@@ -1,4 +1,4 @@
-"""The brush and eraser (`handlers.paint`): strokes become the mask, undoable, saved, validated."""
+"""The brush and eraser (`page.paint.paint`): strokes become the mask, undoable, saved, validated."""
 
 from __future__ import annotations
 
@@ -10,16 +10,23 @@ import pytest
 from dermaseg.core.annotation.geometry import polygons_to_mask
 from dermaseg.core.errors import DermasegError, GeometryError
 from dermaseg.core.evaluation.dataset import box_from_mask
-from dermaseg.webui import handlers as h
+from dermaseg.webui.page.gestures import handle_gesture
+from dermaseg.webui.page.opening import open_project_image
+from dermaseg.webui.page.paint import MAX_BRUSH_RADIUS_PX, MAX_PAINT_POINTS
+from dermaseg.webui.page.prompts import clear_prompts, prompt_box
+from dermaseg.webui.page.saving import accept
+from dermaseg.webui.page.session import Session
+from dermaseg.webui.page.undo import redo_prompt, undo_prompt
+from dermaseg.webui.page.views import view
 
 
 @pytest.fixture()
 def session(engine, project, tmp_path):
-    s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    s = Session(engine.segmenter(), project, tmp_path / "views")
     project.discard_draft(project.images()[0].id)  # another test's work in progress: start afresh
-    h.open_project_image(s, project.images()[0].id)
+    open_project_image(s, project.images()[0].id)
     if s.annotation_id is not None:  # another test of this module saved one: start from a blank outline
-        h.clear_prompts(s)
+        clear_prompts(s)
     return s
 
 
@@ -32,11 +39,11 @@ def capsule(shape: tuple[int, int], a: tuple[float, float], b: tuple[float, floa
     return np.linalg.norm(p - (a_ + t * d), axis=-1) <= r
 
 
-def gesture(s: h.Session, points, radius, erase=False, seq=None) -> None:
+def gesture(s: Session, points, radius, erase=False, seq=None) -> None:
     g = {"kind": "gesture", "type": "paint", "points": points, "radius": radius, "erase": erase}
     if seq is not None:
         g["seq"] = seq
-    h.handle_gesture(s, g)
+    handle_gesture(s, g)
 
 
 def test_a_stroke_on_a_blank_image_becomes_the_mask_and_outline(session):
@@ -48,7 +55,7 @@ def test_a_stroke_on_a_blank_image_becomes_the_mask_and_outline(session):
     # the outline is re-derived from the mask and agrees with it (simplified at 1 px)
     back = polygons_to_mask(session.polygons, *shape)
     assert (back ^ expected).sum() / expected.sum() < 0.05
-    assert h.view(session, str)["polygons"][0]["exterior"]
+    assert view(session, str)["polygons"][0]["exterior"]
 
 
 def test_one_point_is_a_disc(session):
@@ -58,7 +65,7 @@ def test_one_point_is_a_disc(session):
 
 def test_brush_adds_eraser_removes_and_undo_redo_restore_exactly(session, dev_data):
     case = next(c for c in dev_data if c.image.name == session.image.name)
-    h.prompt_box(session, box_from_mask(case.load_mask()))
+    prompt_box(session, box_from_mask(case.load_mask()))
     model = session.mask.copy()
     ys, xs = np.nonzero(model)
     top = (float(xs[ys.argmin()]), float(ys.min()))
@@ -71,12 +78,12 @@ def test_brush_adds_eraser_removes_and_undo_redo_restore_exactly(session, dev_da
     hole = capsule(model.shape, (cx, cy), (cx + 20, cy), 6)
     assert np.array_equal(session.mask, painted & ~hole) and "erased" in session.message
     assert any(part.holes for part in session.polygons.parts)  # the erased hole is in the outline
-    h.undo_prompt(session)
+    undo_prompt(session)
     assert np.array_equal(session.mask, painted)
-    h.undo_prompt(session)
+    undo_prompt(session)
     assert np.array_equal(session.mask, model)
-    h.redo_prompt(session)
-    h.redo_prompt(session)
+    redo_prompt(session)
+    redo_prompt(session)
     assert np.array_equal(session.mask, painted & ~hole)
 
 
@@ -91,7 +98,7 @@ def test_a_stroke_changes_pixels_only_in_its_bounding_box(session):
 
 def test_painted_mask_is_what_accept_saves(session):
     gesture(session, [[120, 100], [180, 160], [240, 100]], 15)
-    ann_id = h.accept(session, session.project.labels()[0])
+    ann_id = accept(session, session.project.labels()[0])
     saved = session.project.annotation(ann_id)
     assert np.array_equal(saved.mask(), session.mask) and saved.provenance.source == "manual"
 
@@ -100,10 +107,10 @@ def test_erasing_everything_leaves_nothing_to_accept_and_undo_brings_it_back(ses
     gesture(session, [[100, 100]], 10)
     disc = session.mask.copy()
     gesture(session, [[100, 100]], 30, erase=True)
-    assert not session.mask.any() and h.view(session, str)["polygons"] == []
+    assert not session.mask.any() and view(session, str)["polygons"] == []
     with pytest.raises(DermasegError, match="nothing to accept"):
-        h.accept(session, "lesion")
-    h.undo_prompt(session)
+        accept(session, "lesion")
+    undo_prompt(session)
     assert np.array_equal(session.mask, disc)
 
 
@@ -115,10 +122,10 @@ def test_erasing_everything_leaves_nothing_to_accept_and_undo_brings_it_back(ses
         ([[1, 2, 3]], 5, False, "pairs"),
         ([["a", 2]], 5, False, "pairs of numbers"),
         ("10,10", 5, False, "at least one point"),
-        ([[10, 10]] * (h.MAX_PAINT_POINTS + 1), 5, False, "at most"),
+        ([[10, 10]] * (MAX_PAINT_POINTS + 1), 5, False, "at most"),
         ([[10, 10]], 0, False, "radius"),
         ([[10, 10]], float("inf"), False, "radius"),
-        ([[10, 10]], h.MAX_BRUSH_RADIUS_PX * 2, False, "radius"),
+        ([[10, 10]], MAX_BRUSH_RADIUS_PX * 2, False, "radius"),
         ([[-500, -500], [-400, -450]], 5, False, "outside the image"),
         ([[10, 10]], 5, True, "nothing to erase"),
         ([[0, 0], [1e6, 1e6], [0, 1e6], [1e6, 0]] * 50, 1000, False, "too large"),
@@ -132,6 +139,6 @@ def test_bad_strokes_are_refused_with_a_clear_message(session, points, radius, e
 
 def test_malformed_paint_gesture_is_a_dermaseg_error(session):
     with pytest.raises(DermasegError, match="malformed"):
-        h.handle_gesture(session, {"kind": "gesture", "type": "paint", "points": [[1, 1]]})
+        handle_gesture(session, {"kind": "gesture", "type": "paint", "points": [[1, 1]]})
     with pytest.raises(GeometryError):
-        h.handle_gesture(session, {"kind": "gesture", "type": "paint", "points": [[1, 1]], "radius": "big"})
+        handle_gesture(session, {"kind": "gesture", "type": "paint", "points": [[1, 1]], "radius": "big"})

@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 
 from dermaseg.core.evaluation.dataset import box_from_mask
-from dermaseg.webui import handlers as h
-from dermaseg.webui.app import SessionRef, bound
+from dermaseg.webui.page import measuring
+from dermaseg.webui.page.events import SessionRef, bound
+from dermaseg.webui.page.measuring import measurements
+from dermaseg.webui.page.opening import open_project_image
+from dermaseg.webui.page.prompts import prompt_box
+from dermaseg.webui.page.session import Session
 
 WAIT_S = 30  # generous: only a failure waits this long
 
@@ -73,27 +77,27 @@ def test_session_ref_makes_one_session_for_simultaneous_events():
 
 @pytest.fixture()
 def session(engine, project, tmp_path):
-    s = h.Session(engine.segmenter(), project, tmp_path / "views")
+    s = Session(engine.segmenter(), project, tmp_path / "views")
     project.discard_draft(project.images()[0].id)  # each test starts afresh, not from an earlier test's work
-    h.open_project_image(s, project.images()[0].id)
+    open_project_image(s, project.images()[0].id)
     return s
 
 
 def test_measurements_run_off_the_lock_and_follow_a_newer_mask(session, dev_data, monkeypatch):
     """A prompt handled while measuring is not held back, and the stored metrics are for its mask."""
     expert = next(c for c in dev_data if c.image.name == session.image.name).load_mask()
-    h.prompt_box(session, box_from_mask(expert))
-    real_measure, calls = h.measure, []
+    prompt_box(session, box_from_mask(expert))
+    real_measure, calls = measuring.measure, []
 
     def measure_while_a_prompt_arrives(mask, rgb, calibration, pixel_size):
         if not calls:  # a prompt from the same tab, in another thread, while the first mask is measured
-            t, _ = start(bound(h.prompt_box), session, (0, 0, session.image.width / 2, session.image.height / 2))
+            t, _ = start(bound(prompt_box), session, (0, 0, session.image.width / 2, session.image.height / 2))
             t.join(WAIT_S)
             assert not t.is_alive(), "the prompt waited for the measurements"
         calls.append(mask)
         return real_measure(mask, rgb, calibration, pixel_size)
 
-    monkeypatch.setattr(h, "measure", measure_while_a_prompt_arrives)
-    metrics = h.measurements(session)
+    monkeypatch.setattr(measuring, "measure", measure_while_a_prompt_arrives)
+    metrics = measurements(session)
     assert len(calls) == 2 and calls[-1] is session.mask
     assert metrics is session.metrics and metrics.area_px == int(np.count_nonzero(session.mask))

@@ -3,8 +3,8 @@
     dermaseg bench [--images DIR] [--max-images 6] [--clicks 4] [--rounds 2] [--json FILE] [--no-torch]
 
 The runtime is timed as the server runs it: `Engine.open` (its thread settings), one page session
-(`handlers.Session`) on a temporary project, prompts sent as the canvas sends them
-(`handlers.handle_gesture`), the measurements as the page's second event (`handlers.measurements`).
+(`page.session.Session`) on a temporary project, prompts sent as the canvas sends them
+(`page.gestures.handle_gesture`), the measurements as the page's second event (`page.measuring.measurements`).
 On PH2-size dev images and on a 12-megapixel photo (4088 x 3068) made from the first of them:
 
 - encoder: one encoder run; open_image: an image opened with a cold cache until the first click can be
@@ -79,8 +79,12 @@ def big_case(case: DatasetCase, folder: Path) -> tuple[Path, np.ndarray]:
     return path, np.asarray(gt)
 
 
-def _prompting(s: Any, h: Any, gt: np.ndarray, times: Times, suffix: str, clicks: int, rounds: int) -> None:
+def _prompting(s: Any, gt: np.ndarray, times: Times, suffix: str, clicks: int, rounds: int) -> None:
     """Time a box, clicks after it and clicks alone on the session's open image (`gt`: bool (H, W))."""
+    from dermaseg.webui.page.gestures import handle_gesture
+    from dermaseg.webui.page.measuring import measurements
+    from dermaseg.webui.page.prompts import clear_prompts
+
     image = s.require_image()
     grid_h, grid_w = s.mask_shape()
     gt_grid = np.asarray(Image.fromarray(gt).resize((grid_w, grid_h), Image.Resampling.NEAREST))
@@ -90,8 +94,8 @@ def _prompting(s: Any, h: Any, gt: np.ndarray, times: Times, suffix: str, clicks
 
     def gesture(g: dict[str, Any], name: str) -> None:
         g = {"kind": "gesture", "seq": next(seq), **g}
-        times[name + suffix].append(_ms(lambda: h.handle_gesture(s, g)))
-        times["measure" + suffix].append(_ms(lambda: h.measurements(s)))
+        times[name + suffix].append(_ms(lambda: handle_gesture(s, g)))
+        times["measure" + suffix].append(_ms(lambda: measurements(s)))
 
     def click(name: str, jitter: float) -> bool:
         shown = s.mask if s.mask is not None else np.zeros_like(gt_grid)
@@ -104,13 +108,13 @@ def _prompting(s: Any, h: Any, gt: np.ndarray, times: Times, suffix: str, clicks
 
     for r in range(rounds):
         jitter = JITTER_PX if r else 0.0
-        h.clear_prompts(s)
+        clear_prompts(s)
         box = np.array(box_from_mask(gt, 5.0)) + (rng.normal(0, jitter * scale, 4) if jitter else 0)
         gesture({"type": "box", "box": [float(v) for v in box]}, "box")
         for _ in range(clicks):
             if not click("click_after_box", jitter):
                 break
-        h.clear_prompts(s)
+        clear_prompts(s)
         for _ in range(clicks + 1):
             if not click("click_alone", jitter):
                 break
@@ -125,7 +129,8 @@ def decoder_call(backend: Any, emb: np.ndarray, points: tuple[np.ndarray, np.nda
 def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) -> dict[str, Any]:
     """All figures of one benchmark run (see the module's docstring), as a JSON-ready dict."""
     from dermaseg.core.annotation.project import Project
-    from dermaseg.webui import handlers as h
+    from dermaseg.webui.page.opening import open_project_image
+    from dermaseg.webui.page.session import Session
 
     work = Path(tempfile.mkdtemp(prefix="dermaseg-bench-"))
     times: Times = defaultdict(list)
@@ -139,7 +144,7 @@ def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) 
         engine = Engine(engine.backend, EmbeddingCache(work / "embeddings"))  # a cold cache of our own
         project = Project.init(folder)
         try:
-            s = h.Session(engine.segmenter(), project, work / "views")
+            s = Session(engine.segmenter(), project, work / "views")
             by_name = {r.path: r.id for r in project.images()}
             for c in cases:
                 rgb = np.asarray(Image.open(c.image).convert("RGB"))
@@ -149,14 +154,14 @@ def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) 
                 emb, t = engine.backend.encode(x), encoder_input(rgb)[1]
                 decode = decoder_call(engine.backend, emb, decoder_points(Prompts(box=box_from_mask(c.load_mask())), t))
                 times["decoder"] += [_ms(decode) for _ in range(10)]
-                times["open_image"].append(_ms(lambda c=c: h.open_project_image(s, by_name[c.image.name])))
-                _prompting(s, h, c.load_mask(), times, "", clicks, rounds)
+                times["open_image"].append(_ms(lambda c=c: open_project_image(s, by_name[c.image.name])))
+                _prompting(s, c.load_mask(), times, "", clicks, rounds)
             out["peak_rss_mb"] = peak_rss_mb()
             big, gt = big_case(cases[0], folder)
             project.scan()
             big_id = project.image_by_path(big.name).id
-            times["open_image_12mp"].append(_ms(lambda: h.open_project_image(s, big_id)))
-            _prompting(s, h, gt, times, "_12mp", clicks, rounds + 1)
+            times["open_image_12mp"].append(_ms(lambda: open_project_image(s, big_id)))
+            _prompting(s, gt, times, "_12mp", clicks, rounds + 1)
             out["peak_rss_12mp_mb"] = peak_rss_mb()
         finally:
             project.close()

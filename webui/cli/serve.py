@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from dermaseg.core.segment.artifacts import read_manifest
     from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.threads import numeric_threads
-    from dermaseg.webui.app import scratch_folder
     from dermaseg.webui.cli.main import settings_from
+    from dermaseg.webui.page.server import scratch_folder
 
     auth = parse_auth(args.auth, args.host)
     settings = settings_from(args)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             project = Project.init(args.project)
             print(f"project {project.root}: {project.scan_report.summary()}")
 
-        from dermaseg.webui.app import build_app, launch
+        from dermaseg.webui.page.app import build_app, launch
 
         app = build_app(engine, project, settings)
         print(startup_notice(args.host, auth), flush=True)
