@@ -30,7 +30,8 @@ from dermaseg.core.annotation.project.store import Annotation, DamagedAnnotation
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import ConflictError, DermasegError, GeometryError
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.interactive.session import ClickMethod, click_session, interactive_predict, work_shape
+from dermaseg.core.interactive.session import InteractiveSession
+from dermaseg.core.interactive.work_grid import work_shape
 from dermaseg.core.segment.preprocess import Transform
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import Engine, MaskResult, Segmenter
@@ -123,10 +124,10 @@ class Session:
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
     channel: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-    clicks: ClickMethod = field(init=False, repr=False)
+    clicks: InteractiveSession = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.clicks = click_session(self.segmenter)
+        self.clicks = InteractiveSession(self.segmenter)
 
     @property
     def prompts(self) -> Prompts:
@@ -371,7 +372,7 @@ class Prefetcher:
         try:
             segmenter = self.engine.segmenter()
             segmenter.set_image(project.load_image(image_id))
-            click_session(segmenter).prepare()  # and what the first click will need
+            InteractiveSession(segmenter).prepare()  # and what the first click will need
         except DermasegError:
             pass  # the user will see the error when opening that image
         finally:
@@ -483,7 +484,7 @@ def _predict(s: Session, prompts: Prompts) -> None:
         s.edited = False
         s.message = "Draw a box around the lesion, or click on it."
         return
-    r = interactive_predict(s.segmenter, prompts, s.clicks, s.head, shape=s.mask_shape())
+    r = s.clicks.predict(prompts, s.mask_shape(), head=s.head)
     s.result, s.mask, s.edited, s.metrics = r, r.mask, False, None
     s.polygons = outline(s, r.mask) if r.mask.any() else None
     n = int(r.mask.sum())
@@ -551,7 +552,7 @@ def full_mask(s: Session) -> np.ndarray:
             assert s.polygons is not None  # every non-empty mask has its outline
             full = polygons_to_mask(s.polygons, image.height, image.width)
         else:
-            full = interactive_predict(s.segmenter, s.prompts, s.clicks, s.head).mask
+            full = s.clicks.predict(s.prompts, head=s.head).mask
         s.full = (s.mask, full)
     return s.full[1]
 
