@@ -25,7 +25,7 @@ import numpy as np
 from dermaseg.core.evaluation import protocols as ev
 from dermaseg.core.evaluation.dataset import read_dataset
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive.session import interactive_predict
+from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.segment.embedding_cache import EmbeddingCache
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import Engine, _open_backend
@@ -51,7 +51,7 @@ def score_image(engine: Engine, image_path: Path, gt: np.ndarray, index: int, se
     segmenter.set_image(load_image(image_path))
     rng = np.random.default_rng([seed, index])
     box = ev.box_for("tight", gt, rng)
-    dice = ev.score_masks(gt, interactive_predict(segmenter, Prompts(box=box)).mask).dice
+    dice = ev.score_masks(gt, InteractiveSession(segmenter).predict(Prompts(box=box)).mask).dice
     trace = ev.run_clicks(
         ev.predictor("auto", segmenter),
         gt,

@@ -43,7 +43,7 @@ from dermaseg.core.evaluation.click_simulator import jitter_click, next_click
 from dermaseg.core.evaluation.dataset import DatasetCase, box_from_mask
 from dermaseg.core.evaluation.protocols import jittered_box
 from dermaseg.core.image import LesionImage, load_image
-from dermaseg.core.interactive.box_clicks import local_edits
+from dermaseg.core.interactive.edits import local_edits
 from dermaseg.core.interactive.refine import EDIT_BEYOND, EDIT_REACH
 from dermaseg.core.interactive.tidy import tidy_mask
 from dermaseg.core.segment.preprocess import LOW_RES_SIZE, MASK_FEATURES, Transform

@@ -21,9 +21,7 @@ import numpy as np
 
 from dermaseg.core.evaluation.click_simulator import Click, iou, jitter_click, next_click
 from dermaseg.core.evaluation.dataset import box_from_mask
-from dermaseg.core.interactive.box_clicks import ClickSession
-from dermaseg.core.interactive.refine import RefineSession
-from dermaseg.core.interactive.session import click_session, interactive_predict
+from dermaseg.core.interactive.session import InteractiveSession, click_method
 from dermaseg.core.segment.prompts import Box, Prompts
 from dermaseg.core.segment.segmenter import Segmenter
 
@@ -169,23 +167,20 @@ def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
 
 # ------------------------------------------------------------------------------------------- predictors
 METHODS = ("auto", "translate", "refine", "points")
-"""auto: the product's path (`interactive_predict`: the variant's click method, then the mask tidied);
-translate: `ClickSession` (clicks turned into box prompts the bundled box-trained decoder answers well)
-and refine: `RefineSession` (the variant's fine-tuned decoder, fed its previous logits), both untidied;
+"""auto: the product's path (`InteractiveSession`: the variant's click method, then the mask tidied);
+translate: `Translation` (clicks turned into box prompts the bundled box-trained decoder answers well)
+and refine: `Refinement` (the variant's fine-tuned decoder, fed its previous logits), both untidied;
 points: the bundled decoder given the clicks as points."""
 
 
 def predictor(method: str, segmenter: Segmenter) -> Predictor:
     """A `Predictor` for `method` on the segmenter's current image."""
-    if method == "refine" and not segmenter.engine.backend.has_tuned_decoder:
-        raise ValueError("method 'refine' needs a model variant with a fine-tuned decoder (dermaseg models build)")
     if method == "auto":
-        auto = click_session(segmenter)
-        return lambda p: interactive_predict(segmenter, p, auto).mask
-    sessions = {"translate": ClickSession, "refine": RefineSession}
-    if method in sessions:
-        session = sessions[method](segmenter)
+        session = InteractiveSession(segmenter)
         return lambda p: session.predict(p).mask
+    if method in ("translate", "refine"):
+        clicks = click_method(segmenter, method)  # untidied
+        return lambda p: clicks.predict(p).mask
     if method == "points":
         return lambda p: segmenter.predict(p, head=0, decoder="base").mask
     raise ValueError(f"unknown method {method!r}: use one of {METHODS}")

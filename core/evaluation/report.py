@@ -15,7 +15,7 @@ from tqdm import tqdm
 from dermaseg.core.evaluation import protocols as ev
 from dermaseg.core.evaluation.dataset import DatasetCase
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive.session import interactive_predict
+from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import Engine
 
@@ -61,7 +61,7 @@ def run(engine: Engine, cases: list[DatasetCase], config: EvalConfig, out: Path)
         if config.protocol == "box":
             for kind in ev.BOX_KINDS:
                 box = ev.box_for(kind, gt, rng, config.box_jitter)
-                mask = interactive_predict(segmenter, Prompts(box=box)).mask
+                mask = InteractiveSession(segmenter).predict(Prompts(box=box)).mask
                 s = ev.score_masks(gt, mask)
                 box_scores.setdefault(kind, []).append(s)
                 report.rows.append({"id": case.id, "method": kind, "box": _fmt_box(box), **_scores_row(s)})

@@ -1,15 +1,16 @@
-"""Clicks answered by a decoder fine-tuned for them, SAM's interactive loop: each click re-runs the decoder
-with every prompt so far and the previous step's logits as mask input; `fit_logits` refits its answer
-to every click in the decoder's own feature space and the image's colour (the pixels that look like a
-clicked one, to the model or by their colour, follow it); without a box, the same is done on the
-image's mirror image (left-right) and the two answers' logits are averaged; then `local_edits` makes
-the mask honour every click (moving the threshold locally along the logits). Out of fold, the edits
-lifted mIoU@5 from 0.897 to 0.916 and halved the images never reaching IoU 0.90; the fit took NoC@90
-from 3.77 to 3.34, its colour to 3.18, the mirror to 2.69 (docs/evaluation/README.md).
+"""Refinement, the click method of a decoder fine-tuned for clicks: SAM's interactive loop.
 
-Used when the model variant ships a fine-tuned decoder (`dermaseg models train-clicks`); `ClickSession`
-(prompt translation) remains the path for the bundled box-only decoder. A lone box goes to the decoder
-as it is.
+Each click re-runs the decoder with every prompt so far and the previous step's logits as mask
+input; `fit_logits` refits its answer to every click in the decoder's own feature space and the image's
+colour (the pixels that look like a clicked one, to the model or by their colour, follow it); without a
+box, the same is done on the image's mirror image (left-right) and the two answers' logits are averaged;
+then `local_edits` makes the mask honour every click (moving the threshold locally along the logits).
+Out of fold, the edits lifted mIoU@5 from 0.897 to 0.916 and halved the images never reaching IoU 0.90;
+the fit took NoC@90 from 3.77 to 3.34, its colour to 3.18, the mirror to 2.69 (docs/evaluation/README.md).
+
+Used when the model variant ships a fine-tuned decoder (`dermaseg models train-clicks`); `Translation`
+(prompt translation, `translate.py`) remains the path for the bundled box-only decoder. A lone box goes
+to the decoder as it is.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from dataclasses import replace
 import numpy as np
 
 from dermaseg.core.errors import PromptError
-from dermaseg.core.image import LesionImage
-from dermaseg.core.interactive.box_clicks import local_edits
+from dermaseg.core.interactive.edits import local_edits
 from dermaseg.core.interactive.fit import colour_features, fit_logits
+from dermaseg.core.interactive.prefix_cache import PrefixCache
 from dermaseg.core.segment.preprocess import Transform, encoder_input
 from dermaseg.core.segment.prompts import NEGATIVE, Prompts
 from dermaseg.core.segment.segmenter import MaskResult, Segmenter
@@ -45,19 +46,21 @@ FIT_LAMBDA_BOX = 100.0
 FIT_MARGIN = 2.0
 
 
-class RefineSession:
-    """One user's prompting of the segmenter's current image. `predict(prompts)` is a function of the
-    image and the prompts (in order); each prefix's decoder result is cached, so a new click costs one
-    decoder run (two without a box: the image's and its mirror image's). `edit_reach`, `edit_beyond`:
-    see `local_edits` (reach None: the decoder's mask as it is); `fit_lambda` (clicks alone),
-    `fit_lambda_box` (clicks after a box), `fit_margin`: see `fit_logits` (fit_lambda None: no fit);
-    `fit_colour`: fit with the image's colour too (`colour_features`); `mirror`: average clicks without
-    a box with the answer on the mirror image (its embedding costs one more encoder run per image, each
-    such click one more decoder run and fit)."""
+class Refinement:
+    """Refinement on the segmenter's current image (a `ClickMethod`, see `session.py`). `predict(prompts)`
+    is a function of the image and the prompts (in order); each prefix's decoder result is cached, so a
+    new click costs one decoder run (two without a box: the image's and its mirror image's).
+    `edit_reach`, `edit_beyond`: see `local_edits` (reach None: the decoder's mask as it is); `fit_lambda`
+    (clicks alone), `fit_lambda_box` (clicks after a box), `fit_margin`: see `fit_logits` (fit_lambda
+    None: no fit); `fit_colour`: fit with the image's colour too (`colour_features`); `mirror`: average
+    clicks without a box with the answer on the mirror image (its embedding costs one more encoder run
+    per image, each such click one more decoder run and fit)."""
 
     def __init__(
         self,
         segmenter: Segmenter,
+        cache: PrefixCache | None = None,
+        *,
         edit_reach: float | None = EDIT_REACH,
         edit_beyond: float = EDIT_BEYOND,
         fit_lambda: float | None = FIT_LAMBDA,
@@ -67,27 +70,24 @@ class RefineSession:
         mirror: bool = True,
     ) -> None:
         self.segmenter = segmenter
+        self.cache = cache if cache is not None else PrefixCache()
         self.edit_reach = edit_reach
         self.edit_beyond = edit_beyond
         self.fit_lambda = fit_lambda
         self.fit_lambda_box = fit_lambda_box
         self.fit_margin = fit_margin
         self.fit_colour = fit_colour
-        self._results: dict[tuple[str, Prompts], MaskResult] = {}
-        self._colour: tuple[str, np.ndarray] | None = None  # image sha256, its colour_features
-        self._mirror: tuple[str, RefineSession] | None = None  # image sha256, a session on its mirror image
         self.mirror = mirror
 
     def prepare(self) -> None:
         """Do now what the first click on the segmenter's image would: the mirror image's embedding, and
         the colour features of both (on a 12-megapixel photo their shrinking costs ~50 ms each)."""
-        image = self.segmenter.image
-        if image is None:
+        if self.segmenter.image is None:
             return
-        if self.fit_lambda is not None and self.fit_colour:
-            self._colour_features(image)
-        if self.mirror:
-            self._mirrored(image).prepare()
+        for mirrored in (False, True) if self.mirror else (False,):
+            side = self._side(mirrored)  # the mirror image's embedding
+            if self.fit_lambda is not None and self.fit_colour:
+                self._colour_features(side, mirrored)
 
     def predict(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult:
         """Mask for the user's `prompts` (image pixels), at image resolution or at `shape` (h, w), a smaller
@@ -101,71 +101,80 @@ class RefineSession:
             return self.segmenter.predict(prompts, head=0).at(shape)
         if prompts.box is None and prompts.labels[0] == NEGATIVE:
             raise PromptError("start with a click on the lesion (or draw a box): the first click is negative")
-        key = (image.sha256, prompts)
-        if self._results and next(iter(self._results))[0] != image.sha256:
-            self._results.clear()  # another image
-        if self.mirror and prompts.box is None:
-            result = self._averaged(key, prompts, image)
-        else:
-            result = self._decoded(key, prompts)
+        result = self._averaged(prompts) if self.mirror and prompts.box is None else self._decoded(prompts)
         result = result.at(shape)
         if self.edit_reach is None:
             return result
         return result.with_mask(local_edits(result, prompts, self.edit_reach, self.edit_beyond))
 
-    def _decoded(self, key: tuple[str, Prompts], prompts: Prompts) -> MaskResult:
+    def _decoded(self, prompts: Prompts, mirrored: bool = False) -> MaskResult:
         """The decoder's answer to `prompts` fed with that of their prefix (a box alone included), fitted
-        to the clicks (cached)."""
-        if key not in self._results:
+        to the clicks (cached); `mirrored`: on the mirror image (`prompts` mirrored already)."""
+
+        def decode() -> MaskResult:
             prefix = Prompts(prompts.box, prompts.points[:-1], prompts.labels[:-1])
             mask_input = None
             if prompts.points and not prefix.is_empty:
-                mask_input = self._decoded((key[0], prefix), prefix).low_res_logits
+                mask_input = self._decoded(prefix, mirrored).low_res_logits
             fit = self.fit_lambda is not None and bool(prompts.points)
-            result = self.segmenter.predict(prompts, head=0, mask_input=mask_input, features=fit)
-            self._results[key] = self._fitted(result, prompts) if fit else result
-        return self._results[key]
+            side = self._side(mirrored)
+            result = side.predict(prompts, head=0, mask_input=mask_input, features=fit)
+            return self._fitted(side, mirrored, result, prompts) if fit else result
 
-    def _averaged(self, key: tuple[str, Prompts], prompts: Prompts, image: LesionImage) -> MaskResult:
+        return self.cache.get(self._sha256(), ("refine", mirrored, prompts), decode)
+
+    def _averaged(self, prompts: Prompts) -> MaskResult:
         """The answer to `prompts` with its logits averaged with the mirror image's answer to the mirrored
         prompts. (The two decoder runs and fits in two threads at once measured 1.25x slower than one after
         the other on 2 cores: each run already uses both.)"""
-        mirror = self._mirrored(image)
-        assert mirror.segmenter.image is not None
-        flipped = prompts.mirrored(image.width)
-        result = self._decoded(key, prompts)
-        other = mirror._decoded((mirror.segmenter.image.sha256, flipped), flipped).low_res_logits
+        image = self.segmenter.image
+        assert image is not None
+        result = self._decoded(prompts)
+        other = self._decoded(prompts.mirrored(image.width), mirrored=True).low_res_logits
         h, w = Transform(image.height, image.width).resized
         logits = result.low_res_logits.copy()
         logits[:h, :w] = (logits[:h, :w] + other[:h, w - 1 :: -1]) / 2  # flip the image's part, not the padding
         return replace(result, low_res_logits=logits)
 
-    def _mirrored(self, image: LesionImage) -> RefineSession:
-        """A session like this one (without edits or mirror) on the mirror image of `image`."""
-        if self._mirror is None or self._mirror[0] != image.sha256:
+    def _side(self, mirrored: bool) -> Segmenter:
+        """The segmenter's, or a segmenter on the mirror image of its image (made once per image)."""
+        if not mirrored:
+            return self.segmenter
+        image = self.segmenter.image
+        assert image is not None
+
+        def mirror() -> Segmenter:
             segmenter = self.segmenter.engine.segmenter()
             segmenter.set_image(image.mirrored())
-            fit = (self.fit_lambda, self.fit_lambda_box, self.fit_margin, self.fit_colour)
-            self._mirror = (image.sha256, RefineSession(segmenter, None, self.edit_beyond, *fit, mirror=False))
-        return self._mirror[1]
+            return segmenter
 
-    def _colour_features(self, image: LesionImage) -> np.ndarray:
-        """`colour_features` of `image` (cached for the current image)."""
-        if self._colour is None or self._colour[0] != image.sha256:
-            t = Transform(image.height, image.width)
-            self._colour = (image.sha256, colour_features(encoder_input(image.rgb)[0], t.resized))
-        return self._colour[1]
+        return self.cache.get(image.sha256, "mirror", mirror)
 
-    def _fitted(self, result: MaskResult, prompts: Prompts) -> MaskResult:
-        """`result` with its logits (and mask) refitted to the clicks of `prompts`; its features dropped."""
+    def _sha256(self) -> str:
+        assert self.segmenter.image is not None
+        return self.segmenter.image.sha256
+
+    def _colour_features(self, side: Segmenter, mirrored: bool) -> np.ndarray:
+        """`colour_features` of the image of `side` (cached for the current image)."""
+        image = side.image
+        assert image is not None
+
+        def features() -> np.ndarray:
+            return colour_features(encoder_input(image.rgb)[0], Transform(image.height, image.width).resized)
+
+        return self.cache.get(self._sha256(), ("colour", mirrored), features)
+
+    def _fitted(self, side: Segmenter, mirrored: bool, result: MaskResult, prompts: Prompts) -> MaskResult:
+        """`result` (on the image of `side`) with its logits (and mask) refitted to the clicks of `prompts`;
+        its features dropped."""
         assert result.features is not None and self.fit_lambda is not None
-        image = self.segmenter.image
+        image = side.image
         assert image is not None
         t = Transform(image.height, image.width)
         clicks = t.to_model(np.array(prompts.points, dtype=np.float64))
         features = result.features
         if self.fit_colour:
-            features = np.concatenate([features, self._colour_features(image)])
+            features = np.concatenate([features, self._colour_features(side, mirrored)])
         lam = self.fit_lambda if prompts.box is None else self.fit_lambda_box
         logits = fit_logits(result.low_res_logits, features, clicks, prompts.labels, t.resized, lam, self.fit_margin)
         return replace(result, low_res_logits=logits, features=None)

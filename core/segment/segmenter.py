@@ -65,7 +65,7 @@ class MaskResult:
     features: float32 (32, 256, 256), the decoder's mask features (`Segmenter.predict(features=True)`).
     mask: bool (H, W), the logits thresholded at 0 at image resolution, made when first read (a click's
     intermediate answers are never upscaled); or the mask a later step set with `with_mask` (edits,
-    tidying), which may be on a smaller grid over the same image (`interactive_predict(shape=...)`).
+    tidying), which may be on a smaller grid over the same image (`InteractiveSession.predict(shape=...)`).
     """
 
     low_res_logits: np.ndarray
@@ -145,6 +145,11 @@ class Segmenter:
         self._embedding: np.ndarray | None = None
         self._transform: Transform | None = None
 
+    @property
+    def has_tuned_decoder(self) -> bool:
+        """Whether the model variant ships a decoder fine-tuned for clicks (`dermaseg models train-clicks`)."""
+        return self.engine.backend.has_tuned_decoder
+
     @classmethod
     def open(cls, settings: Settings | None = None) -> Segmenter:
         return Engine.open(settings).segmenter()
@@ -206,7 +211,7 @@ class Segmenter:
             mask, has = mask_input[None, None], np.ones(1, np.float32)
         if decoder not in ("auto", "base"):
             raise PromptError(f"decoder must be 'auto' or 'base', got {decoder!r}")
-        tuned = decoder == "auto" and self.engine.backend.has_tuned_decoder
+        tuned = decoder == "auto" and self.has_tuned_decoder
         feats = None
         if features:
             if not tuned:

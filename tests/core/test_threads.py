@@ -15,7 +15,7 @@ import json, sys
 from dermaseg.core.threads import numeric_threads
 before = numeric_threads()
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive.session import click_session, interactive_predict
+from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.annotation.metrics import measure
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import Engine
@@ -25,7 +25,7 @@ engine = Engine.open(Settings.from_env(blas_threads=int(sys.argv[2])))
 seg = engine.segmenter()
 image = load_image(sys.argv[1])
 seg.set_image(image)
-result = interactive_predict(seg, Prompts().with_point(image.width / 2, image.height / 2), click_session(seg))
+result = InteractiveSession(seg).predict(Prompts().with_point(image.width / 2, image.height / 2))
 measure(result.mask, image.rgb, None)  # loads SciPy's own OpenBLAS (ConvexHull, ndimage)
 import scipy.linalg  # noqa: F401 - the last BLAS user to load
 print(json.dumps({"before": before, "after": numeric_threads()}))

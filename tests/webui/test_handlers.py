@@ -202,7 +202,7 @@ def test_gallery_neighbours_and_prefetch(engine, project):
     queued = pre.schedule(project, ids[0])
     pre.wait()
     assert queued and all(not needs_encoding(engine, project.load_image(i)) for i in queued)
-    # and the mirror image's, which the first click will need (`RefineSession.prepare`)
+    # and the mirror image's, which the first click will need (`Refinement.prepare`)
     assert all(not needs_encoding(engine, project.load_image(i).mirrored()) for i in queued)
     assert "of" in progress_summary(project)
 

@@ -11,7 +11,7 @@ from PIL import Image
 from dermaseg.core.annotation.metrics import measure
 from dermaseg.core.annotation.project import Project
 from dermaseg.core.evaluation.dataset import box_from_mask
-from dermaseg.core.interactive.session import WORK_MAX_SIDE, work_shape
+from dermaseg.core.interactive.work_grid import WORK_MAX_SIDE, work_shape
 from dermaseg.webui.page import session as page_session
 from dermaseg.webui.page.edits import edit_polygons
 from dermaseg.webui.page.masks import full_mask, rasterised

@@ -172,7 +172,7 @@ def _models_train_clicks(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
     from dermaseg.core.image import load_image
-    from dermaseg.core.interactive.session import interactive_predict
+    from dermaseg.core.interactive.session import InteractiveSession
     from dermaseg.core.segment.prompts import Prompts
     from dermaseg.core.segment.segmenter import Segmenter
 
@@ -188,7 +188,7 @@ def _segment(args: argparse.Namespace) -> int:
     prompts.validated(image.width, image.height)  # a bad prompt fails before the models load
     seg = Segmenter.open(settings_from(args))
     seg.set_image(image)
-    result = interactive_predict(seg, prompts, head=head)
+    result = InteractiveSession(seg).predict(prompts, head=head)
     save_mask_png(result.mask, args.out)
     print(f"{args.out}: {int(result.mask.sum())} lesion pixels, predicted IoU {result.score:.3f}, {result.model_id}")
     return 0

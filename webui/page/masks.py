@@ -13,7 +13,6 @@ from PIL import Image
 
 from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons, polygons_to_mask
 from dermaseg.core.errors import DermasegError
-from dermaseg.core.interactive.session import interactive_predict
 from dermaseg.core.segment.prompts import Prompts
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ def predict(s: Session, prompts: Prompts) -> None:
         s.edited = False
         s.message = "Draw a box around the lesion, or click on it."
         return
-    r = interactive_predict(s.segmenter, prompts, s.clicks, s.head, shape=s.mask_shape())
+    r = s.clicks.predict(prompts, s.mask_shape(), head=s.head)
     s.result, s.mask, s.edited, s.metrics = r, r.mask, False, None
     s.polygons = outline(s, r.mask) if r.mask.any() else None
     n = int(r.mask.sum())
@@ -83,7 +82,7 @@ def full_mask(s: Session) -> np.ndarray:
             assert s.polygons is not None  # every non-empty mask has its outline
             full = polygons_to_mask(s.polygons, image.height, image.width)
         else:
-            full = interactive_predict(s.segmenter, s.prompts, s.clicks, s.head).mask
+            full = s.clicks.predict(s.prompts, head=s.head).mask
         s.full = (s.mask, full)
     return s.full[1]
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import DermasegError
-from dermaseg.core.interactive.session import click_session
+from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.segment.segmenter import Engine
 
 PREFETCH_AHEAD = 2
@@ -42,7 +42,7 @@ class Prefetcher:
         try:
             segmenter = self.engine.segmenter()
             segmenter.set_image(project.load_image(image_id))
-            click_session(segmenter).prepare()  # and what the first click will need
+            InteractiveSession(segmenter).prepare()  # and what the first click will need
         except DermasegError:
             pass  # the user will see the error when opening that image
         finally:

@@ -14,7 +14,8 @@ from dermaseg.core.annotation.metrics import LesionMetrics
 from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.image import LesionImage
-from dermaseg.core.interactive.session import ClickMethod, click_session, work_shape
+from dermaseg.core.interactive.session import InteractiveSession
+from dermaseg.core.interactive.work_grid import work_shape
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import MaskResult, Segmenter
 from dermaseg.webui.page.undo import UndoStack, UndoStep
@@ -70,10 +71,10 @@ class Session:
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
     channel: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-    clicks: ClickMethod = field(init=False, repr=False)
+    clicks: InteractiveSession = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.clicks = click_session(self.segmenter)
+        self.clicks = InteractiveSession(self.segmenter)
 
     @property
     def prompts(self) -> Prompts:

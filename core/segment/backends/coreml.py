@@ -34,7 +34,7 @@ from dermaseg.core.segment.prompts import MAX_POINTS as MAX_CLICKS
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
 MAX_POINTS = 16  # upper bound of the points decoder's RangeDim
-TUNED_MAX_POINTS = 2 + MAX_CLICKS  # the tuned decoder gets a box and every click (`RefineSession`)
+TUNED_MAX_POINTS = 2 + MAX_CLICKS  # the tuned decoder gets a box and every click (`Refinement`)
 BOX_LABELS = (2.0, 3.0)  # top-left, bottom-right corner labels
 MIN_MACOS = (13, 0)  # packages target macOS 13 / iOS 16 (ML program spec version 7)
 REBUILD = "dermaseg models build"

@@ -14,7 +14,8 @@ from dermaseg.core.evaluation import protocols as ev
 from dermaseg.core.evaluation.click_simulator import Click, error_distance, iou, jitter_click, next_click
 from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive.box_clicks import ClickSession, distance_to, grow_box, local_edits, tight_box
+from dermaseg.core.interactive.edits import distance_to, local_edits
+from dermaseg.core.interactive.translate import Translation, grow_box, tight_box
 from dermaseg.core.segment.prompts import Prompts
 
 
@@ -191,7 +192,7 @@ def test_click_translation_beats_raw_points_and_keeps_the_box_path(engine, few) 
         seg.set_image(load_image(case.image))
         gt = case.load_mask()
         box = Prompts(box=box_from_mask(gt, 5))
-        session = ClickSession(seg)
+        session = Translation(seg)
         # The box path is the plain decoder, bit for bit.
         assert np.array_equal(session.predict(box).mask, seg.predict(box, head=0, decoder="base").mask)
         click = next_click(gt, np.zeros_like(gt))
@@ -206,7 +207,7 @@ def test_corrective_clicks_are_honoured(engine, few) -> None:
     seg = engine.segmenter()
     seg.set_image(load_image(case.image))
     gt = case.load_mask()
-    session = ClickSession(seg)
+    session = Translation(seg)
     trace = ev.run_clicks(lambda p: session.predict(p).mask, gt, max_clicks=5)
     assert trace.ious[-1] >= trace.ious[0] - 0.02
     prompts = Prompts()
@@ -224,7 +225,7 @@ def test_negative_first_click_is_refused(engine, few) -> None:
     seg = engine.segmenter()
     seg.set_image(load_image(few[0].image))
     with pytest.raises(PromptError):
-        ClickSession(seg).predict(Prompts(points=((5.0, 5.0),), labels=(0,)))
+        Translation(seg).predict(Prompts(points=((5.0, 5.0),), labels=(0,)))
 
 
 def test_evaluate_command_writes_its_report(dev_data, models_dir, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The fine-tuned decoder through `RefineSession`, on real dev images with the built artifacts."""
+"""The fine-tuned decoder through `Refinement`, on real dev images with the built artifacts."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from dermaseg.core.evaluation import protocols as ev
 from dermaseg.core.evaluation.click_simulator import iou, next_click
 from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive.box_clicks import ClickSession, local_edits
+from dermaseg.core.interactive.edits import local_edits
 from dermaseg.core.interactive.fit import colour_features, fit_logits
-from dermaseg.core.interactive.refine import FIT_LAMBDA, FIT_MARGIN, RefineSession
-from dermaseg.core.interactive.session import click_session
+from dermaseg.core.interactive.refine import FIT_LAMBDA, FIT_MARGIN, Refinement
+from dermaseg.core.interactive.session import InteractiveSession
+from dermaseg.core.interactive.translate import Translation
 from dermaseg.core.segment.preprocess import Transform, encoder_input
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import MaskResult
@@ -54,7 +55,7 @@ def test_the_default_variant_ships_a_tuned_decoder_and_names_it(engine) -> None:
     assert engine.backend.has_tuned_decoder
     files = engine.backend.files
     assert engine.model_id.endswith(files.tuned_decoder_sha256[:12]) and files.tuned_decoder.is_file()
-    assert isinstance(click_session(engine.segmenter()), RefineSession)
+    assert isinstance(InteractiveSession(engine.segmenter()).method, Refinement)
 
 
 def test_one_click_segments_where_the_box_decoder_cannot(engine, cases) -> None:
@@ -62,7 +63,7 @@ def test_one_click_segments_where_the_box_decoder_cannot(engine, cases) -> None:
     for case in cases:
         seg, gt = _segmenter(engine, case), case.load_mask()
         one = Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy)
-        clicked.append(iou(gt, RefineSession(seg).predict(one).mask))
+        clicked.append(iou(gt, Refinement(seg).predict(one).mask))
         box_decoder.append(iou(gt, seg.predict(one, head=0, decoder="base").mask))
     assert np.mean(clicked) > 0.75 and np.mean(box_decoder) < 0.1  # dev set, cross-validated: 0.86 vs 0.0001
     assert all(c > b + 0.3 for c, b in zip(clicked, box_decoder, strict=True))
@@ -71,7 +72,7 @@ def test_one_click_segments_where_the_box_decoder_cannot(engine, cases) -> None:
 def test_a_box_alone_is_one_run_of_the_tuned_decoder(engine, cases, counted) -> None:
     seg, gt = _segmenter(engine, cases[0]), cases[0].load_mask()
     box = Prompts(box=box_from_mask(gt, 5))
-    ours = RefineSession(seg).predict(box).low_res_logits
+    ours = Refinement(seg).predict(box).low_res_logits
     assert counted == [True]
     assert np.array_equal(ours, seg.predict(box).low_res_logits)
     assert not np.array_equal(ours, seg.predict(box, decoder="base").low_res_logits)
@@ -79,7 +80,7 @@ def test_a_box_alone_is_one_run_of_the_tuned_decoder(engine, cases, counted) -> 
 
 def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engine, cases, counted) -> None:
     seg, gt = _segmenter(engine, cases[1]), cases[1].load_mask()
-    session = RefineSession(seg, mirror=False)
+    session = Refinement(seg, mirror=False)
     trace = ev.run_clicks(lambda p: session.predict(p).mask, gt, max_clicks=4)
     assert counted == [True] * len(trace.clicks)
     prompts = _prompts(trace)
@@ -98,7 +99,7 @@ def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engin
 
 def test_the_mirror_image_answers_too_and_the_logits_are_averaged(engine, cases, counted, monkeypatch) -> None:
     seg, gt = _segmenter(engine, cases[1]), cases[1].load_mask()
-    session = RefineSession(seg)
+    session = Refinement(seg)
     session.prepare()  # the mirror image's embedding, before the first click
     encoded, encode = [], engine.backend.encode
     monkeypatch.setattr(engine.backend, "encode", lambda *a, **k: encoded.append(1) or encode(*a, **k))
@@ -108,12 +109,12 @@ def test_the_mirror_image_answers_too_and_the_logits_are_averaged(engine, cases,
     mirror = engine.segmenter()
     mirror.set_image(seg.image.mirrored())
     h, w = Transform(seg.image.height, width).resized
-    ours = RefineSession(seg, mirror=False).predict(prompts).low_res_logits[:h, :w]
-    theirs = RefineSession(mirror, mirror=False).predict(prompts.mirrored(width)).low_res_logits[:h, :w]
+    ours = Refinement(seg, mirror=False).predict(prompts).low_res_logits[:h, :w]
+    theirs = Refinement(mirror, mirror=False).predict(prompts.mirrored(width)).low_res_logits[:h, :w]
     averaged = session.predict(prompts)
     assert np.allclose(averaged.low_res_logits[:h, :w], (ours + theirs[:, ::-1]) / 2, atol=1e-6)
     # so the answer does not depend on which way round the image was opened
-    flipped = RefineSession(mirror).predict(prompts.mirrored(width))
+    flipped = Refinement(mirror).predict(prompts.mirrored(width))
     assert np.array_equal(flipped.low_res_logits[:h, :w], averaged.low_res_logits[:h, w - 1 :: -1])
     assert iou(flipped.mask[:, ::-1], averaged.mask) > 0.999
     counted.clear()
@@ -140,9 +141,9 @@ def test_a_click_the_decoder_disagrees_with_is_honoured(engine, cases) -> None:
     ys, xs = np.nonzero(gt)
     inside = (float(xs.mean()), float(ys.mean()))
     prompts = Prompts(box=box_from_mask(gt, 5)).with_point(*inside, positive=False)
-    session = RefineSession(seg)
+    session = Refinement(seg)
     assert session.predict(prompts).mask[int(inside[1]), int(inside[0])] == np.False_
-    assert RefineSession(seg, edit_reach=None).predict(prompts).mask[int(inside[1]), int(inside[0])]
+    assert Refinement(seg, edit_reach=None).predict(prompts).mask[int(inside[1]), int(inside[0])]
 
 
 def test_box_then_clicks_improve_on_the_box(engine, cases) -> None:
@@ -156,7 +157,7 @@ def test_box_then_clicks_improve_on_the_box(engine, cases) -> None:
 
 def test_a_negative_first_click_is_refused_and_a_new_image_starts_afresh(engine, cases) -> None:
     seg = _segmenter(engine, cases[0])
-    session = RefineSession(seg)
+    session = Refinement(seg)
     with pytest.raises(PromptError, match="first click is negative"):
         session.predict(Prompts(points=((5.0, 5.0),), labels=(0,)))
     gt = cases[0].load_mask()
@@ -168,7 +169,7 @@ def test_a_negative_first_click_is_refused_and_a_new_image_starts_afresh(engine,
 
 def test_translation_keeps_using_the_bundled_decoder(engine, cases, counted) -> None:
     seg, gt = _segmenter(engine, cases[0]), cases[0].load_mask()
-    session = ClickSession(seg)
+    session = Translation(seg)
     session.predict(Prompts(box=box_from_mask(gt, 5)))
     session.predict(Prompts(box=box_from_mask(gt, 5)).with_point(10.0, 10.0, positive=False))
     session.predict(Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy))

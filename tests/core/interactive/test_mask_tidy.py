@@ -8,8 +8,8 @@ from scipy import ndimage
 
 from dermaseg.core.evaluation.click_simulator import iou, next_click
 from dermaseg.core.image import load_image
-from dermaseg.core.interactive.refine import RefineSession
-from dermaseg.core.interactive.session import interactive_predict
+from dermaseg.core.interactive.refine import Refinement
+from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.interactive.tidy import _sizes, tidy_mask
 from dermaseg.core.segment.prompts import Prompts
 
@@ -91,14 +91,14 @@ def test_one_click_on_a_textured_lesion_gives_one_editable_outline(engine, speck
         seg, gt = engine.segmenter(), case.load_mask()
         seg.set_image(load_image(case.image))
         click = Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy)
-        raw = RefineSession(seg, mirror=False).predict(click).mask  # the decoder's own answer
+        raw = Refinement(seg, mirror=False).predict(click).mask  # the decoder's own answer
         assert sum(_pieces(raw)) > 50  # measured: 272 and 288 pieces
         assert (_pieces(tidy_mask(raw, click))) == (1, 0)
         assert iou(gt, tidy_mask(raw, click)) >= iou(gt, raw)  # measured: +0.020 and +0.025
         # The product averages it with the mirror image's answer: one outline too. (On IMD424, a lesion
         # filling 98 % of the picture, that answer is worse, 0.44, and tidying it loses 0.046: see
         # docs/evaluation, "The mirror image".)
-        assert _pieces(interactive_predict(seg, click).mask) == (1, 0)
+        assert _pieces(InteractiveSession(seg).predict(click).mask) == (1, 0)
 
 
 def test_component_sizes_are_exact_counts() -> None:

@@ -70,7 +70,7 @@ def test_mask_input_and_negative_clicks_change_the_answer(first_case) -> None:
     assert dice(refined.mask, truth) > 0.9
     assert not np.array_equal(refined.low_res_logits, first.low_res_logits)
     # The bundled decoder answers box + negative click (model notes). The tuned one was trained on
-    # truthful clicks only and mostly ignores a negative click on the lesion itself; `RefineSession`
+    # truthful clicks only and mostly ignores a negative click on the lesion itself; `Refinement`
     # then makes the mask honour it (tests/core/interactive/test_click_refine.py).
     ys, xs = np.nonzero(truth)
     inside = (float(xs.mean()), float(ys.mean()))

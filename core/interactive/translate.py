@@ -1,7 +1,7 @@
-"""Clicks the box-trained LiteMedSAM answers well: prompt translation, one entry point for the web page.
+"""Prompt translation, the click method of the bundled box-trained decoder: clicks become box prompts.
 
 The bundled weights were trained with boxes only (a lone positive click gives Jaccard ~0; box +
-positive click is worse than the box; box + negative click works). So `ClickSession.predict` turns the
+positive click is worse than the box; box + negative click works). So `Translation.predict` turns the
 user's prompts into box-centred decoder prompts:
 
 1. No clicks: the box goes to the decoder unchanged (head 0), exactly the plain box path.
@@ -13,7 +13,7 @@ user's prompts into box-centred decoder prompts:
    box size); positive clicks inside the box are not sent to the decoder (they make it worse).
 4. Negative clicks go to the decoder as negative points with the box.
 5. Each click decodes a few candidates (the box, the box with its edge nearest the click moved, and
-   the previous mask); the highest decoder-predicted IoU wins. Then `local_edits` makes the mask honour
+   the previous mask); the highest decoder-predicted IoU wins. Then `local_edits` (`edits.py`) makes the mask honour
    every click by moving the decision threshold locally along the decoder's own logits.
 
 Coordinates are image pixels (x, y); see `dermaseg.core.segment.prompts`.
@@ -24,10 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
 from dermaseg.core.errors import PromptError
-from dermaseg.core.segment.preprocess import upscale_logits
+from dermaseg.core.interactive.edits import local_edits
+from dermaseg.core.interactive.prefix_cache import PrefixCache
 from dermaseg.core.segment.prompts import NEGATIVE, POSITIVE, Box, Point, Prompts
 from dermaseg.core.segment.segmenter import MaskResult, Segmenter
 
@@ -70,80 +70,78 @@ DEFAULT_CONFIG = TranslationConfig()
 
 
 @dataclass(frozen=True)
-class Step:
-    """The translation's state after a prefix of the user's clicks: the lesion box, the decoder prompts
-    that made the chosen mask, and that mask."""
+class PrefixTranslation:
+    """The translation of a prefix of the user's clicks: the lesion box, the decoder prompts that made the
+    chosen mask, and that mask."""
 
     box: Box
     decoder_prompts: Prompts
     result: MaskResult
 
 
-class ClickSession:
-    """One user's prompting of the segmenter's current image (the web page keeps one per session).
+class Translation:
+    """Prompt translation on the segmenter's current image (a `ClickMethod`, see `session.py`).
 
     `predict(prompts)` takes everything the user gave so far (box and/or clicks in order) and returns
-    the mask. It is a function of the prompts and the image; each click prefix's step is cached, so
-    adding one click costs one step (a few decoder runs), and the first click's proposal ~2 x 27.
+    the mask. It is a function of the prompts and the image; each click prefix's translation is cached,
+    so adding one click costs one step (a few decoder runs), and the first click's proposal ~2 x 27.
     It always runs the bundled decoder (`decoder="base"`), the one the translation was designed for.
     """
 
-    def __init__(self, segmenter: Segmenter, config: TranslationConfig = DEFAULT_CONFIG) -> None:
+    def __init__(
+        self, segmenter: Segmenter, cache: PrefixCache | None = None, config: TranslationConfig = DEFAULT_CONFIG
+    ) -> None:
         self.segmenter = segmenter
         self.config = config
-        self._steps: dict[tuple[str, Prompts], Step] = {}
+        self.cache = cache if cache is not None else PrefixCache()
 
     def prepare(self) -> None:
-        """Nothing to do before the first click (`RefineSession.prepare` has)."""
+        """Nothing to do before the first click (`Refinement.prepare` has)."""
 
     def predict(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult:
-        """Mask for the user's `prompts` (image pixels), at image resolution or at `shape` (h, w) as
-        `RefineSession.predict`. PromptError when no click is positive and there is no box."""
+        """Mask for the user's `prompts` (image pixels), at image resolution or at `shape` (h, w), a smaller
+        grid over the image. PromptError when no click is positive and there is no box."""
         image = self.segmenter.image
         if image is None:
             return self.segmenter.predict(prompts)  # raises the usual "open an image first"
         prompts = prompts.validated(image.width, image.height)
         if not prompts.points:
             return self.segmenter.predict(prompts, head=0, decoder="base").at(shape)  # the plain box path
-        result = self.step(prompts).result
+        result = self.translate(prompts).result
         if not self.config.local_edits:
             return result.at(shape)
         result = replace(result, prompts=prompts).at(shape)
         return result.with_mask(local_edits(result, prompts, self.config.edit_reach))
 
-    def step(self, prompts: Prompts) -> Step:
-        """The (cached) translation state after all of `prompts`' clicks."""
+    def translate(self, prompts: Prompts) -> PrefixTranslation:
+        """The (cached) translation of all of `prompts`' clicks."""
         image = self.segmenter.image
         assert image is not None
-        key = (image.sha256, prompts)
-        if self._steps and next(iter(self._steps))[0] != image.sha256:
-            self._steps.clear()  # another image: the cached steps of the last one are done with
-        if key in self._steps:
-            return self._steps[key]
+        return self.cache.get(image.sha256, ("translate", prompts), lambda: self._translated(prompts))
+
+    def _translated(self, prompts: Prompts) -> PrefixTranslation:
+        """The translation of `prompts`' clicks, one step on from that of their prefix."""
         prefix = Prompts(prompts.box, prompts.points[:-1], prompts.labels[:-1])
-        previous = self.step(prefix) if prefix.points else None
+        previous = self.translate(prefix) if prefix.points else None
         click, label = prompts.points[-1], prompts.labels[-1]
         if previous is None and prompts.box is None:
             if label == NEGATIVE:
                 raise PromptError("start with a click on the lesion (or draw a box): there is no positive click")
-            step = self._first(click)
-        else:
-            if previous is None:  # the user's box, then a first click
-                assert prompts.box is not None
-                box = prompts.box
-                result = self.segmenter.predict(Prompts(box=box), head=0, decoder="base")
-                previous = Step(box, Prompts(box=box), result)
-            step = self._correct(previous, prompts, click, label == POSITIVE)
-        self._steps[key] = step
-        return step
+            return self._first(click)
+        if previous is None:  # the user's box, then a first click
+            assert prompts.box is not None
+            box = prompts.box
+            result = self.segmenter.predict(Prompts(box=box), head=0, decoder="base")
+            previous = PrefixTranslation(box, Prompts(box=box), result)
+        return self._correct(previous, prompts, click, label == POSITIVE)
 
-    def _first(self, click: Point) -> Step:
+    def _first(self, click: Point) -> PrefixTranslation:
         """Propose the lesion box for a first positive click: decode candidate boxes, tighten each to
         its mask's bounding box, keep the one covering the click with the highest predicted IoU."""
         image = self.segmenter.image
         assert image is not None
         cfg = self.config
-        best: Step | None = None
+        best: PrefixTranslation | None = None
         for box in candidate_boxes(click, image.width, image.height, cfg.scales, cfg.aspects):
             first = self.segmenter.predict(Prompts(box=box), head=0, decoder="base").mask
             if not first.any():
@@ -152,10 +150,11 @@ class ClickSession:
             result = self.segmenter.predict(Prompts(box=tight), head=0, decoder="base")
             key = (_covers(result.mask, click), result.score)
             if best is None or key > (_covers(best.result.mask, click), best.result.score):
-                best = Step(tight, Prompts(box=tight), result)
+                best = PrefixTranslation(tight, Prompts(box=tight), result)
         if best is None:  # nothing anywhere: fall back to the middle-sized box
             box = candidate_boxes(click, image.width, image.height, (0.5,), (1.0,))[0]
-            best = Step(box, Prompts(box=box), self.segmenter.predict(Prompts(box=box), head=0, decoder="base"))
+            result = self.segmenter.predict(Prompts(box=box), head=0, decoder="base")
+            best = PrefixTranslation(box, Prompts(box=box), result)
         return best
 
     def _value(self, result: MaskResult, prompts: Prompts) -> float:
@@ -163,7 +162,9 @@ class ClickSession:
         violations = len(prompts.points) - _agreement(result.mask, prompts)
         return result.score - self.config.violation_cost * violations
 
-    def _correct(self, previous: Step, prompts: Prompts, click: Point, positive: bool) -> Step:
+    def _correct(
+        self, previous: PrefixTranslation, prompts: Prompts, click: Point, positive: bool
+    ) -> PrefixTranslation:
         """One corrective click: decode a few candidate prompts and keep the one whose mask agrees with
         the most clicks (positives inside, negatives outside), then with the highest predicted IoU."""
         image = self.segmenter.image
@@ -191,7 +192,7 @@ class ClickSession:
         if cfg.mask_input:
             options += [(b, p, previous.result.low_res_logits) for b, p, _ in list(options)]
         # The previous mask stays a candidate: a correction that wrecks the mask is worse than none.
-        best: tuple[float, Step] | None = (self._value(previous.result, prompts), previous)
+        best: tuple[float, PrefixTranslation] | None = (self._value(previous.result, prompts), previous)
         for b, p, mask_input in options:
             results = (
                 self.segmenter.candidates(p, mask_input=mask_input, decoder="base")
@@ -201,7 +202,7 @@ class ClickSession:
             for r in results:
                 key = self._value(r, prompts)
                 if best is None or key > best[0]:
-                    best = (key, Step(b, p, r))
+                    best = (key, PrefixTranslation(b, p, r))
         assert best is not None
         return best[1]
 
@@ -232,72 +233,6 @@ def grow_box(box: Box, click: Point, grow: float, width: int, height: int) -> Bo
     mx, my = grow * (x1 - x0), grow * (y1 - y0)
     x, y = click
     return _clip((min(x0, x - mx), min(y0, y - my), max(x1, x + mx), max(y1, y + my)), width, height)
-
-
-def local_edits(result: MaskResult, prompts: Prompts, reach: float, beyond: float = 0.0) -> np.ndarray:
-    """The decoder's mask edited so that it honours every click, using the decoder's own logits.
-
-    For each click the mask disagrees with (in order), at distance d px from the mask's edge: a
-    positive click adds the pixels connected to it, within `reach` x d of it, whose logit is at least
-    the lowest logit within `beyond` x d of the click; a negative click removes those whose logit is at
-    most the highest there. So a click shifts the decision threshold locally, along the model's own
-    uncertainty; `beyond` carries the edit past the click, since a click in the middle of a missed
-    stretch has about as much of it beyond as behind. Where that would take a pixel a click of the
-    other sign holds, the threshold falls back to the click's own logit. bool (H, W).
-    """
-    mask = result.mask.copy()
-    h, w = mask.shape
-    logits = None  # upscaled only when a click needs an edit (most clicks are already honoured)
-    on_mask = prompts.scaled(w / result.image_size[1], h / result.image_size[0])  # the mask may be a smaller grid
-    clicks = [
-        (min(int(x), w - 1), min(int(y), h - 1), label == POSITIVE)
-        for (x, y), label in zip(on_mask.points, on_mask.labels, strict=True)
-    ]
-    for px, py, positive in clicks:
-        if mask[py, px] == positive:
-            continue
-        if logits is None:
-            logits = upscale_logits(result.low_res_logits, result.transform, (h, w))
-        d = distance_to(mask if positive else ~mask, px, py)  # across the edge
-        r = reach * max(d, 2.0)
-        y0, y1 = max(0, int(py - r)), min(h, int(py + r) + 1)
-        x0, x1 = max(0, int(px - r)), min(w, int(px + r) + 1)
-        yy, xx = np.ogrid[y0:y1, x0:x1]
-        window = logits[y0:y1, x0:x1]
-        squared = (xx - px) ** 2 + (yy - py) ** 2  # px^2 from the click
-        near = window[squared <= (beyond * d) ** 2]  # holds the click itself
-        others = [(y - y0, x - x0) for x, y, sign in clicks if sign != positive and y0 <= y < y1 and x0 <= x < x1]
-        past = near.min() if positive else near.max()
-        for v in dict.fromkeys((past, window[py - y0, px - x0])):  # past the click, else its own
-            candidate = (squared <= r * r) & ((window >= v) if positive else (window <= v))
-            labelled, _ = ndimage.label(candidate)
-            region = labelled == labelled[py - y0, px - x0]
-            if not any(region[at] for at in others):
-                break
-        if positive:
-            mask[y0:y1, x0:x1] |= region
-        else:
-            mask[y0:y1, x0:x1] &= ~region
-    return mask
-
-
-def distance_to(region: np.ndarray, x: int, y: int, start: int = 16) -> float:
-    """Euclidean distance in px from pixel (x, y) to the nearest True pixel of bool (H, W) `region`
-    (max(H, W) when there is none). Searches square windows of doubling half-side around the pixel: a
-    hit at distance <= the half-side is the global nearest, so most calls read a few hundred pixels."""
-    h, w = region.shape
-    half = start
-    while True:
-        y0, y1, x0, x1 = max(0, y - half), min(h, y + half + 1), max(0, x - half), min(w, x + half + 1)
-        hits = np.argwhere(region[y0:y1, x0:x1])
-        whole = y0 == 0 and x0 == 0 and y1 == h and x1 == w
-        if len(hits):
-            d = float(np.sqrt(((hits + (y0 - y, x0 - x)) ** 2).sum(axis=1).min()))
-            if d <= half or whole:
-                return d
-        elif whole:
-            return float(max(h, w))
-        half *= 2
 
 
 def move_nearest_edge(box: Box, click: Point, positive: bool, grow: float, width: int, height: int) -> Box | None:
