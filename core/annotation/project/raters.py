@@ -72,8 +72,8 @@ class RaterMasks:
     of those images, sorted by name; single_rater: paths of annotated images with only one rater (left
     out). Iterating decodes one image's masks at a time
     (`ImageRaters`, read from the project when it is reached), so memory holds one image's masks however
-    many images there are. An image that no longer has two raters when it is reached (the project is
-    read without a lock) is passed over.
+    many images there are; iterate while the project is open. An image that no longer has two raters when
+    it is reached (the project is read without a lock) is passed over.
     """
 
     project: Project = field(repr=False, compare=False)

@@ -116,7 +116,8 @@ def test_rater_masks_unite_a_raters_lesions_and_skip_single_raters(project):
 
 def test_masks_are_read_one_image_at_a_time(project):
     """The masks of an image are read from the project when the iteration reaches it, not before: a rater
-    added to image 2 after image 1 was handed out is there, and image 1 is not kept."""
+    added to image 2 after image 1 was handed out is there, image 1 is not kept, and an image left with
+    one rater by then is passed over."""
     p, expert = project
     names = list(expert)
     p.import_coco(_coco(expert), annotator="expert")
@@ -135,6 +136,11 @@ def test_masks_are_read_one_image_at_a_time(project):
     second = next(it)
     assert second.file_name == names[1] and list(second.masks) == ["expert", "b", "c"]
     assert np.array_equal(second.masks["c"], late)
+    # b's work on image 3 is deleted before the iteration reaches it: image 3 is passed over
+    for a in p.annotations(p.image_by_path(names[2]).id):
+        if a.provenance.annotator == "b":
+            p.delete_annotation(a.id)
+    assert list(it) == []
 
 
 def test_consensus_coco(project, tmp_path: Path):
