@@ -47,6 +47,7 @@ from dermaseg.core.errors import GeometryError
 
 HD_PERCENTILE = 95.0
 STAPLE_THRESHOLD = 0.5
+CONSENSUS_METHODS = ("staple", "majority")
 AGREEMENT_NOTICE = (
     "Agreement figures compare raters' outlines of the same lesion. They measure annotation agreement, "
     "not the correctness of an outline, and are not a diagnosis."
@@ -221,17 +222,21 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 @dataclass(frozen=True)
 class ImageAgreement:
-    """All pairs of raters on one image, and the consensus masks (bool (H, W), not in `to_json`).
+    """The figures of all pairs of raters on one image and of their consensus; no mask is kept, so a
+    project's results take memory in proportion to its number of pairs, not its pixels.
 
-    `pairs` are in the order of `itertools.combinations(raters)`. `staple_sensitivity` and
-    `staple_specificity` follow `raters`.
+    `pairs` are in the order of `itertools.combinations(raters)`. `majority_area_px2` and
+    `staple_area_px2` are the consensus masks' pixel counts. `staple_sensitivity` and
+    `staple_specificity` follow `raters` (None when no rater marked anything).
     """
 
     file_name: str
     raters: tuple[str, ...]
     pairs: tuple[PairAgreement, ...]
-    majority: np.ndarray = field(repr=False, compare=False)
-    staple: Staple = field(repr=False, compare=False)
+    majority_area_px2: int
+    staple_area_px2: int
+    staple_sensitivity: tuple[float, ...] | None
+    staple_specificity: tuple[float, ...] | None
 
     @property
     def mean_dice(self) -> float:
@@ -265,10 +270,10 @@ class ImageAgreement:
             "mean_hd95_px": self.mean_hd95_px,
             "mean_hd95_mm": self.mean_hd95_mm,
             "disagreement": self.disagreement,
-            "majority_area_px2": int(np.count_nonzero(self.majority)),
-            "staple_area_px2": int(np.count_nonzero(self.staple.mask)),
-            "staple_sensitivity": _per_rater(self.raters, self.staple.sensitivity),
-            "staple_specificity": _per_rater(self.raters, self.staple.specificity),
+            "majority_area_px2": self.majority_area_px2,
+            "staple_area_px2": self.staple_area_px2,
+            "staple_sensitivity": _per_rater(self.raters, self.staple_sensitivity),
+            "staple_specificity": _per_rater(self.raters, self.staple_specificity),
             "pairs": [p.to_json() for p in self.pairs],
         }
 
@@ -277,10 +282,26 @@ def _per_rater(raters: Sequence[str], values: Sequence[float] | None) -> dict[st
     return None if values is None else dict(zip(raters, map(float, values), strict=True))
 
 
-def image_agreement(
+@dataclass(frozen=True)
+class Consensus:
+    """One image's consensus masks: `majority` bool (H, W) and STAPLE's estimate. Meant to be used (e.g.
+    written as COCO) and dropped while that image is processed, so that only one image's arrays live."""
+
+    majority: np.ndarray = field(repr=False, compare=False)
+    staple: Staple = field(repr=False, compare=False)
+
+    def mask(self, method: str) -> np.ndarray:
+        """bool (H, W): the STAPLE consensus for "staple", the majority vote for "majority"."""
+        if method not in CONSENSUS_METHODS:
+            raise GeometryError(f"consensus method {method!r}: use one of {', '.join(CONSENSUS_METHODS)}")
+        return self.staple.mask if method == "staple" else self.majority
+
+
+def image_agreement_and_consensus(
     file_name: str, masks: Mapping[str, np.ndarray], calibration: Calibration | None = None
-) -> ImageAgreement:
-    """Agreement on one image: `masks` maps each rater's name to their bool (H, W) mask (n >= 2)."""
+) -> tuple[ImageAgreement, Consensus]:
+    """Agreement on one image and its consensus masks: `masks` maps each rater's name to their bool (H, W)
+    mask (n >= 2)."""
     if len(masks) < 2:
         raise GeometryError(f"{file_name}: agreement needs at least 2 raters, got {len(masks)}")
     raters = tuple(masks)
@@ -289,7 +310,24 @@ def image_agreement(
         compare_pair(arrays[i], arrays[j], raters[i], raters[j], calibration)
         for i, j in itertools.combinations(range(len(raters)), 2)
     )
-    return ImageAgreement(file_name, raters, pairs, majority_vote(arrays), staple(arrays))
+    cons = Consensus(majority_vote(arrays), staple(arrays))
+    figures = ImageAgreement(
+        file_name,
+        raters,
+        pairs,
+        int(np.count_nonzero(cons.majority)),
+        int(np.count_nonzero(cons.staple.mask)),
+        cons.staple.sensitivity,
+        cons.staple.specificity,
+    )
+    return figures, cons
+
+
+def image_agreement(
+    file_name: str, masks: Mapping[str, np.ndarray], calibration: Calibration | None = None
+) -> ImageAgreement:
+    """Agreement on one image (`image_agreement_and_consensus` without the masks)."""
+    return image_agreement_and_consensus(file_name, masks, calibration)[0]
 
 
 # -------------------------------------------------------------------------------------------- project
@@ -384,7 +422,8 @@ def agreement(
     masks_by_image: Mapping[str, Mapping[str, np.ndarray]], calibrations: Mapping[str, Calibration] | None = None
 ) -> ProjectAgreement:
     """Project agreement from {file_name: {rater: bool (H, W) mask}}; images with fewer than 2 raters are
-    left out. `calibrations` maps a file name to its scale (images without one get no mm figures)."""
+    left out. `calibrations` maps a file name to its scale (images without one get no mm figures).
+    Measured one image at a time: only the figures are kept (see `ImageAgreement`)."""
     calibrations = calibrations or {}
     return project_agreement(
         image_agreement(name, masks, calibrations.get(name))

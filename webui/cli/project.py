@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from dermaseg.core.annotation import coco
-from dermaseg.core.annotation.agreement import agreement
 from dermaseg.core.annotation.project import (
     STATUSES,
     CheckReport,
@@ -39,7 +38,12 @@ from dermaseg.core.annotation.project import (
     Project,
     ScanReport,
 )
-from dermaseg.core.annotation.project.raters import CONSENSUS_METHODS, rater_masks, write_consensus_coco
+from dermaseg.core.annotation.project.raters import (
+    CONSENSUS_METHODS,
+    ConsensusCoco,
+    measure_raters,
+    rater_masks,
+)
 from dermaseg.core.errors import DermasegError
 
 T = TypeVar("T")
@@ -235,14 +239,14 @@ def _agreement(args: argparse.Namespace) -> int:
         raise DermasegError("--consensus and --coco go together: --consensus staple|majority --coco OUT.json")
     with Project.open(args.folder, scan=False) as p:
         gathered = rater_masks(p)
-        if not gathered.masks:
+        if not gathered.images:
             raise DermasegError(
                 f"{p.root}: no image has annotations by two or more raters "
                 f"({len(gathered.single_rater)} annotated by one rater); add another rater's with "
                 "`dermaseg project import-coco FOLDER FILE --annotator NAME`"
             )
-        result = agreement(gathered.masks, gathered.calibrations)
-        labels = p.labels()
+        consensus = ConsensusCoco(args.consensus, p.labels()) if args.consensus is not None else None
+        result = measure_raters(gathered, consensus)  # one image at a time
     data = {**result.to_json(), "raters": list(gathered.raters), "skipped_single_rater": list(gathered.single_rater)}
     hd95 = result.hd95_px.mean if result.hd95_px is not None else None
     print(f"images: {len(result.images)} with 2+ raters ({data['n_pairs']} pairs)")
@@ -259,8 +263,8 @@ def _agreement(args: argparse.Namespace) -> int:
     if args.json is not None:
         coco.write_json_atomic(data, args.json)
         print(f"wrote {args.json}")
-    if args.consensus is not None:
-        rep = write_consensus_coco(result, gathered, args.consensus, args.coco, labels)
+    if consensus is not None:
+        rep = consensus.write(args.coco, gathered.raters)
         print(f"wrote {rep.coco_path}: {rep.annotations} consensus annotations ({args.consensus})")
         if rep.empty:
             print(f"  no consensus pixel (no annotation written) on: {', '.join(rep.empty)}")

@@ -1,5 +1,6 @@
 """Raters of a project's images: each rater's mask per image (for `core.annotation.agreement`) and a
-consensus of them written as COCO beside the project.
+consensus of them written as COCO beside the project, one image at a time (memory holds one image's
+masks, however many images the project has).
 
 A rater is the annotator named in an annotation's provenance (`UNNAMED_RATER` when none is); a rater's
 mask on an image is the union of their annotations of any label there, bool (H, W) at the image's full
@@ -9,15 +10,22 @@ resolution. Uses only the `Project` facade (no SQL here).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dermaseg.core.annotation import coco
-from dermaseg.core.annotation.agreement import ProjectAgreement
+from dermaseg.core.annotation.agreement import (
+    CONSENSUS_METHODS,
+    Consensus,
+    ImageAgreement,
+    ProjectAgreement,
+    image_agreement_and_consensus,
+    project_agreement,
+)
 from dermaseg.core.annotation.project.records import (
     Annotation,
     ImageRecord,
@@ -32,7 +40,6 @@ if TYPE_CHECKING:
     from dermaseg.core.annotation.project.project import Project
 
 UNNAMED_RATER = "(no name)"  # the rater of annotations whose provenance names nobody
-CONSENSUS_METHODS = ("staple", "majority")
 CONSENSUS_NAMES = {"staple": "consensus (STAPLE)", "majority": "consensus (majority vote)"}
 
 
@@ -42,49 +49,49 @@ def rater_of(a: Annotation) -> str:
 
 
 @dataclass(frozen=True)
-class RaterMasks:
-    """Each image's raters' masks, ready for `agreement.agreement(masks, calibrations)`.
+class ImageRaters:
+    """One image's raters' masks. masks: {rater: bool (H, W) mask at the image's full resolution}, raters
+    in the order they first annotated the image; calibration: the image's own scale, else the project's,
+    else None; label: the label most used on the image (for a consensus annotation)."""
 
-    masks: {image path: {rater: bool (H, W) mask}}, only images with two or more raters, raters in
-    the order they first annotated the image. calibrations: {image path: the image's own scale, else
-    the project's} for those images that have one. records: {image path: ImageRecord} of those images.
-    labels: {image path: the label most used on it} (for a consensus annotation). single_rater: paths
-    of annotated images with only one rater (left out of `masks`).
-    """
-
-    masks: dict[str, dict[str, np.ndarray]]
-    calibrations: dict[str, Calibration]
-    records: dict[str, ImageRecord]
-    labels: dict[str, str]
-    single_rater: tuple[str, ...]
+    record: ImageRecord
+    masks: dict[str, np.ndarray] = field(repr=False, compare=False)
+    calibration: Calibration | None
+    label: str
 
     @property
-    def raters(self) -> tuple[str, ...]:
-        """Every rater of the images in `masks`, sorted by name."""
-        return tuple(sorted({r for by_rater in self.masks.values() for r in by_rater}))
+    def file_name(self) -> str:
+        return self.record.path
 
 
-def rater_masks(project: Project) -> RaterMasks:
-    """Gather each rater's mask on every annotated image of `project` (see `RaterMasks`).
+@dataclass(frozen=True)
+class RaterMasks:
+    """A project's images with two or more raters, read one image at a time.
 
-    Raises StoreError when an annotation's size is not its image's (the file changed since).
+    images: records of the images with two or more raters, in the project's order; raters: every rater
+    of those images, sorted by name; single_rater: paths of annotated images with only one rater (left
+    out). Iterating decodes one image's masks at a time
+    (`ImageRaters`, read from the project when it is reached), so memory holds one image's masks however
+    many images there are; iterate while the project is open. An image that no longer has two raters when
+    it is reached (the project is read without a lock) is passed over.
     """
-    by_image: dict[int, list[Annotation]] = {}
-    for a in project.annotations():
-        by_image.setdefault(a.image_id, []).append(a)
-    default_cal = project.project_calibration()
-    masks: dict[str, dict[str, np.ndarray]] = {}
-    calibrations: dict[str, Calibration] = {}
-    records: dict[str, ImageRecord] = {}
-    labels: dict[str, str] = {}
-    single: list[str] = []
-    for rec in project.images():
-        anns = by_image.get(rec.id)
-        if not anns:
-            continue
+
+    project: Project = field(repr=False, compare=False)
+    images: tuple[ImageRecord, ...]
+    raters: tuple[str, ...]
+    single_rater: tuple[str, ...]
+
+    def __iter__(self) -> Iterator[ImageRaters]:
+        default_cal = self.project.project_calibration()
+        # No local holds an image once it is handed out (a generator's locals live until its next step),
+        # so the previous image's masks can be freed before the next image's are read.
+        return filter(None, (self._read(rec, default_cal) for rec in self.images))
+
+    def _read(self, rec: ImageRecord, default_cal: Calibration | None) -> ImageRaters | None:
+        """One image's raters' masks, read from the project now; None if it has fewer than 2 raters now."""
+        anns = self.project.annotations(rec.id)
         if len({rater_of(a) for a in anns}) < 2:
-            single.append(rec.path)
-            continue
+            return None
         by_rater: dict[str, np.ndarray] = {}
         for a in anns:
             if (a.rle.height, a.rle.width) != (rec.height, rec.width):
@@ -94,18 +101,32 @@ def rater_masks(project: Project) -> RaterMasks:
                 )
             m = by_rater.setdefault(rater_of(a), np.zeros((rec.height, rec.width), dtype=bool))
             m |= a.mask()
-        masks[rec.path] = by_rater
-        records[rec.path] = rec
-        labels[rec.path] = Counter(a.label for a in anns).most_common(1)[0][0]
-        cal = rec.calibration or default_cal
-        if cal is not None:
-            calibrations[rec.path] = cal
-    return RaterMasks(masks, calibrations, records, labels, tuple(single))
+        label = Counter(a.label for a in anns).most_common(1)[0][0]
+        return ImageRaters(rec, by_rater, rec.calibration or default_cal, label)
+
+
+def rater_masks(project: Project) -> RaterMasks:
+    """The images of `project` with two or more raters, their masks to be read one image at a time (see
+    `RaterMasks`). Reads each image's annotations (not their masks) once to sort the images.
+
+    Iterating raises StoreError when an annotation's size is not its image's (the file changed since).
+    """
+    images: list[ImageRecord] = []
+    raters: set[str] = set()
+    single: list[str] = []
+    for rec in project.images():
+        names = {rater_of(a) for a in project.annotations(rec.id)}
+        if len(names) >= 2:
+            images.append(rec)
+            raters |= names
+        elif names:
+            single.append(rec.path)
+    return RaterMasks(project, tuple(images), tuple(sorted(raters)), tuple(single))
 
 
 @dataclass(frozen=True)
 class ConsensusReport:
-    """What `write_consensus_coco` wrote: the file, how many images got a consensus annotation, and the
+    """What `ConsensusCoco.write` wrote: the file, how many images got a consensus annotation, and the
     paths of images whose consensus is empty (no pixel reaches it; no annotation written for them)."""
 
     coco_path: Path
@@ -113,45 +134,68 @@ class ConsensusReport:
     empty: tuple[str, ...]
 
 
-def write_consensus_coco(
-    result: ProjectAgreement,
-    gathered: RaterMasks,
-    method: str,
-    coco_path: str | Path,
-    project_labels: Collection[str],
-) -> ConsensusReport:
-    """Write the consensus masks of `result` (method "staple" or "majority") as a COCO file.
+class ConsensusCoco:
+    """A COCO file of consensus masks (method "staple" or "majority"), built one image at a time.
 
+    `add` encodes an image's consensus (RLE) as it goes by, so no mask is kept; `write` writes the file.
     One annotation per image, filed under the annotator `CONSENSUS_NAMES[method]` with the image's most
     used label; image entries carry the file hash, so the file imports back into the project (or a copy
     of it) with `import-coco`. Written atomically; the project itself is not changed.
     """
-    if method not in CONSENSUS_METHODS:
-        raise StoreError(f"consensus method {method!r}: use one of {', '.join(CONSENSUS_METHODS)}")
-    name = CONSENSUS_NAMES[method]
-    cats = _category_ids(project_labels, gathered.labels.values())
-    now = utc_now()
-    images, anns, empty = [], [], []
-    for im in result.images:
-        rec = gathered.records[im.file_name]
-        images.append(coco.image_dict(rec.id, rec.path, rec.width, rec.height, {"file_sha256": rec.file_sha256}))
-        mask = im.staple.mask if method == "staple" else im.majority
+
+    def __init__(self, method: str, project_labels: Collection[str]) -> None:
+        if method not in CONSENSUS_METHODS:
+            raise StoreError(f"consensus method {method!r}: use one of {', '.join(CONSENSUS_METHODS)}")
+        self.method = method
+        self.name = CONSENSUS_NAMES[method]
+        self._time = utc_now()
+        self._cats = dict(_category_ids(project_labels, ()))  # grows by each new label, as images come
+        self._images: list[dict[str, Any]] = []
+        self._anns: list[dict[str, Any]] = []
+        self._empty: list[str] = []
+
+    def add(self, image: ImageRaters, consensus: Consensus) -> None:
+        """Add one image and its consensus annotation (none when the consensus has no pixel)."""
+        rec = image.record
+        self._images.append(coco.image_dict(rec.id, rec.path, rec.width, rec.height, {"file_sha256": rec.file_sha256}))
+        cat = self._cats.setdefault(image.label, len(self._cats) + 1)
+        mask = consensus.mask(self.method)
         if not mask.any():
-            empty.append(rec.path)
-            continue
-        prov = Provenance(source="consensus", annotator=name, tool_version=tool_version(), time_utc=now)
-        extra = {"label": gathered.labels[rec.path], "raters": list(im.raters), "provenance": prov.to_json()}
-        anns.append(coco.annotation_dict(len(anns) + 1, rec.id, cats[gathered.labels[rec.path]], mask, extra=extra))
-    info = {"description": f"dermaseg {name} of {', '.join(gathered.raters)}", "version": tool_version(),
-            "date_created": now}  # fmt: skip
-    out = Path(coco_path)
-    try:
-        coco.write_json_atomic(coco.dataset_dict(images, anns, [(i, n) for n, i in cats.items()], info), out)
-    except OSError as e:
-        raise StoreError(
-            f"{out}: cannot write the COCO file ({e.strerror or e}); is the disk full or the folder read-only?"
-        ) from None
-    return ConsensusReport(out, len(anns), tuple(empty))
+            self._empty.append(rec.path)
+            return
+        prov = Provenance(source="consensus", annotator=self.name, tool_version=tool_version(), time_utc=self._time)
+        extra = {"label": image.label, "raters": list(image.masks), "provenance": prov.to_json()}
+        self._anns.append(coco.annotation_dict(len(self._anns) + 1, rec.id, cat, mask, extra=extra))
+
+    def write(self, coco_path: str | Path, raters: Collection[str]) -> ConsensusReport:
+        """Write the file (`raters`: every rater, named in its description); atomically."""
+        info = {"description": f"dermaseg {self.name} of {', '.join(raters)}", "version": tool_version(),
+                "date_created": self._time}  # fmt: skip
+        data = coco.dataset_dict(self._images, self._anns, [(i, n) for n, i in self._cats.items()], info)
+        out = Path(coco_path)
+        try:
+            coco.write_json_atomic(data, out)
+        except OSError as e:
+            raise StoreError(
+                f"{out}: cannot write the COCO file ({e.strerror or e}); is the disk full or the folder read-only?"
+            ) from None
+        return ConsensusReport(out, len(self._anns), tuple(self._empty))
+
+
+def measure_raters(gathered: RaterMasks, consensus: ConsensusCoco | None = None) -> ProjectAgreement:
+    """Agreement over the images of `gathered`, one image at a time: each image's masks are read,
+    measured, their consensus handed to `consensus` (if any), then dropped; only the figures are kept.
+
+    Raises GeometryError when no image has two raters (left).
+    """
+
+    def measure(image: ImageRaters) -> ImageAgreement:
+        result, cons = image_agreement_and_consensus(image.file_name, image.masks, image.calibration)
+        if consensus is not None:
+            consensus.add(image, cons)
+        return result
+
+    return project_agreement(map(measure, gathered))  # (a generator's locals would keep the last image)
 
 
 def _category_ids(project_labels: Collection[str], used: Collection[str]) -> Mapping[str, int]:

@@ -4,7 +4,10 @@ overlap, STAPLE run directly), and majority votes counted by hand."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ from dermaseg.core.annotation.agreement import (
     compare_pair,
     hausdorff,
     image_agreement,
+    image_agreement_and_consensus,
     majority_vote,
     project_agreement,
     staple,
@@ -275,15 +279,52 @@ def test_staple_of_identical_and_of_empty_masks() -> None:
 # ------------------------------------------------------------------------------------ image, project
 def test_image_agreement_has_every_pair_in_order(expert_masks) -> None:
     a = next(iter(expert_masks.values()))
-    im = image_agreement("IMD.png", {"ana": a, "ben": dilate(a, 2), "cai": shift(a, 0, 4)}, Calibration(0.02))
+    masks = {"ana": a, "ben": dilate(a, 2), "cai": shift(a, 0, 4)}
+    im, cons = image_agreement_and_consensus("IMD.png", masks, Calibration(0.02))
+    assert im == image_agreement("IMD.png", masks, Calibration(0.02))
     assert [(p.a, p.b) for p in im.pairs] == [("ana", "ben"), ("ana", "cai"), ("ben", "cai")]
     assert im.pairs[0] == compare_pair(a, dilate(a, 2), "ana", "ben", Calibration(0.02))
     assert im.mean_dice == pytest.approx(np.mean([p.dice for p in im.pairs]))
     assert im.disagreement == pytest.approx(1 - im.mean_dice)
-    assert np.array_equal(im.majority, majority_vote([a, dilate(a, 2), shift(a, 0, 4)]))
+    assert np.array_equal(cons.majority, majority_vote([a, dilate(a, 2), shift(a, 0, 4)]))
+    assert np.array_equal(cons.mask("majority"), cons.majority)
+    assert np.array_equal(cons.mask("staple"), cons.staple.mask)
     d = im.to_json()
     assert set(d["staple_sensitivity"]) == {"ana", "ben", "cai"}
-    assert d["majority_area_px2"] == int(im.majority.sum())
+    assert d["majority_area_px2"] == int(cons.majority.sum())
+    assert d["staple_area_px2"] == int(cons.staple.mask.sum()) > 0
+    assert d["staple_sensitivity"] == dict(zip(masks, cons.staple.sensitivity, strict=True))
+    with pytest.raises(GeometryError, match="consensus method 'mean'"):
+        cons.mask("mean")
+
+
+def _arrays_in(obj: object) -> list[str]:
+    """Type names of the numpy arrays held by `obj`: its dataclass fields, tuples and lists, recursively."""
+    if isinstance(obj, np.ndarray):
+        return [type(obj).__name__]
+    if dataclasses.is_dataclass(obj):
+        return [t for f in dataclasses.fields(obj) for t in _arrays_in(getattr(obj, f.name))]
+    if isinstance(obj, tuple | list):
+        return [t for x in obj for t in _arrays_in(x)]
+    return []
+
+
+def test_results_keep_figures_not_masks(expert_masks) -> None:
+    """A project's result holds no array, and measuring many images takes the memory of one: images are
+    measured one at a time and only their figures are kept (numpy's allocations, traced by tracemalloc)."""
+    masks = {f"{case_id}.png": {"expert": a, "b": dilate(a, 3)} for case_id, a in expert_masks.items()}
+    assert _arrays_in(agreement(dict(itertools.islice(masks.items(), 2)))) == []
+
+    def peak(some: dict[str, dict[str, np.ndarray]]) -> int:
+        tracemalloc.start()
+        try:
+            agreement(some)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one = max(peak({name: m}) for name, m in masks.items())  # the largest image alone
+    assert len(masks) >= 8 and peak(masks) < 1.5 * one, (peak(masks), one)
 
 
 @pytest.fixture(scope="module")

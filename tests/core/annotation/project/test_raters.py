@@ -1,10 +1,13 @@
 """Raters in the project store: COCO imports filed per rater (never dropping or replacing another rater's
-work), each rater's mask per image (`raters.rater_masks`) and the consensus written as COCO, on dev images."""
+work), each rater's mask per image (`raters.rater_masks`, read one image at a time) and the consensus
+written as COCO, on dev images."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,13 @@ from scipy import ndimage
 from dermaseg.core.annotation import coco
 from dermaseg.core.annotation.agreement import agreement
 from dermaseg.core.annotation.project import Project, Provenance
-from dermaseg.core.annotation.project.raters import UNNAMED_RATER, rater_masks, write_consensus_coco
+from dermaseg.core.annotation.project.raters import (
+    UNNAMED_RATER,
+    ConsensusCoco,
+    RaterMasks,
+    measure_raters,
+    rater_masks,
+)
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import StoreError
 
@@ -24,6 +33,11 @@ def _coco(masks: dict[str, np.ndarray], label: str = "lesion") -> bytes:
     images = [coco.image_dict(i, name, m.shape[1], m.shape[0]) for i, (name, m) in enumerate(masks.items(), 1)]
     anns = [coco.annotation_dict(i, i, 1, m) for i, m in enumerate(masks.values(), 1)]
     return json.dumps(coco.dataset_dict(images, anns, [(1, label)])).encode()
+
+
+def _masks(gathered: RaterMasks) -> dict[str, dict[str, np.ndarray]]:
+    """Every image's raters' masks, all at once (for checking; the command reads one image at a time)."""
+    return {im.file_name: im.masks for im in gathered}
 
 
 @pytest.fixture
@@ -45,11 +59,12 @@ def test_identical_masks_of_two_raters_are_both_filed(project):
     assert (rep.added, rep.skipped_duplicates) == (3, 0)
     assert p.import_coco(_coco(expert), annotator="b").skipped_duplicates == 3  # the same rater again: nothing
     got = rater_masks(p)
-    assert set(got.masks) == set(expert) and got.single_rater == ()
-    for name, by_rater in got.masks.items():
+    masks = _masks(got)
+    assert set(masks) == set(expert) and got.single_rater == ()
+    for name, by_rater in masks.items():
         assert list(by_rater) == ["expert", "b"]
         assert np.array_equal(by_rater["expert"], expert[name]) and np.array_equal(by_rater["b"], expert[name])
-    assert agreement(got.masks).mean_dice == 1.0
+    assert agreement(masks).mean_dice == 1.0 and measure_raters(got).mean_dice == 1.0
     for a in p.annotations():
         assert a.provenance.source == "import" and a.provenance.time_utc and a.created_utc
 
@@ -63,11 +78,11 @@ def test_replace_swaps_one_raters_annotations_only(project):
     rep = p.import_coco(_coco(shrunk), annotator="b", replace=True)
     assert (rep.replaced, rep.added) == (3, 3)
     got = rater_masks(p)
-    for name, by_rater in got.masks.items():
+    for name, by_rater in _masks(got).items():
         assert np.array_equal(by_rater["expert"], expert[name]) and np.array_equal(by_rater["b"], shrunk[name])
     rec = p.image_by_path(next(iter(expert)))
     assert p.undo(rec.id)  # the replacing import of an image is one undoable step: b's grown mask is back
-    assert np.array_equal(rater_masks(p).masks[rec.path]["b"], grown[rec.path])
+    assert np.array_equal(_masks(rater_masks(p))[rec.path]["b"], grown[rec.path])
     with pytest.raises(StoreError, match="annotator's name is empty"):
         p.import_coco(_coco(expert), annotator="  ")
 
@@ -90,12 +105,42 @@ def test_rater_masks_unite_a_raters_lesions_and_skip_single_raters(project):
     p.set_calibration(recs[a_name].id, Calibration(0.01))
 
     got = rater_masks(p)
-    assert list(got.masks) == [a_name] and got.single_rater == (b_name,)  # c: not annotated, not listed
-    assert list(got.masks[a_name]) == ["ann", UNNAMED_RATER] and got.raters == (UNNAMED_RATER, "ann")
-    assert np.array_equal(got.masks[a_name]["ann"], m)  # the two halves, united
-    assert got.calibrations == {a_name: Calibration(0.01)}
+    masks = _masks(got)
+    assert list(masks) == [a_name] and got.single_rater == (b_name,)  # c: not annotated, not listed
+    assert list(masks[a_name]) == ["ann", UNNAMED_RATER] and got.raters == (UNNAMED_RATER, "ann")
+    assert np.array_equal(masks[a_name]["ann"], m)  # the two halves, united
+    assert {im.file_name: im.calibration for im in got} == {a_name: Calibration(0.01)}
     p.set_calibration(recs[a_name].id, None)
-    assert rater_masks(p).calibrations[a_name].mm_per_px == 0.03  # the project's scale, else
+    assert next(iter(rater_masks(p))).calibration.mm_per_px == 0.03  # the project's scale, else
+
+
+def test_masks_are_read_one_image_at_a_time(project):
+    """The masks of an image are read from the project when the iteration reaches it, not before: a rater
+    added to image 2 after image 1 was handed out is there, image 1 is not kept, and an image left with
+    one rater by then is passed over."""
+    p, expert = project
+    names = list(expert)
+    p.import_coco(_coco(expert), annotator="expert")
+    p.import_coco(_coco({n: ndimage.binary_dilation(m, iterations=3) for n, m in expert.items()}), annotator="b")
+    got = rater_masks(p)
+    assert [rec.path for rec in got.images] == names and got.raters == ("b", "expert")
+    it = iter(got)
+    first = next(it)
+    assert first.file_name == names[0] and list(first.masks) == ["expert", "b"]
+    first_mask = weakref.ref(first.masks["expert"])
+    del first
+    gc.collect()
+    assert first_mask() is None  # the iterator holds no reference to the image it handed out
+    late = ndimage.binary_erosion(expert[names[1]], iterations=2)
+    p.add_annotation(p.image_by_path(names[1]).id, late, provenance=Provenance(source="manual", annotator="c"))
+    second = next(it)
+    assert second.file_name == names[1] and list(second.masks) == ["expert", "b", "c"]
+    assert np.array_equal(second.masks["c"], late)
+    # b's work on image 3 is deleted before the iteration reaches it: image 3 is passed over
+    for a in p.annotations(p.image_by_path(names[2]).id):
+        if a.provenance.annotator == "b":
+            p.delete_annotation(a.id)
+    assert list(it) == []
 
 
 def test_consensus_coco(project, tmp_path: Path):
@@ -109,8 +154,9 @@ def test_consensus_coco(project, tmp_path: Path):
     p.import_coco(_coco({names[2]: far}), annotator="c")
     p.import_coco(_coco({names[2]: expert[names[2]]}), annotator="d")
     got = rater_masks(p)
-    result = agreement(got.masks, got.calibrations)
-    rep = write_consensus_coco(result, got, "majority", tmp_path / "majority.json", p.labels())
+    consensus = ConsensusCoco("majority", p.labels())
+    measure_raters(got, consensus)
+    rep = consensus.write(tmp_path / "majority.json", got.raters)
     assert rep.annotations == 3 and rep.empty == ()
     ds = coco.read_coco(rep.coco_path)
     for ann in ds.annotations:
@@ -119,7 +165,7 @@ def test_consensus_coco(project, tmp_path: Path):
         # 2 of 2, or on the last image 3 of 4 (expert's pixels alone have 2 of 4: a tie, left out)
         assert np.array_equal(ann.rle.decode(), expert[name] & shifted[name])
     with pytest.raises(StoreError, match="consensus method 'mean'"):
-        write_consensus_coco(result, got, "mean", tmp_path / "x.json", p.labels())
+        ConsensusCoco("mean", p.labels())
 
     # two raters who never overlap: an empty consensus is reported, not written
     q_folder = tmp_path / "q"
@@ -128,6 +174,7 @@ def test_consensus_coco(project, tmp_path: Path):
     with Project.init(q_folder) as q:
         q.import_coco(_coco({names[0]: expert[names[0]]}), annotator="a")
         q.import_coco(_coco({names[0]: far}), annotator="b")
-        got = rater_masks(q)
-        rep = write_consensus_coco(agreement(got.masks), got, "majority", tmp_path / "empty.json", q.labels())
+        consensus = ConsensusCoco("majority", q.labels())
+        measure_raters(rater_masks(q), consensus)
+        rep = consensus.write(tmp_path / "empty.json", ["a", "b"])
     assert rep.annotations == 0 and rep.empty == (names[0],)
