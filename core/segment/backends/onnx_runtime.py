@@ -11,6 +11,11 @@ from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.segment.artifacts import REBUILD_HINT, VariantFiles
 from dermaseg.core.segment.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, MASK_FEATURES, TUNED_OUTPUTS
 
+# A decoder run gives back the chunks its arena grew by when it ends (the first chunk stays), rather than
+# keeping the peak of the most runs ever at once: one `dermaseg serve` session 585 -> 566 MiB (issue 18).
+_DECODER_RUN = ort.RunOptions()
+_DECODER_RUN.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
 
 class OnnxBackend:
     """Runs the exported LiteMedSAM graphs. Thread-safe: ORT sessions allow concurrent `run` calls; the
@@ -69,7 +74,7 @@ class OnnxBackend:
     ) -> tuple[np.ndarray, np.ndarray]:
         session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._base_decoder()
         feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
-        logits, iou = session.run(list(DECODER_OUTPUTS), feed)
+        logits, iou = session.run(list(DECODER_OUTPUTS), feed, _DECODER_RUN)
         return logits, iou
 
     def _base_decoder(self) -> ort.InferenceSession:
@@ -90,7 +95,7 @@ class OnnxBackend:
         if self._tuned_decoder is None or not self._tuned_features:
             raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
         feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
-        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), feed)
+        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), feed, _DECODER_RUN)
         return logits, iou, features
 
 
