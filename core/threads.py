@@ -1,4 +1,5 @@
-"""The process's numeric thread pools, set in one place: `Engine.open` calls `limit_numeric_threads`.
+"""The process's numeric thread pools and its malloc, set in one place: `Engine.open` calls
+`limit_numeric_threads` and `bound_malloc`.
 
 ONNX Runtime runs its own intra-op pool (`Settings.threads`, spinning while it waits for work); numpy's
 and SciPy's OpenBLAS start a pool of their own, one thread per core. On 2 cores the two fought: a click
