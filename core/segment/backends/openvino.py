@@ -174,4 +174,8 @@ class OpenVinoBackend:
     def encode(self, x: np.ndarray) -> np.ndarray:
         with self._encoder_lock:
             self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-            return self._request.get_output_tensor(0).data.copy()
+            embedding = self._request.get_output_tensor(0).data.copy()
+            # The encoder's intermediate tensors (~85 MiB in bf16) go back to the system between encodes, which
+            # are a few per opened image, rather than staying for the process's life (issue 18, memory).
+            self._compiled.release_memory()
+            return embedding
