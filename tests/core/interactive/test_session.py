@@ -1,18 +1,29 @@
-"""`InteractiveSession`, the product's prompt path: the same masks, bit for bit, as before the click path
-was rebuilt around it (`click_session` / `interactive_predict`, ClickSession, RefineSession; commit
-dd4b931), on real dev images with the built default variant on ONNX Runtime (CPU).
+"""`InteractiveSession`, the product's prompt path: the same masks as before the click path was rebuilt
+around it (`click_session` / `interactive_predict`, ClickSession, RefineSession; commit dd4b931), on real
+dev images with the built default variant on ONNX Runtime (CPU).
 
-The masks' hashes below were recorded from that code: per image, a box, a click alone, two clicks, a box
-and a click, a box and two clicks (the clicks the evaluation's simulator gave against the expert mask),
-each through the product path at image resolution (`auto`), on a half-size grid (`auto_grid`), with the
-best head for a box alone (`auto_best`), and through each click method alone, untidied (`translate`,
-`refine`). A change of the model artifacts or of ONNX Runtime's arithmetic changes them too; re-record
-them only from code known to give the old masks.
+The old code's masks themselves are stored in data/session_reference.npz (bit-packed, one per distinct
+mask, named by its hash in RECORDED): per image, a box, a click alone, two clicks, a box and a click, a box
+and two clicks (the clicks the evaluation's simulator gave against the expert mask), each through the
+product path at image resolution (`auto`), on a half-size grid (`auto_grid`), with the best head for a box
+alone (`auto_best`), and through each click method alone, untidied (`translate`, `refine`). They were made
+by dd4b931's code on this machine's artifacts and ONNX Runtime, and each hashes to its name in RECORDED,
+the hashes an earlier version of this test compared bit for bit.
+
+Not bit for bit any more: CI rebuilds the model artifacts and may run another ONNX Runtime release or
+CPU instruction set, whose float arithmetic differs by ~1e-6 and can flip a pixel whose logit sits at the
+threshold. So a new mask may differ from the old one in at most `MAX_DIFF_FRACTION` of the old mask's area
+(the lesion's, at least one pixel) with IoU >= `MIN_IOU`; on the machine the masks were recorded on they
+are equal (0 differing pixels, printed per mask). Measured on these prompts: relative noise of 1e-5 and
+1e-4 on every ONNX output (encoder, decoders) flipped at most 1 pixel per mask, while real changes of the
+method failed the test: `EDIT_BEYOND` 0.5 -> 0.75 moved 20-1564 pixels (on all three images), tidying
+without filling holes 35-184 (on ISIC_0027533). Re-record the masks only from code known to give the old ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +34,11 @@ from dermaseg.core.interactive.refine import Refinement
 from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.interactive.translate import Translation
 from dermaseg.core.segment.prompts import Prompts
+
+REFERENCE = Path(__file__).parent / "data" / "session_reference.npz"
+# How far a mask may be from the old code's: a few pixels at the threshold that float noise can flip
+MAX_DIFF_FRACTION = 0.0005  # of the reference mask's area (px)
+MIN_IOU = 0.999
 
 PROMPTS = {
     "IMD008": {
@@ -167,8 +183,36 @@ def _hash(mask: np.ndarray) -> str:
     return hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()[:16]
 
 
+@pytest.fixture(scope="module")
+def reference() -> dict[str, np.ndarray]:
+    """The old code's masks by their hash in RECORDED: bool (H, W) at the image's or the grid's size."""
+    with np.load(REFERENCE) as data:  # per mask: its bits, packed, and its shape as "<hash>_shape"
+        shapes = {name.removesuffix("_shape"): tuple(data[name]) for name in data.files if name.endswith("_shape")}
+        masks = {
+            name: np.unpackbits(data[name], count=int(np.prod(shape))).reshape(shape).astype(bool)
+            for name, shape in shapes.items()
+        }
+    assert {_hash(mask) for mask in masks.values()} == set(masks)  # the file holds what was recorded
+    return masks
+
+
+def _differing(mask: np.ndarray, old: np.ndarray) -> int:
+    """Pixels where `mask` and the old mask (same shape) differ, or -1 when their shapes differ."""
+    return int(np.count_nonzero(mask != old)) if mask.shape == old.shape else -1
+
+
+def _close(mask: np.ndarray, old: np.ndarray) -> bool:
+    """Whether `mask` is the old mask up to the pixels float noise can flip (module docstring)."""
+    differing = _differing(mask, old)
+    if differing < 0:
+        return False
+    union = int(np.count_nonzero(mask | old))
+    iou = 1.0 if union == 0 else 1.0 - differing / union
+    return differing <= max(1.0, MAX_DIFF_FRACTION * int(old.sum())) and iou >= MIN_IOU
+
+
 @pytest.mark.parametrize("case_id", list(RECORDED))
-def test_the_session_gives_the_masks_recorded_before(engine, dev_data, case_id) -> None:
+def test_the_session_gives_the_masks_recorded_before(engine, dev_data, reference, case_id) -> None:
     case = next(c for c in dev_data if c.id == case_id)
     seg = engine.segmenter()
     seg.set_image(load_image(case.image))
@@ -179,24 +223,40 @@ def test_the_session_gives_the_masks_recorded_before(engine, dev_data, case_id) 
     assert isinstance(translate, Translation) and isinstance(refine, Refinement)
     got = {
         name: {
-            "auto": _hash(auto.predict(prompts).mask),
-            "auto_grid": _hash(auto.predict(prompts, grid).mask),
-            "auto_best": _hash(auto.predict(prompts, head="best").mask),
-            "translate": _hash(translate.predict(prompts).mask),
-            "refine": _hash(refine.predict(prompts).mask),
+            "auto": auto.predict(prompts).mask,
+            "auto_grid": auto.predict(prompts, grid).mask,
+            "auto_best": auto.predict(prompts, head="best").mask,
+            "translate": translate.predict(prompts).mask,
+            "refine": refine.predict(prompts).mask,
         }
         for name, prompts in PROMPTS[case_id].items()
     }
-    assert got == RECORDED[case_id]
+    old = {name: {path: reference[h] for path, h in paths.items()} for name, paths in RECORDED[case_id].items()}
+    differing = {
+        name: {path: _differing(got[name][path], old[name][path]) for path in paths} for name, paths in old.items()
+    }
+    print(f"{case_id}: pixels differing from the old masks {differing}")
+    far = {
+        f"{name}/{path}": n
+        for name, paths in old.items()
+        for path, n in differing[name].items()
+        if not _close(got[name][path], old[name][path])
+    }
+    assert not far, f"{case_id}: masks farther from the old code's than float noise explains (pixels differing): {far}"
 
 
-def test_a_new_session_answers_as_one_that_has_seen_other_prompts(engine, dev_data) -> None:
+def test_a_new_session_answers_as_one_that_has_seen_other_prompts(engine, dev_data, reference) -> None:
     """The prefix cache changes the cost, never the answer: a fresh session per prompt gives the same."""
     case = next(c for c in dev_data if c.id == "IMD008")
     seg = engine.segmenter()
     seg.set_image(load_image(case.image))
+    used = InteractiveSession(seg)
+    for prompts in PROMPTS["IMD008"].values():  # the prefixes and other prompts, kept in its cache
+        used.predict(prompts)
     prompts = PROMPTS["IMD008"]["box_clicks2"]
-    assert _hash(InteractiveSession(seg).predict(prompts).mask) == RECORDED["IMD008"]["box_clicks2"]["auto"]
+    fresh = InteractiveSession(seg).predict(prompts).mask
+    assert np.array_equal(fresh, used.predict(prompts).mask)  # same process, same arithmetic: bit for bit
+    assert _close(fresh, reference[RECORDED["IMD008"]["box_clicks2"]["auto"]])
 
 
 def test_the_prefix_cache_keeps_one_image_at_a_time() -> None:
