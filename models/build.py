@@ -25,7 +25,7 @@ from dermaseg.core.segment.artifacts import (
     verify_files,
 )
 from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
-from dermaseg.core.segment.preprocess import ENCODER_SIZE, Transform, encoder_input, mask_from_logits
+from dermaseg.core.segment.preprocess import DecoderInputs, Transform, encoder_input, mask_from_logits
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import decoder_points
 from dermaseg.models import export_onnx
@@ -345,7 +345,7 @@ def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityC
         for case, ref in zip(cases, reference, strict=True):
             x, t = encoder_input(case.image.rgb)
             coords, labels = decoder_points(Prompts(box=case.box), t)
-            logits, _ = backend.decode(backend.encode(x), coords, labels, *_no_mask())
+            logits, _ = backend.decode(DecoderInputs.of(backend.encode(x), coords, labels))
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), ref))
         result[variant] = {"box_iou_min": round(min(ious), 5), "box_iou_mean": round(float(np.mean(ious)), 5)}
     return result
@@ -367,14 +367,10 @@ def measure_tuned_parity(tuned_net: torch.nn.Module, models_dir: Path, cases: li
             with torch.no_grad():  # upstream appends SAM's padding point itself: give it the click alone
                 click, label = torch.from_numpy(coords[:, :1]), torch.from_numpy(labels[:, :1])
                 ref, _ = reference_decode(tuned_net, torch.from_numpy(emb), click, label, None, None)
-            logits, _ = backend.decode(emb, coords, labels, *_no_mask())
+            logits, _ = backend.decode(DecoderInputs.of(emb, coords, labels))
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), mask_from_logits(ref[0, 0].numpy(), t)))
         result[variant] = {"click_iou_min": round(min(ious), 5), "click_iou_mean": round(float(np.mean(ious)), 5)}
     return result
-
-
-def _no_mask() -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros((1, 1, ENCODER_SIZE, ENCODER_SIZE), np.float32), np.zeros(1, np.float32)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,7 +16,14 @@ from dermaseg.core.errors import DermasegError, PromptError
 from dermaseg.core.image import LesionImage
 from dermaseg.core.segment.artifacts import resolve_variant
 from dermaseg.core.segment.embedding_cache import CacheKey, EmbeddingCache, Source
-from dermaseg.core.segment.preprocess import LOW_RES_SIZE, NUM_HEADS, Transform, encoder_input, mask_from_logits
+from dermaseg.core.segment.preprocess import (
+    LOW_RES_SIZE,
+    NUM_HEADS,
+    DecoderInputs,
+    Transform,
+    encoder_input,
+    mask_from_logits,
+)
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.settings import Settings
 from dermaseg.core.threads import limit_numeric_threads
@@ -36,24 +43,9 @@ class Backend(Protocol):
 
     def encode(self, x: np.ndarray) -> np.ndarray: ...
 
-    def decode(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        tuned: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def decode(self, inputs: DecoderInputs, tuned: bool = False) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def decode_features(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def decode_features(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,14 +188,9 @@ class Segmenter:
             raise PromptError(f"head must be 0..{NUM_HEADS - 1} or 'best', got {heads}")
         prompts = prompts.validated(self.image.width, self.image.height)
         coords, labels = decoder_points(prompts, self._transform)
-        if mask_input is None:
-            mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-            has = np.zeros(1, np.float32)
-        else:
-            mask_input = np.asarray(mask_input, dtype=np.float32)
-            if mask_input.shape != (LOW_RES_SIZE, LOW_RES_SIZE):
-                raise PromptError(f"mask_input must be (256, 256) logits, got {mask_input.shape}")
-            mask, has = mask_input[None, None], np.ones(1, np.float32)
+        if mask_input is not None and np.shape(mask_input) != (LOW_RES_SIZE, LOW_RES_SIZE):
+            raise PromptError(f"mask_input must be (256, 256) logits, got {np.shape(mask_input)}")
+        inputs = DecoderInputs.of(self._embedding, coords, labels, mask_input)
         if decoder not in ("auto", "base"):
             raise PromptError(f"decoder must be 'auto' or 'base', got {decoder!r}")
         tuned = decoder == "auto" and self.engine.backend.has_tuned_decoder
@@ -211,9 +198,9 @@ class Segmenter:
         if features:
             if not tuned:
                 raise DermasegError("mask features come from the fine-tuned decoder, and this prompt does not use one")
-            logits, iou, feats = self.engine.backend.decode_features(self._embedding, coords, labels, mask, has)
+            logits, iou, feats = self.engine.backend.decode_features(inputs)
         else:
-            logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has, tuned=tuned)
+            logits, iou = self.engine.backend.decode(inputs, tuned=tuned)
         scores = tuple(float(s) for s in iou[0])
         if heads is None:
             heads = (int(np.argmax(scores)),)

@@ -19,7 +19,7 @@ ct = pytest.importorskip("coremltools")
 from PIL import Image  # noqa: E402
 
 from dermaseg.core.segment.backends import coreml as bc  # noqa: E402
-from dermaseg.core.segment.preprocess import encoder_input, mask_from_logits  # noqa: E402
+from dermaseg.core.segment.preprocess import DecoderInputs, encoder_input, mask_from_logits  # noqa: E402
 from dermaseg.models import export_coreml as ex  # noqa: E402
 from dermaseg.models.litemedsam import PromptDecoder, load_model  # noqa: E402
 
@@ -245,7 +245,7 @@ def _parity(
             emb_t, torch.from_numpy(coords), torch.from_numpy(labels), torch.from_numpy(mask_in), torch.from_numpy(has)
         )
     emb_c = backend.encode(x)
-    logits_c, iou_c = backend.decode(emb_c, coords, labels, mask_in, has, tuned=tuned)
+    logits_c, iou_c = backend.decode(DecoderInputs(emb_c, coords, labels, mask_in, has), tuned=tuned)
     assert logits_c.dtype == np.float32 and iou_c.dtype == np.float32
     emb_t_np = emb_t.numpy()
     return {
@@ -295,6 +295,6 @@ def test_points_model_matches_box_model_on_a_box(
         "mask_input": np.zeros((1, 1, 256, 256), np.float32),
         "has_mask_input": np.zeros(1, np.float32),
     }
-    box_logits, _ = coreml_backend.decode(*feed.values())
+    box_logits, _ = coreml_backend.decode(DecoderInputs(*feed.values()))
     pts_logits = np.asarray(points_model.predict(feed)["low_res_logits"])
     assert _iou(box_logits[0, 0] > 0, pts_logits[0, 0] > 0) >= MIN_IOU

@@ -43,7 +43,7 @@ from PIL import Image
 from dermaseg.core.evaluation.click_simulator import next_click
 from dermaseg.core.evaluation.dataset import DEV_DATA_ENV, DatasetCase, box_from_mask, dev_data_dir, read_dataset
 from dermaseg.core.segment.embedding_cache import EmbeddingCache
-from dermaseg.core.segment.preprocess import encoder_input
+from dermaseg.core.segment.preprocess import DecoderInputs, encoder_input
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import Engine, decoder_points
 from dermaseg.core.settings import Settings
@@ -118,8 +118,8 @@ def _prompting(s: Any, h: Any, gt: np.ndarray, times: Times, suffix: str, clicks
 
 def decoder_call(backend: Any, emb: np.ndarray, points: tuple[np.ndarray, np.ndarray]) -> Callable[[], object]:
     """One run of the decoder the app runs for a box (the tuned one when the variant has it)."""
-    no_mask, no = np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32)
-    return lambda: backend.decode(emb, *points, no_mask, no, tuned=backend.has_tuned_decoder)
+    inputs = DecoderInputs.of(emb, *points)
+    return lambda: backend.decode(inputs, tuned=backend.has_tuned_decoder)
 
 
 def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) -> dict[str, Any]:

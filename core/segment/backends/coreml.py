@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
-from dermaseg.core.segment.preprocess import FEATURES_SHAPE, MASK_FEATURES
+from dermaseg.core.segment.preprocess import DECODER_INPUTS, FEATURES_SHAPE, MASK_FEATURES, DecoderInputs
 from dermaseg.core.segment.prompts import MAX_POINTS as MAX_CLICKS
 
 ENCODER_INPUT = "image"
@@ -417,57 +417,30 @@ class CoreMLBackend:
         out = self._models["encoder"].predict({ENCODER_INPUT: _array(x, _IMAGE_SHAPE, ENCODER_INPUT)})
         return _array(out[ENCODER_OUTPUT], _EMBEDDING_SHAPE, ENCODER_OUTPUT)
 
-    def decode(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        tuned: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, inputs: DecoderInputs, tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Run the prompt decoder; returns (low_res_logits (1, 4, 256, 256), iou_predictions (1, 4)) float32.
         `tuned`: the fine-tuned decoder answers (when built; else the bundled decoder does).
 
-        embedding (1, 256, 64, 64); point_coords (1, N, 2) in model input pixels (x, y); point_labels
-        (1, N): 1 positive, 0 negative, 2/3 box corners; mask_input (1, 1, 256, 256) logits;
-        has_mask_input (1,) 0 or 1. Untuned, the box package runs for N == 2 with labels [2, 3], else the points one.
+        Shapes as in `DecoderInputs`. Untuned, the box package runs for N == 2 with labels [2, 3], else the
+        points one.
         """
-        role = decoder_role(point_coords, point_labels, tuned=tuned and self.has_tuned_decoder)
-        out = self._run(role, embedding, point_coords, point_labels, mask_input, has_mask_input)
+        role = decoder_role(inputs.point_coords, inputs.point_labels, tuned=tuned and self.has_tuned_decoder)
+        out = self._run(role, inputs)
         return out[0], out[1]
 
-    def decode_features(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode_features(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The tuned decoder's `decode` and its mask features (1, 32, 256, 256) float32."""
         if not self.has_tuned_decoder:
             raise ModelArtifactError(f"no tuned decoder in this build: rebuild with `{REBUILD}`")
-        role = decoder_role(point_coords, point_labels, tuned=True)
-        logits, iou, out = self._run(role, embedding, point_coords, point_labels, mask_input, has_mask_input)
+        role = decoder_role(inputs.point_coords, inputs.point_labels, tuned=True)
+        logits, iou, out = self._run(role, inputs)
         return logits, iou, _array(out[MASK_FEATURES], FEATURES_SHAPE, MASK_FEATURES)
 
-    def _run(
-        self,
-        role: str,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        n = np.asarray(point_coords).shape[1]
+    def _run(self, role: str, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        n = np.asarray(inputs.point_coords).shape[1]
+        shapes = (_EMBEDDING_SHAPE, (1, n, 2), (1, n), _MASK_SHAPE, (1,))
         feed = {
-            "image_embeddings": _array(embedding, _EMBEDDING_SHAPE, "image_embeddings"),
-            "point_coords": _array(point_coords, (1, n, 2), "point_coords"),
-            "point_labels": _array(point_labels, (1, n), "point_labels"),
-            "mask_input": _array(mask_input, _MASK_SHAPE, "mask_input"),
-            "has_mask_input": _array(has_mask_input, (1,), "has_mask_input"),
+            name: _array(a, shape, name) for name, a, shape in zip(DECODER_INPUTS, inputs.arrays(), shapes, strict=True)
         }
         out = self._models[role].predict(feed)
         return (

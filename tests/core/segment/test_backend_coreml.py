@@ -19,7 +19,7 @@ import pytest
 
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
 from dermaseg.core.segment.backends import coreml as bc
-from dermaseg.core.segment.preprocess import DECODER_OUTPUTS, TUNED_OUTPUTS
+from dermaseg.core.segment.preprocess import DECODER_OUTPUTS, TUNED_OUTPUTS, DecoderInputs
 
 ct = pytest.importorskip("coremltools")
 
@@ -425,7 +425,7 @@ def test_decode_routes_and_matches(backend: bc.CoreMLBackend, n: int, labels: li
     coords /= 50.0  # keep the sums in a range fp16 resolves well
     mask = rng.standard_normal((1, 1, 256, 256)).astype(np.float32)
     has = np.ones(1, np.float32)
-    logits, iou = backend.decode(emb, coords, lab, mask, has)
+    logits, iou = backend.decode(DecoderInputs(emb, coords, lab, mask, has))
     assert logits.shape == (1, 4, 256, 256) and logits.dtype == np.float32
     assert iou.shape == (1, 4) and iou.dtype == np.float32
     want_logits, want_iou = fake_decode(emb, coords, lab, mask, has)
@@ -433,11 +433,11 @@ def test_decode_routes_and_matches(backend: bc.CoreMLBackend, n: int, labels: li
     np.testing.assert_allclose(logits, want_logits + offset, atol=0.6, rtol=0.01)
     np.testing.assert_allclose(iou, want_iou + offset, atol=0.6, rtol=0.01)
     assert backend.has_tuned_decoder
-    logits, iou = backend.decode(emb, coords, lab, mask, has, tuned=True)
+    logits, iou = backend.decode(DecoderInputs(emb, coords, lab, mask, has), tuned=True)
     offset = TUNED_OFFSET
     np.testing.assert_allclose(logits, want_logits + offset, atol=0.6, rtol=0.01)
     np.testing.assert_allclose(iou, want_iou + offset, atol=0.6, rtol=0.01)
-    logits_f, iou_f, features = backend.decode_features(emb, coords, lab, mask, has)
+    logits_f, iou_f, features = backend.decode_features(DecoderInputs(emb, coords, lab, mask, has))
     assert np.array_equal(logits_f, logits) and np.array_equal(iou_f, iou)
     assert features.shape == (1, 32, 256, 256) and np.array_equal(features[:, :4], logits)
 
@@ -447,4 +447,4 @@ def test_decode_too_many_points(backend: bc.CoreMLBackend) -> None:
     coords, lab = _points(17)
     zeros = np.zeros((1, 256, 64, 64), np.float32)
     with pytest.raises(PromptError, match="at most 16"):
-        backend.decode(zeros, coords, lab, np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32))
+        backend.decode(DecoderInputs.of(zeros, coords, lab))
