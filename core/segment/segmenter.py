@@ -245,9 +245,10 @@ def _open_backend(settings: Settings) -> Backend:
         raise DermasegError(f"unknown backend {choice!r}: use auto, onnx, coreml or openvino")
     if choice == "coreml" or (choice == "auto" and platform.system() == "Darwin"):
         from dermaseg.core.segment.backends import coreml as backend_coreml
+        from dermaseg.core.segment.backends import coreml_packages
 
         ok, why = backend_coreml.available()
-        if ok and (choice == "coreml" or backend_coreml.artifacts_present(settings.models_dir)):
+        if ok and (choice == "coreml" or coreml_packages.artifacts_present(settings.models_dir)):
             return backend_coreml.CoreMLBackend.open(settings.models_dir)
         if choice == "coreml":
             raise DermasegError(f"the CoreML backend cannot run here: {why}")
