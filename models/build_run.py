@@ -91,6 +91,7 @@ class BuildRun:
             traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         assert self._bar is not None and self._saved is not None and self._warnings is not None
         self._bar.close()
+        self._terminal_err.close()  # type: ignore[union-attr]  # the wrapper only: closefd=False
         logging.getLogger().removeHandler(self._handler)  # type: ignore[arg-type]
         self._warnings.__exit__(None, None, None)
         sys.stdout.flush()
