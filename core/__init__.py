@@ -1,4 +1,5 @@
-"""dermaseg engine: images, Med-SAM segmentation, geometry, measurements, COCO, project store.
+"""The dermaseg engine, usable without the page: images and calibration, segmentation (`segment`), interactive
+prompting (`interactive`), annotation data and projects (`annotation`), and evaluation (`evaluation`).
 
 No gradio and no torch in this package: every capability is usable from plain Python.
 """

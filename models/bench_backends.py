@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +30,7 @@ from dermaseg.core.segment.preprocess import DECODER_INPUTS, LOW_RES_SIZE, encod
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import decoder_points
 from dermaseg.core.settings import Settings
-
-
-def _stats(ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1), "n": len(ms)}
+from dermaseg.core.timing import call_ms, latency_stats
 
 
 def interleaved(fns: dict[str, Callable[[int], object]], runs: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -46,9 +42,7 @@ def interleaved(fns: dict[str, Callable[[int], object]], runs: int, warmup: int 
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(runs):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            t = time.perf_counter()
-            fns[name](r)
-            times[name].append((time.perf_counter() - t) * 1e3)
+            times[name].append(call_ms(lambda name=name, r=r: fns[name](r)))
     return times
 
 
@@ -106,11 +100,11 @@ def run(settings: Settings, dataset: Path, n_images: int, runs: int) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": settings.threads},
         "images": [c.id for c in cases],
         "runs": runs,
-        "encoder": {n: _stats(v) for n, v in enc_times.items()},
+        "encoder": {n: latency_stats(v, decimals=1) for n, v in enc_times.items()},
     }
     for kind, kind_feeds in feeds.items():
         times = interleaved({n: (lambda i, f=f, fs=kind_feeds: f(fs[i % len(fs)])) for n, f in dec.items()}, runs)
-        result[f"decoder_{kind}"] = {n: _stats(v) for n, v in times.items()}
+        result[f"decoder_{kind}"] = {n: latency_stats(v, decimals=1) for n, v in times.items()}
     for section in [k for k in result if k == "encoder" or k.startswith("decoder_")]:
         ref = next(iter(result[section].values()))["p50_ms"]
         for s in result[section].values():

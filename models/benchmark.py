@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +18,7 @@ import numpy as np
 from dermaseg.core.evaluation.dataset import box_from_mask, read_dataset
 from dermaseg.core.image import load_image
 from dermaseg.core.segment.preprocess import encoder_input
-
-
-def _timed(fn: Callable[[], object], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
-
-
-def _stats(ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2), "n": len(ms)}
+from dermaseg.core.timing import calls_ms, latency_stats
 
 
 def measure_torch(images: Path, max_images: int, repeats: int, threads: int = 2) -> dict[str, dict]:
@@ -49,12 +35,12 @@ def measure_torch(images: Path, max_images: int, repeats: int, threads: int = 2)
             x, t = encoder_input(load_image(case.image).rgb)
             xt = torch.from_numpy(x)
             model.image_encoder(xt)  # warm-up at this input
-            enc += _timed(lambda xt=xt: model.image_encoder(xt), 3)
+            enc += calls_ms(lambda xt=xt: model.image_encoder(xt), 3)
             emb = model.image_encoder(xt)
             box = np.array(box_from_mask(case.load_mask(), 5)).reshape(2, 2)
             bt = torch.from_numpy(t.to_model(box).reshape(1, 4))
-            dec += _timed(lambda emb=emb, bt=bt: reference_decode(model, emb, None, None, bt, None), repeats)
-    return {"encoder": _stats(enc), "decoder": _stats(dec)}
+            dec += calls_ms(lambda emb=emb, bt=bt: reference_decode(model, emb, None, None, bt, None), repeats)
+    return {"encoder": latency_stats(enc), "decoder": latency_stats(dec)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.image import LesionImage
@@ -26,10 +25,11 @@ from dermaseg.core.segment.artifacts import (
     verify_files,
 )
 from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
-from dermaseg.core.segment.preprocess import ENCODER_SIZE, Transform, encoder_input, mask_from_logits
+from dermaseg.core.segment.preprocess import DecoderInputs, Transform, encoder_input, mask_from_logits
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import decoder_points
 from dermaseg.models import export_onnx
+from dermaseg.models.build_run import BUILD_LOG, BuildRun
 from dermaseg.models.litemedsam import CHECKPOINT_SHA256, PromptDecoder, checkpoint_path, load_model, reference_decode
 
 # Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
@@ -85,7 +85,13 @@ def build(
     """
     if not force and (manifest := _up_to_date(models_dir)) is not None:
         if _int8_missing(manifest, parity_cases):  # built before without dev images: add only the int8 encoder
-            return _add_openvino_int8(models_dir, manifest, parity_cases or [], log)
+            with BuildRun(models_dir / BUILD_LOG, total=1) as run, run.step("openvino int8"):
+                manifest = _add_openvino_int8(models_dir, manifest, parity_cases or [], run.note)
+            for line in summary(models_dir, manifest, run.notes):
+                log(line)
+            return manifest
+        for line in summary(models_dir, manifest):
+            log(line)
         log(f"model artifacts in {models_dir} are up to date (manifest verified); nothing to do")
         return manifest
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -96,45 +102,33 @@ def build(
         if stale.name not in wanted:
             stale.unlink()
     started = time.perf_counter()
-    steps = tqdm(total=6 + int(coreml) + int(tuned), desc="building models", unit="step")
-
-    def step(label: str) -> None:
-        steps.set_postfix_str(label)
-
-    step("checkpoint")
-    checkpoint_path()
-    model = load_model()
-    steps.update()
-    step("encoder fp32")
-    export_onnx.export_encoder(model, models_dir / "encoder-fp32.onnx")
-    steps.update()
-    step("decoder fp32")
-    export_onnx.export_decoder(PromptDecoder(model), models_dir / "decoder-fp32.onnx")
-    steps.update()
-    step("fp16")
-    export_onnx.convert_fp16(models_dir / "encoder-fp32.onnx", models_dir / "encoder-fp16.onnx")
-    export_onnx.convert_fp16(models_dir / "decoder-fp32.onnx", models_dir / "decoder-fp16.onnx")
-    steps.update()
-    if tuned:
-        step("tuned decoder")
-        tuned_net = tuned_model()
-        export_onnx.export_decoder(PromptDecoder(tuned_net, features=True), models_dir / TUNED_DECODERS["fp32"])
-        export_onnx.convert_fp16(models_dir / TUNED_DECODERS["fp32"], models_dir / TUNED_DECODERS["fp16"])
-        steps.update()
-    coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
-    if coreml:
-        step("coreml")
-        coreml_info = _build_coreml(model, models_dir, tuned_net if tuned else None)
-        steps.update()
-    step("parity")
-    cases = parity_cases or synthetic_parity_cases()
-    parity = measure_parity(model, models_dir, cases)
-    tuned_parity = measure_tuned_parity(tuned_net, models_dir, cases) if tuned else {}
-    steps.update()
-    step("openvino int8")
-    openvino_info = build_openvino_int8(models_dir, parity_cases, log)
-    steps.update()
-    steps.close()
+    with BuildRun(models_dir / BUILD_LOG, total=6 + int(coreml) + int(tuned)) as run:
+        with run.step("checkpoint"):
+            checkpoint_path()
+            model = load_model()
+        with run.step("encoder fp32"):
+            export_onnx.export_encoder(model, models_dir / "encoder-fp32.onnx")
+        with run.step("decoder fp32"):
+            export_onnx.export_decoder(PromptDecoder(model), models_dir / "decoder-fp32.onnx")
+        with run.step("fp16"):
+            export_onnx.convert_fp16(models_dir / "encoder-fp32.onnx", models_dir / "encoder-fp16.onnx")
+            export_onnx.convert_fp16(models_dir / "decoder-fp32.onnx", models_dir / "decoder-fp16.onnx")
+        if tuned:
+            with run.step("tuned decoder"):
+                tuned_net = tuned_model()
+                features = PromptDecoder(tuned_net, features=True)
+                export_onnx.export_decoder(features, models_dir / TUNED_DECODERS["fp32"])
+                export_onnx.convert_fp16(models_dir / TUNED_DECODERS["fp32"], models_dir / TUNED_DECODERS["fp16"])
+        coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
+        if coreml:
+            with run.step("coreml"):
+                coreml_info = _build_coreml(model, models_dir, tuned_net if tuned else None)
+        with run.step("parity"):
+            cases = parity_cases or synthetic_parity_cases()
+            parity = measure_parity(model, models_dir, cases)
+            tuned_parity = measure_tuned_parity(tuned_net, models_dir, cases) if tuned else {}
+        with run.step("openvino int8"):
+            openvino_info = build_openvino_int8(models_dir, parity_cases, run.note)
 
     onnx_files = sorted(wanted)
     built_files = onnx_files + ([OPENVINO_INT8_XML, OPENVINO_INT8_BIN] if openvino_info["built"] else [])
@@ -172,7 +166,27 @@ def build(
     }
     _write_manifest(models_dir, manifest)
     log(f"built {len(built_files)} model files and manifest in {models_dir} ({manifest['build_seconds']} s)")
+    for line in summary(models_dir, manifest, run.notes):
+        log(line)
     return manifest
+
+
+def summary(models_dir: Path, manifest: dict, notes: Iterable[str] = ()) -> list[str]:
+    """The end of a build's terminal output: each variant's parity with torch, what was skipped, the log."""
+    lines = []
+    for variant, info in manifest["variants"].items():
+        parity = info["parity"]
+        line = f"  {variant}: box mask IoU vs torch min {parity['box_iou_min']:.4f} mean {parity['box_iou_mean']:.4f}"
+        if "tuned_parity" in info:
+            line += f"; tuned decoder click IoU min {info['tuned_parity']['click_iou_min']:.4f}"
+        lines.append(line)
+    for name, entry in (("CoreML", manifest.get("coreml", {})), ("OpenVINO int8", manifest.get("openvino", {}))):
+        lines.append(f"  {name}: " + ("built" if entry.get("built") else f"skipped: {entry.get('reason')}"))
+    lines += [f"  {note}" for note in notes if "skipped" not in note]  # skips are in the lines above
+    log_file = models_dir / BUILD_LOG
+    if log_file.is_file():
+        lines.append(f"converter output (warnings, logs): {log_file}")
+    return lines
 
 
 def _write_manifest(models_dir: Path, manifest: dict) -> None:
@@ -331,7 +345,7 @@ def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityC
         for case, ref in zip(cases, reference, strict=True):
             x, t = encoder_input(case.image.rgb)
             coords, labels = decoder_points(Prompts(box=case.box), t)
-            logits, _ = backend.decode(backend.encode(x), coords, labels, *_no_mask())
+            logits, _ = backend.decode(DecoderInputs.of(backend.encode(x), coords, labels))
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), ref))
         result[variant] = {"box_iou_min": round(min(ious), 5), "box_iou_mean": round(float(np.mean(ious)), 5)}
     return result
@@ -353,14 +367,10 @@ def measure_tuned_parity(tuned_net: torch.nn.Module, models_dir: Path, cases: li
             with torch.no_grad():  # upstream appends SAM's padding point itself: give it the click alone
                 click, label = torch.from_numpy(coords[:, :1]), torch.from_numpy(labels[:, :1])
                 ref, _ = reference_decode(tuned_net, torch.from_numpy(emb), click, label, None, None)
-            logits, _ = backend.decode(emb, coords, labels, *_no_mask())
+            logits, _ = backend.decode(DecoderInputs.of(emb, coords, labels))
             ious.append(mask_iou(mask_from_logits(logits[0, 0], t), mask_from_logits(ref[0, 0].numpy(), t)))
         result[variant] = {"click_iou_min": round(min(ious), 5), "click_iou_mean": round(float(np.mean(ious)), 5)}
     return result
-
-
-def _no_mask() -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros((1, 1, ENCODER_SIZE, ENCODER_SIZE), np.float32), np.zeros(1, np.float32)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from dermaseg.core.segment.backends.coreml import (
+from dermaseg.core.segment.backends.coreml_packages import (
     ENCODER_INPUT,
     ENCODER_OUTPUT,
     MAX_POINTS,
     PACKAGE_NAMES,
     TUNED_MAX_POINTS,
     io_specs,
+    ml_program,
     package_digest,
 )
 from dermaseg.core.segment.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_SIZE, LOW_RES_SIZE, TUNED_OUTPUTS
@@ -99,18 +100,9 @@ def _convert(traced: torch.jit.ScriptModule, inputs: list, outputs: list[str]) -
     The traces skip torch's own `check_trace` (two more forward passes and a graph comparison, half
     the encoder's conversion time); the converted packages are checked against torch instead.
     """
-    import coremltools as ct
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlmodel = ct.convert(
-            traced,
-            inputs=inputs,
-            outputs=[ct.TensorType(name=n, dtype=np.float32) for n in outputs],
-            convert_to="mlprogram",
-            minimum_deployment_target=ct.target.macOS13,
-            compute_precision=ct.precision.FLOAT16,
-        )
+        mlmodel = ml_program(traced, inputs, outputs)
     for key in _VOLATILE_METADATA:
         if key in mlmodel.user_defined_metadata:
             del mlmodel.user_defined_metadata[key]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,20 @@ def dev_data() -> list[DevCase]:
             )
             for r in csv.DictReader(f)
         ]
+
+
+@pytest.fixture(scope="session")
+def dev_folder(dev_data: list[DevCase]):
+    """`dev_folder(folder, n)`: `folder` (made if needed) holding copies of the first `n` dev images, as a
+    project's images; the cases copied. Always a temporary folder, never the repository."""
+
+    def make(folder: Path, n: int) -> list[DevCase]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for case in dev_data[:n]:
+            shutil.copy(case.image, folder / case.image.name)
+        return dev_data[:n]
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ from scipy.spatial import ConvexHull
 from skimage.color import rgb2lab
 from skimage.measure import find_contours
 
+from dermaseg.core.annotation.geometry import signed_area
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import GeometryError
 
@@ -173,7 +174,7 @@ def measure(
     mm_step = max(PERIMETER_STEP_MM / (s * ps), MIN_PERIMETER_STEP_PX) if s else None  # grid px
     mm_contours = contours if mm_step in (None, step) else resampled_contours(mask, mm_step)
     mm_perimeter = float(sum(_closed_length(c) for c in mm_contours))
-    contour_area = abs(sum(_signed_area(c) for c in contours))
+    contour_area = abs(sum(signed_area(c) for c in contours))
     hull = _hull_corners(mask)
     fmax, fmin, fseg = _feret(hull)
     centroid, axes = principal_axes(mask)
@@ -258,11 +259,6 @@ def resampled_contours(mask: np.ndarray, step_px: float) -> list[np.ndarray]:
 
 def _closed_length(ring: np.ndarray) -> float:
     return float(np.hypot(*(np.roll(ring, -1, axis=0) - ring).T).sum())
-
-
-def _signed_area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
 def box_counting_dimension(contours: list[np.ndarray], feret_max_px: float) -> float | None:

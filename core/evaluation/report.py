@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from dermaseg.core.evaluation import protocols as ev
 from dermaseg.core.evaluation.dataset import DatasetCase
-from dermaseg.core.image import load_image
+from dermaseg.core.image import DEFAULT_MAX_PIXELS, load_image
 from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import Engine
@@ -25,7 +25,8 @@ PROTOCOLS = ("box", "clicks", "box-clicks")
 @dataclass(frozen=True)
 class EvalConfig:
     """What to run. jitter: click jitter std in px (0: ideal clicks; in box-clicks, > 0 also jitters
-    the starting box); box_jitter: fraction of the box side for jittered/loosened boxes; seed: all randomness."""
+    the starting box); box_jitter: fraction of the box side for jittered/loosened boxes; seed: all randomness;
+    max_pixels: largest image accepted, width x height (`Settings.max_pixels`)."""
 
     protocol: str
     methods: tuple[str, ...] = ("auto",)
@@ -34,6 +35,7 @@ class EvalConfig:
     box_jitter: float = 0.1
     seed: int = 0
     save_masks: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -53,7 +55,7 @@ def run(engine: Engine, cases: list[DatasetCase], config: EvalConfig, out: Path)
     curves: dict[str, list[tuple[float, ...]]] = {}
     box_scores: dict[str, list[ev.Scores]] = {}
     for index, case in enumerate(tqdm(cases, desc=f"evaluate {config.protocol}", unit="image")):
-        image = load_image(case.image)
+        image = load_image(case.image, max_pixels=config.max_pixels)
         segmenter = engine.segmenter()
         segmenter.set_image(image)
         gt = case.load_mask()

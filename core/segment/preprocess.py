@@ -58,6 +58,50 @@ class Transform:
         return np.asarray(xy, dtype=np.float64) * factors
 
 
+@dataclass(frozen=True, eq=False)
+class DecoderInputs:
+    """The prompt decoder's five inputs, float32, in `DECODER_INPUTS` order; every backend's `decode` takes them.
+
+    embedding (1, 256, 64, 64); point_coords (1, N, 2) in model input pixels (x, y); point_labels (1, N):
+    1 positive, 0 negative, 2/3 box corners, -1 padding; mask_input (1, 1, 256, 256) logits of an earlier
+    answer; has_mask_input (1,): 1 when mask_input is to be used, else 0.
+    """
+
+    embedding: np.ndarray
+    point_coords: np.ndarray
+    point_labels: np.ndarray
+    mask_input: np.ndarray
+    has_mask_input: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray | None = None,
+    ) -> DecoderInputs:
+        """Points with `mask_input` (256, 256) logits of an earlier answer, or with no mask input."""
+        if mask_input is None:
+            return cls(
+                embedding,
+                point_coords,
+                point_labels,
+                np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32),
+                np.zeros(1, np.float32),
+            )
+        mask = np.asarray(mask_input, dtype=np.float32)[None, None]
+        return cls(embedding, point_coords, point_labels, mask, np.ones(1, np.float32))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The five arrays in `DECODER_INPUTS` order."""
+        return (self.embedding, self.point_coords, self.point_labels, self.mask_input, self.has_mask_input)
+
+    def feed(self) -> dict[str, np.ndarray]:
+        """The inputs by graph input name."""
+        return dict(zip(DECODER_INPUTS, self.arrays(), strict=True))
+
+
 def encoder_input(rgb: np.ndarray) -> tuple[np.ndarray, Transform]:
     """uint8 (H, W, 3) -> float32 (1, 3, 256, 256) in [0, 1], and the transform that maps prompts."""
     t = Transform(int(rgb.shape[0]), int(rgb.shape[1]))

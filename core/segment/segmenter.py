@@ -16,7 +16,14 @@ from dermaseg.core.errors import DermasegError, PromptError
 from dermaseg.core.image import LesionImage
 from dermaseg.core.segment.artifacts import resolve_variant
 from dermaseg.core.segment.embedding_cache import CacheKey, EmbeddingCache, Source
-from dermaseg.core.segment.preprocess import LOW_RES_SIZE, NUM_HEADS, Transform, encoder_input, mask_from_logits
+from dermaseg.core.segment.preprocess import (
+    LOW_RES_SIZE,
+    NUM_HEADS,
+    DecoderInputs,
+    Transform,
+    encoder_input,
+    mask_from_logits,
+)
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.settings import Settings
 from dermaseg.core.threads import bound_malloc, limit_numeric_threads
@@ -36,24 +43,9 @@ class Backend(Protocol):
 
     def encode(self, x: np.ndarray) -> np.ndarray: ...
 
-    def decode(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        tuned: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def decode(self, inputs: DecoderInputs, tuned: bool = False) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def decode_features(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def decode_features(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,14 +194,9 @@ class Segmenter:
             raise PromptError(f"head must be 0..{NUM_HEADS - 1} or 'best', got {heads}")
         prompts = prompts.validated(self.image.width, self.image.height)
         coords, labels = decoder_points(prompts, self._transform)
-        if mask_input is None:
-            mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-            has = np.zeros(1, np.float32)
-        else:
-            mask_input = np.asarray(mask_input, dtype=np.float32)
-            if mask_input.shape != (LOW_RES_SIZE, LOW_RES_SIZE):
-                raise PromptError(f"mask_input must be (256, 256) logits, got {mask_input.shape}")
-            mask, has = mask_input[None, None], np.ones(1, np.float32)
+        if mask_input is not None and np.shape(mask_input) != (LOW_RES_SIZE, LOW_RES_SIZE):
+            raise PromptError(f"mask_input must be (256, 256) logits, got {np.shape(mask_input)}")
+        inputs = DecoderInputs.of(self._embedding, coords, labels, mask_input)
         if decoder not in ("auto", "base"):
             raise PromptError(f"decoder must be 'auto' or 'base', got {decoder!r}")
         tuned = decoder == "auto" and self.has_tuned_decoder
@@ -217,9 +204,9 @@ class Segmenter:
         if features:
             if not tuned:
                 raise DermasegError("mask features come from the fine-tuned decoder, and this prompt does not use one")
-            logits, iou, feats = self.engine.backend.decode_features(self._embedding, coords, labels, mask, has)
+            logits, iou, feats = self.engine.backend.decode_features(inputs)
         else:
-            logits, iou = self.engine.backend.decode(self._embedding, coords, labels, mask, has, tuned=tuned)
+            logits, iou = self.engine.backend.decode(inputs, tuned=tuned)
         scores = tuple(float(s) for s in iou[0])
         if heads is None:
             heads = (int(np.argmax(scores)),)
@@ -264,9 +251,10 @@ def _open_backend(settings: Settings) -> Backend:
         raise DermasegError(f"unknown backend {choice!r}: use auto, onnx, coreml or openvino")
     if choice == "coreml" or (choice == "auto" and platform.system() == "Darwin"):
         from dermaseg.core.segment.backends import coreml as backend_coreml
+        from dermaseg.core.segment.backends import coreml_packages
 
         ok, why = backend_coreml.available()
-        if ok and (choice == "coreml" or backend_coreml.artifacts_present(settings.models_dir)):
+        if ok and (choice == "coreml" or coreml_packages.artifacts_present(settings.models_dir)):
             return backend_coreml.CoreMLBackend.open(settings.models_dir)
         if choice == "coreml":
             raise DermasegError(f"the CoreML backend cannot run here: {why}")

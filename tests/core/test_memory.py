@@ -14,7 +14,7 @@ import pytest
 from dermaseg.core.segment.artifacts import resolve_variant
 from dermaseg.core.segment.backends import openvino as bov
 from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
-from dermaseg.core.segment.preprocess import EMBEDDING_SHAPE, LOW_RES_SIZE
+from dermaseg.core.segment.preprocess import EMBEDDING_SHAPE, DecoderInputs
 
 # A click's pattern: an 8 MiB temporary (the decoder's mask features) freed while small arrays made after
 # it live on. glibc's default keeps it: its mmap threshold rises to 8 MiB after the first such free, the
@@ -56,9 +56,9 @@ def test_bundled_decoder_loads_on_first_use(models_dir: Path) -> None:
     assert backend._decoder is None  # one decoder session while the tuned one answers every prompt
     emb = np.zeros(EMBEDDING_SHAPE, np.float32)
     coords, labels = np.array([[[64.0, 64.0], [192.0, 192.0]]], np.float32), np.array([[2.0, 3.0]], np.float32)
-    no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32), np.zeros(1, np.float32)
-    base, _ = backend.decode(emb, coords, labels, *no_mask)
-    tuned, _ = backend.decode(emb, coords, labels, *no_mask, tuned=True)
+    inputs = DecoderInputs.of(emb, coords, labels)  # no mask input
+    base, _ = backend.decode(inputs)
+    tuned, _ = backend.decode(inputs, tuned=True)
     assert backend._decoder is not None
     assert not np.array_equal(base, tuned)  # the bundled decoder answered, not the tuned one
 

@@ -90,6 +90,16 @@ def expert_of(dev_data, project, page):
     return next(c for c in dev_data if c.image.name == name).load_mask()
 
 
+def box_the_lesion(page, dev_data, project) -> np.ndarray:
+    """Clear the prompts and drag a box 10 px around the shown image's expert mask; returns that mask."""
+    from devtools.bench_browser import drag_box
+
+    expert = expert_of(dev_data, project, page)
+    page.keyboard.press("Escape")
+    drag_box(page, box_from_mask(expert, margin=10))
+    return expert
+
+
 def lesion_centre(mask: np.ndarray) -> tuple[float, float]:
     from scipy import ndimage
 
@@ -283,13 +293,9 @@ def test_brush_and_eraser_become_the_saved_mask_and_undo(served, browser):
 
 
 def test_fill_opacity_is_a_remembered_ui_preference(served, browser, dev_data):
-    from devtools.bench_browser import drag_box
-
     project, url = served
     page, _ = open_page(browser, url)
-    expert = expert_of(dev_data, project, page)
-    page.keyboard.press("Escape")
-    drag_box(page, box_from_mask(expert, margin=10))
+    box_the_lesion(page, dev_data, project)
     fill = "getComputedStyle(document.querySelector('.ds-mask')).fillOpacity"
     assert float(page.evaluate(fill)) == pytest.approx(0.25)
     page.locator(".ds-fill").fill("0")  # outline only: the lesion's colours unveiled
@@ -351,13 +357,11 @@ def test_saved_lesions_are_drawn_and_a_click_inside_one_selects_it(served, brows
 
 
 def test_dragging_a_vertex_of_a_dense_outline_bends_it_instead_of_a_spike(served, browser, dev_data):
-    from devtools.bench_browser import drag_box, rendered, wait_rendered
+    from devtools.bench_browser import rendered, wait_rendered
 
     project, url = served
     page, views = open_page(browser, url)
-    expert = expert_of(dev_data, project, page)
-    page.keyboard.press("Escape")
-    drag_box(page, box_from_mask(expert, margin=10))
+    box_the_lesion(page, dev_data, project)
     page.get_by_role("button", name="✎ Edit outline").click()
     width = float(page.evaluate("document.querySelector('.ds-img').width.baseVal.value"))
     scale = image_rect(page)["width"] / width

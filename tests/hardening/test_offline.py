@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -188,13 +187,10 @@ def test_openvino_telemetry_is_off_when_dermaseg_loads_first(dermaseg_first: boo
 
 
 @pytest.mark.slow
-def test_a_whole_session_under_strace_stays_on_this_computer(dev_data, models_dir, tmp_path):
+def test_a_whole_session_under_strace_stays_on_this_computer(dev_folder, models_dir, tmp_path):
     """Open an image, a click, a box, an outline edit on the fast path, accept, export, idle: under strace."""
     project_dir = tmp_path / "project"
-    project_dir.mkdir()
-    cases = dev_data[:3]
-    for c in cases:
-        shutil.copy(c.image, project_dir / c.image.name)
+    cases = dev_folder(project_dir, 3)
     home, env = private_home(tmp_path)
     env["ORT_DISABLE_TELEMETRY"] = "0"  # a user's setting does not turn the telemetry back on
     trace = tmp_path / "network.trace"

@@ -19,7 +19,8 @@ ct = pytest.importorskip("coremltools")
 from PIL import Image  # noqa: E402
 
 from dermaseg.core.segment.backends import coreml as bc  # noqa: E402
-from dermaseg.core.segment.preprocess import encoder_input, mask_from_logits  # noqa: E402
+from dermaseg.core.segment.backends import coreml_packages as cp  # noqa: E402
+from dermaseg.core.segment.preprocess import DecoderInputs, encoder_input, mask_from_logits  # noqa: E402
 from dermaseg.models import export_coreml as ex  # noqa: E402
 from dermaseg.models.litemedsam import PromptDecoder, load_model  # noqa: E402
 
@@ -103,10 +104,10 @@ def test_export_writes_four_packages(coreml_export: tuple[Path, dict]) -> None:
     for role in ROLES:
         entry = manifest["packages"][role]
         path = out / entry["file"]
-        assert entry["file"] == bc.PACKAGE_NAMES[role]
+        assert entry["file"] == cp.PACKAGE_NAMES[role]
         assert path.is_dir()
         assert entry["size_bytes"] == ex.package_size(path)
-        assert entry["sha256"] == bc.package_digest(path)
+        assert entry["sha256"] == cp.package_digest(path)
         assert entry["convert_seconds"] > 0
     mb = {role: manifest["packages"][role]["size_bytes"] / 1e6 for role in ROLES}
     assert 12 < mb["encoder"] < 16  # fp16: half the 27.9 MB fp32 ONNX encoder
@@ -118,13 +119,13 @@ def test_export_writes_four_packages(coreml_export: tuple[Path, dict]) -> None:
 @pytest.mark.parametrize("role", ROLES)
 def test_package_spec(coreml_export: tuple[Path, dict], role: str) -> None:
     out, manifest = coreml_export
-    path = out / bc.PACKAGE_NAMES[role]
-    spec = bc.load_checked_spec(path, role)  # names, order, shapes, FLOAT32 I/O, point RangeDim, weights
+    path = out / cp.PACKAGE_NAMES[role]
+    spec = cp.load_checked_spec(path, role)  # names, order, shapes, FLOAT32 I/O, point RangeDim, weights
     assert spec.WhichOneof("Type") == "mlProgram"
     assert spec.specificationVersion == 7  # macOS 13 / iOS 16
     assert ex.weight_dtypes(spec) == {"FLOAT16": manifest["packages"][role]["weight_dtypes"]["FLOAT16"]}
     entry = manifest["packages"][role]
-    inputs, outputs = bc.expected_specs(role)
+    inputs, outputs = cp.expected_specs(role)
     assert [t["name"] for t in entry["inputs"]] == [t.name for t in inputs]
     assert [t["name"] for t in entry["outputs"]] == [t.name for t in outputs]
     assert all(t["dtype"] == "FLOAT32" for t in entry["inputs"] + entry["outputs"])
@@ -167,9 +168,9 @@ def test_point_count_is_not_baked_into_the_points_model(coreml_export: tuple[Pat
     """The trace ran with N = 2; in the RangeDim package no op may have kept the 7 tokens as a constant."""
     out, _ = coreml_export
     for role in ("decoder_points", "decoder_tuned"):
-        symbolic, seven = _token_dims(bc.load_checked_spec(out / bc.PACKAGE_NAMES[role], role))
+        symbolic, seven = _token_dims(cp.load_checked_spec(out / cp.PACKAGE_NAMES[role], role))
         assert symbolic > 50 and seven == 0, role
-    symbolic, seven = _token_dims(bc.load_checked_spec(out / bc.PACKAGE_NAMES["decoder_box"], "decoder_box"))
+    symbolic, seven = _token_dims(cp.load_checked_spec(out / cp.PACKAGE_NAMES["decoder_box"], "decoder_box"))
     assert symbolic == 0 and seven > 50
 
 
@@ -179,9 +180,9 @@ def test_digest_is_stable_across_conversions(
 ) -> None:
     """A second conversion gives byte-identical files, so the same digest (despite new manifest UUIDs)."""
     out, manifest = coreml_export
-    again = tmp_path / bc.PACKAGE_NAMES["decoder_box"]
+    again = tmp_path / cp.PACKAGE_NAMES["decoder_box"]
     ex.save_package(ex.convert_decoder(torch_model, ex.BOX_POINTS, ex.BOX_POINTS), again)
-    assert bc.package_digest(again) == manifest["packages"]["decoder_box"]["sha256"]
+    assert cp.package_digest(again) == manifest["packages"]["decoder_box"]["sha256"]
     assert (again / "Manifest.json").read_text() != (out / again.name / "Manifest.json").read_text()
 
 
@@ -245,7 +246,7 @@ def _parity(
             emb_t, torch.from_numpy(coords), torch.from_numpy(labels), torch.from_numpy(mask_in), torch.from_numpy(has)
         )
     emb_c = backend.encode(x)
-    logits_c, iou_c = backend.decode(emb_c, coords, labels, mask_in, has, tuned=tuned)
+    logits_c, iou_c = backend.decode(DecoderInputs(emb_c, coords, labels, mask_in, has), tuned=tuned)
     assert logits_c.dtype == np.float32 and iou_c.dtype == np.float32
     emb_t_np = emb_t.numpy()
     return {
@@ -286,7 +287,7 @@ def test_points_model_matches_box_model_on_a_box(
     import coremltools as ct_mac
 
     out, _ = coreml_export
-    points_model = ct_mac.models.MLModel(str(out / bc.PACKAGE_NAMES["decoder_points"]))
+    points_model = ct_mac.models.MLModel(str(out / cp.PACKAGE_NAMES["decoder_points"]))
     rng = np.random.default_rng(0)
     feed = {
         "image_embeddings": rng.standard_normal((1, 256, 64, 64)).astype(np.float32) * 0.1,
@@ -295,6 +296,6 @@ def test_points_model_matches_box_model_on_a_box(
         "mask_input": np.zeros((1, 1, 256, 256), np.float32),
         "has_mask_input": np.zeros(1, np.float32),
     }
-    box_logits, _ = coreml_backend.decode(*feed.values())
+    box_logits, _ = coreml_backend.decode(DecoderInputs(*feed.values()))
     pts_logits = np.asarray(points_model.predict(feed)["low_res_logits"])
     assert _iou(box_logits[0, 0] > 0, pts_logits[0, 0] > 0) >= MIN_IOU

@@ -15,7 +15,7 @@ from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.core.image import load_image
 from dermaseg.core.segment.artifacts import VariantFiles, resolve_variant
 from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
-from dermaseg.core.segment.preprocess import encoder_input, mask_from_logits
+from dermaseg.core.segment.preprocess import DecoderInputs, encoder_input, mask_from_logits
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import decoder_points
 from dermaseg.models.build import DEFAULT_VARIANT, TUNED_DECODERS, VARIANTS, build, mask_iou
@@ -72,9 +72,7 @@ def _torch_decode(model, emb: torch.Tensor, prompts: Prompts, t, mask_input) -> 
 
 def _decode(backend: OnnxBackend, emb: np.ndarray, prompts: Prompts, t, mask_input=None, tuned=False) -> np.ndarray:
     coords, labels = decoder_points(prompts, t)
-    has = np.zeros(1, np.float32) if mask_input is None else np.ones(1, np.float32)
-    mask = np.zeros((1, 1, 256, 256), np.float32) if mask_input is None else mask_input[None, None]
-    return backend.decode(emb, coords, labels, mask, has, tuned=tuned)[0]
+    return backend.decode(DecoderInputs.of(emb, coords, labels, mask_input), tuned=tuned)[0]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,10 @@ PROJECT_CASES = 3
 
 
 @pytest.fixture(scope="module")
-def project_dir(dev_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project_dir(dev_folder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the first PROJECT_CASES dev images (copied to a temp folder, never the repo)."""
     folder = tmp_path_factory.mktemp("project")
-    for case in dev_data[:PROJECT_CASES]:
-        shutil.copy(case.image, folder / case.image.name)
+    dev_folder(folder, PROJECT_CASES)
     return folder
 
 

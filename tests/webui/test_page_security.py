@@ -386,14 +386,9 @@ def test_audit_hook_records_outside_lookups(tmp_path):
 
 
 @pytest.mark.slow
-def test_whole_session_makes_no_outside_request(dev_data, models_dir, tmp_path):
-    import shutil
-
+def test_whole_session_makes_no_outside_request(dev_folder, models_dir, tmp_path):
     project_dir = tmp_path / "project"
-    project_dir.mkdir()
-    cases = dev_data[:2]
-    for c in cases:
-        shutil.copy(c.image, project_dir / c.image.name)
+    cases = dev_folder(project_dir, 2)
     log = tmp_path / "audit.log"
     cache = load_test.server_cache(models_dir, tmp_path / "cache")
     server = load_test.start_server(project_dir, cache, audit_log=log)

@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -43,27 +42,17 @@ from PIL import Image
 from dermaseg.core.evaluation.click_simulator import next_click
 from dermaseg.core.evaluation.dataset import DEV_DATA_ENV, DatasetCase, box_from_mask, dev_data_dir, read_dataset
 from dermaseg.core.segment.embedding_cache import EmbeddingCache
-from dermaseg.core.segment.preprocess import encoder_input
+from dermaseg.core.segment.preprocess import DecoderInputs, encoder_input
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import Engine, decoder_points
 from dermaseg.core.settings import Settings
 from dermaseg.core.threads import numeric_threads
+from dermaseg.core.timing import call_ms, latency_stats
 
 BIG_SIZE = (4088, 3068)  # (width, height) px: 12.5 megapixels, an ordinary clinical camera's
 JITTER_PX = 4.0  # how far later rounds move each simulated click, on the working grid
 
 Times = dict[str, list[float]]
-
-
-def _ms(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return 1000 * (time.perf_counter() - t)
-
-
-def stats(ms: list[float]) -> dict[str, float]:
-    """{"p50_ms", "p95_ms", "n"} of a list of milliseconds."""
-    return {"p50_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2), "n": len(ms)}
 
 
 def peak_rss_mb() -> float:
@@ -94,8 +83,8 @@ def _prompting(s: Any, gt: np.ndarray, times: Times, suffix: str, clicks: int, r
 
     def gesture(g: dict[str, Any], name: str) -> None:
         g = {"kind": "gesture", "seq": next(seq), **g}
-        times[name + suffix].append(_ms(lambda: handle_gesture(s, g)))
-        times["measure" + suffix].append(_ms(lambda: measurements(s)))
+        times[name + suffix].append(call_ms(lambda: handle_gesture(s, g)))
+        times["measure" + suffix].append(call_ms(lambda: measurements(s)))
 
     def click(name: str, jitter: float) -> bool:
         shown = s.mask if s.mask is not None else np.zeros_like(gt_grid)
@@ -122,8 +111,8 @@ def _prompting(s: Any, gt: np.ndarray, times: Times, suffix: str, clicks: int, r
 
 def decoder_call(backend: Any, emb: np.ndarray, points: tuple[np.ndarray, np.ndarray]) -> Callable[[], object]:
     """One run of the decoder the app runs for a box (the tuned one when the variant has it)."""
-    no_mask, no = np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32)
-    return lambda: backend.decode(emb, *points, no_mask, no, tuned=backend.has_tuned_decoder)
+    inputs = DecoderInputs.of(emb, *points)
+    return lambda: backend.decode(inputs, tuned=backend.has_tuned_decoder)
 
 
 def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) -> dict[str, Any]:
@@ -150,24 +139,24 @@ def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) 
                 rgb = np.asarray(Image.open(c.image).convert("RGB"))
                 x = encoder_input(rgb)[0]
                 engine.backend.encode(x)  # warm-up at this input
-                times["encoder"] += [_ms(lambda x=x: engine.backend.encode(x)) for _ in range(3)]
+                times["encoder"] += [call_ms(lambda x=x: engine.backend.encode(x)) for _ in range(3)]
                 emb, t = engine.backend.encode(x), encoder_input(rgb)[1]
                 decode = decoder_call(engine.backend, emb, decoder_points(Prompts(box=box_from_mask(c.load_mask())), t))
-                times["decoder"] += [_ms(decode) for _ in range(10)]
-                times["open_image"].append(_ms(lambda c=c: open_project_image(s, by_name[c.image.name])))
+                times["decoder"] += [call_ms(decode) for _ in range(10)]
+                times["open_image"].append(call_ms(lambda c=c: open_project_image(s, by_name[c.image.name])))
                 _prompting(s, c.load_mask(), times, "", clicks, rounds)
             out["peak_rss_mb"] = peak_rss_mb()
             big, gt = big_case(cases[0], folder)
             project.scan()
             big_id = project.image_by_path(big.name).id
-            times["open_image_12mp"].append(_ms(lambda: open_project_image(s, big_id)))
+            times["open_image_12mp"].append(call_ms(lambda: open_project_image(s, big_id)))
             _prompting(s, gt, times, "_12mp", clicks, rounds + 1)
             out["peak_rss_12mp_mb"] = peak_rss_mb()
         finally:
             project.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out.update({name: stats(v) for name, v in times.items()})
+    out.update({name: latency_stats(v) for name, v in times.items()})
     out["torch_in_process"] = "torch" in sys.modules
     out["threads"] = {"onnxruntime_intra_op": settings.threads, "blas": numeric_threads()}
     out["backend"] = engine.backend.name

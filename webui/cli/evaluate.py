@@ -43,6 +43,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dermaseg.webui.cli.main import settings_from
 
     cases = read_dataset(args.dataset)[: args.limit]
+    settings = settings_from(args)
     config = EvalConfig(
         protocol=args.protocol,
         methods=tuple(args.method or ("auto",)),
@@ -51,8 +52,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         box_jitter=args.box_jitter,
         seed=args.seed,
         save_masks=args.save_masks,
+        max_pixels=settings.max_pixels,
     )
-    report = run(Engine.open(settings_from(args)), cases, config, args.out)
+    report = run(Engine.open(settings), cases, config, args.out)
     for name, s in report.summary.items():
         print(name, json.dumps({k: round(v, 4) for k, v in s.items() if isinstance(v, float)}))
     print(f"wrote {args.out}/per_image.csv, summary.json" + ("" if args.protocol == "box" else ", miou_vs_clicks.png"))

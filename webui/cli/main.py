@@ -135,7 +135,11 @@ def _models_build(args: argparse.Namespace) -> int:
         from dermaseg.core.evaluation.dataset import box_from_mask, read_dataset
         from dermaseg.core.image import load_image
 
-        cases = [ParityCase(load_image(c.image), box_from_mask(c.load_mask())) for c in read_dataset(args.parity_data)]
+        max_pixels = settings_from(args).max_pixels
+        cases = [
+            ParityCase(load_image(c.image, max_pixels=max_pixels), box_from_mask(c.load_mask()))
+            for c in read_dataset(args.parity_data)
+        ]
     settings = settings_from(args)
     build(settings.models_dir, force=args.force, coreml=not args.no_coreml, parity_cases=cases)
     return 0
@@ -184,9 +188,10 @@ def _segment(args: argparse.Namespace) -> int:
     if args.head != "best" and args.head not in ("0", "1", "2", "3"):
         raise DermasegError(f"--head must be 0, 1, 2, 3 or best, got {args.head!r}")
     head = "best" if args.head == "best" else int(args.head)
-    image = load_image(args.image)
+    settings = settings_from(args)
+    image = load_image(args.image, max_pixels=settings.max_pixels)
     prompts.validated(image.width, image.height)  # a bad prompt fails before the models load
-    seg = Segmenter.open(settings_from(args))
+    seg = Segmenter.open(settings)
     seg.set_image(image)
     result = InteractiveSession(seg).predict(prompts, head=head)
     save_mask_png(result.mask, args.out)
@@ -209,11 +214,12 @@ def _precompute(args: argparse.Namespace) -> int:
     files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DermasegError(f"no images (JPEG, PNG, TIFF, BMP) in {args.folder}")
-    engine = Engine.open(settings_from(args))
+    settings = settings_from(args)
+    engine = Engine.open(settings)
     counts = {"computed": 0, "memory": 0, "disk": 0, "failed": 0}
     for path in tqdm(files, desc="embeddings", unit="image"):
         try:
-            _, source = engine.embedding(load_image(path))
+            _, source = engine.embedding(load_image(path, max_pixels=settings.max_pixels))
             counts[source] += 1
         except DermasegError as e:
             counts["failed"] += 1

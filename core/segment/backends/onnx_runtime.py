@@ -9,7 +9,7 @@ import onnxruntime as ort
 
 from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.segment.artifacts import REBUILD_HINT, VariantFiles
-from dermaseg.core.segment.preprocess import DECODER_INPUTS, DECODER_OUTPUTS, MASK_FEATURES, TUNED_OUTPUTS
+from dermaseg.core.segment.preprocess import DECODER_OUTPUTS, MASK_FEATURES, TUNED_OUTPUTS, DecoderInputs
 
 # A run gives back the chunks its arena grew by when it ends (the first chunk stays), rather than keeping
 # the peak of the most runs ever at once (issue 18). Decoders: one `dermaseg serve` session 585 -> 566 MiB;
@@ -23,9 +23,8 @@ class OnnxBackend:
     encoder runs one at a time (below).
 
     encode: float32 (1, 3, 256, 256) -> float32 (1, 256, 64, 64)
-    decode: embedding, point_coords (1, N, 2), point_labels (1, N), mask_input (1, 1, 256, 256),
-            has_mask_input (1,) -> low_res_logits (1, 4, 256, 256), iou_predictions (1, 4);
-            tuned=True runs the variant's fine-tuned decoder (same signature) when it has one.
+    decode: DecoderInputs -> low_res_logits (1, 4, 256, 256), iou_predictions (1, 4);
+            tuned=True runs the variant's fine-tuned decoder (same inputs) when it has one.
     decode_features: the tuned decoder's decode, plus its mask_features (1, 32, 256, 256).
     """
 
@@ -64,18 +63,9 @@ class OnnxBackend:
         with self._encoder_lock:
             return self._encoder.run(None, {"image": x}, _RUN)[0]
 
-    def decode(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        tuned: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, inputs: DecoderInputs, tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
         session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._base_decoder()
-        feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
-        logits, iou = session.run(list(DECODER_OUTPUTS), feed, _RUN)
+        logits, iou = session.run(list(DECODER_OUTPUTS), inputs.feed(), _RUN)
         return logits, iou
 
     def _base_decoder(self) -> ort.InferenceSession:
@@ -85,24 +75,11 @@ class OnnxBackend:
                 self._decoder = _session(self.files.decoder, self._threads, mem_pattern=True)
             return self._decoder
 
-    def decode_features(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode_features(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._tuned_decoder is None or not self._tuned_features:
             raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
-        feed = _feed(embedding, point_coords, point_labels, mask_input, has_mask_input)
-        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), feed, _RUN)
+        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), inputs.feed(), _RUN)
         return logits, iou, features
-
-
-def _feed(*arrays: np.ndarray) -> dict[str, np.ndarray]:
-    """The decoder's inputs by name, from arrays in `DECODER_INPUTS` order."""
-    return dict(zip(DECODER_INPUTS, arrays, strict=True))
 
 
 def _session(path, threads: int, mem_pattern: bool) -> ort.InferenceSession:

@@ -19,24 +19,14 @@ import pytest
 
 from dermaseg.core.errors import DermasegError, ModelArtifactError, PromptError
 from dermaseg.core.segment.backends import coreml as bc
-from dermaseg.core.segment.preprocess import DECODER_OUTPUTS, TUNED_OUTPUTS
+from dermaseg.core.segment.backends import coreml_packages as cp
+from dermaseg.core.segment.preprocess import DECODER_OUTPUTS, TUNED_OUTPUTS, DecoderInputs
 
 ct = pytest.importorskip("coremltools")
 
 ON_MAC, WHY_NOT = bc.available()
 needs_coreml = pytest.mark.skipif(not ON_MAC, reason=f"CoreML predict unavailable: {WHY_NOT}")
 _ENC_WEIGHT = np.random.default_rng(0).standard_normal((256, 3, 4, 4)).astype(np.float32) * 0.1
-
-
-def _convert(program: object, inputs: list, outputs: list[str]) -> object:
-    return ct.convert(
-        program,
-        inputs=inputs,
-        outputs=[ct.TensorType(name=n, dtype=np.float32) for n in outputs],
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.macOS13,
-        compute_precision=ct.precision.FLOAT16,
-    )
 
 
 def _fake_encoder() -> object:
@@ -48,7 +38,7 @@ def _fake_encoder() -> object:
         return mb.conv(x=image, weight=_ENC_WEIGHT, strides=[4, 4], pad_type="valid", name="image_embeddings")
 
     inputs = [ct.TensorType(name="image", shape=(1, 3, 256, 256), dtype=np.float32)]
-    return _convert(prog, inputs, ["image_embeddings"])
+    return cp.ml_program(prog, inputs, ["image_embeddings"])
 
 
 def fake_decode(emb: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask: np.ndarray, has: np.ndarray):  # noqa: ANN201
@@ -87,7 +77,7 @@ def _fake_decoder(n_range: tuple[int, int] | None, offset: float, features: bool
         ct.TensorType(name="mask_input", shape=(1, 1, 256, 256), dtype=np.float32),
         ct.TensorType(name="has_mask_input", shape=(1,), dtype=np.float32),
     ]
-    return _convert(prog, inputs, list(TUNED_OUTPUTS if features else DECODER_OUTPUTS))
+    return cp.ml_program(prog, inputs, list(TUNED_OUTPUTS if features else DECODER_OUTPUTS))
 
 
 BOX_OFFSET = 1000.0
@@ -101,11 +91,11 @@ def fake_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models = {
         "encoder": _fake_encoder(),
         "decoder_box": _fake_decoder(None, BOX_OFFSET),
-        "decoder_points": _fake_decoder((1, bc.MAX_POINTS), 0.0),
-        "decoder_tuned": _fake_decoder((1, bc.TUNED_MAX_POINTS), TUNED_OFFSET, features=True),
+        "decoder_points": _fake_decoder((1, cp.MAX_POINTS), 0.0),
+        "decoder_tuned": _fake_decoder((1, cp.TUNED_MAX_POINTS), TUNED_OFFSET, features=True),
     }
     for role, model in models.items():
-        model.save(str(root / bc.PACKAGE_NAMES[role]))
+        model.save(str(root / cp.PACKAGE_NAMES[role]))
     return root
 
 
@@ -117,7 +107,7 @@ def models_copy(fake_models: Path, tmp_path: Path) -> Path:
 
 
 def _encoder(models: Path) -> Path:
-    return models / bc.PACKAGE_NAMES["encoder"]
+    return models / cp.PACKAGE_NAMES["encoder"]
 
 
 # ---------------------------------------------------------------- availability
@@ -154,39 +144,39 @@ def test_availability_facts(facts: tuple, ok: bool, phrase: str) -> None:
 
 def test_digest_is_stable_and_location_independent(fake_models: Path, tmp_path: Path) -> None:
     enc = _encoder(fake_models)
-    first = bc.package_digest(enc)
-    assert first == bc.package_digest(enc)
+    first = cp.package_digest(enc)
+    assert first == cp.package_digest(enc)
     assert len(first) == 64 and int(first, 16) >= 0
     moved = tmp_path / "elsewhere.mlpackage"
     shutil.copytree(enc, moved)
-    assert bc.package_digest(moved) == first
+    assert cp.package_digest(moved) == first
 
 
 def test_digest_ignores_manifest_identifiers(models_copy: Path) -> None:
     """coremltools writes fresh random item identifiers into Manifest.json on every save."""
     enc = _encoder(models_copy)
-    before = bc.package_digest(enc)
+    before = cp.package_digest(enc)
     manifest_file = enc / "Manifest.json"
     manifest = json.loads(manifest_file.read_text())
     renamed = {old: str(uuid.uuid4()).upper() for old in manifest["itemInfoEntries"]}
     manifest["itemInfoEntries"] = {renamed[k]: v for k, v in manifest["itemInfoEntries"].items()}
     manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
     manifest_file.write_text(json.dumps(manifest, indent=2))
-    assert bc.package_digest(enc) == before
+    assert cp.package_digest(enc) == before
 
 
 def test_digest_sees_one_changed_weight_byte(models_copy: Path) -> None:
     enc = _encoder(models_copy)
-    before = bc.package_digest(enc)
+    before = cp.package_digest(enc)
     weights = enc / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    assert bc.package_digest(enc) != before
+    assert cp.package_digest(enc) != before
 
 
 def test_packages_have_distinct_digests(fake_models: Path) -> None:
-    digests = {bc.package_digest(p) for p in bc.CoreMLPackages.in_dir(fake_models).roles().values()}
+    digests = {cp.package_digest(p) for p in cp.CoreMLPackages.in_dir(fake_models).roles().values()}
     assert len(digests) == 4
 
 
@@ -194,9 +184,9 @@ def test_packages_have_distinct_digests(fake_models: Path) -> None:
 
 
 def test_verify_accepts_the_contract(fake_models: Path) -> None:
-    for role, path in bc.CoreMLPackages.in_dir(fake_models).roles().items():
-        assert bc.verify_package(path, role) == bc.package_digest(path)
-        inputs, outputs = bc.tensor_specs(bc.load_checked_spec(path, role))
+    for role, path in cp.CoreMLPackages.in_dir(fake_models).roles().items():
+        assert cp.verify_package(path, role) == cp.package_digest(path)
+        inputs, outputs = cp.tensor_specs(cp.load_checked_spec(path, role))
         assert all(t.dtype == "FLOAT32" for t in inputs + outputs)
 
 
@@ -238,9 +228,9 @@ def test_corrupt_encoder_package(models_copy: Path, damage: str) -> None:
 
 
 def test_package_in_the_wrong_role(models_copy: Path) -> None:
-    box = models_copy / bc.PACKAGE_NAMES["decoder_box"]
+    box = models_copy / cp.PACKAGE_NAMES["decoder_box"]
     shutil.rmtree(box)
-    shutil.copytree(models_copy / bc.PACKAGE_NAMES["decoder_points"], box)
+    shutil.copytree(models_copy / cp.PACKAGE_NAMES["decoder_points"], box)
     with pytest.raises(ModelArtifactError, match="decoder_box contract") as e:
         bc.CoreMLBackend(models_copy)
     _assert_rebuild_error(e)
@@ -254,7 +244,7 @@ def test_checksum_mismatch(fake_models: Path) -> None:
 
 @pytest.mark.skipif(ON_MAC, reason="CoreML is available here")
 def test_backend_off_macos_verifies_then_says_why(fake_models: Path) -> None:
-    expected = {role: bc.package_digest(p) for role, p in bc.CoreMLPackages.in_dir(fake_models).roles().items()}
+    expected = {role: cp.package_digest(p) for role, p in cp.CoreMLPackages.in_dir(fake_models).roles().items()}
     with pytest.raises(bc.CoreMLUnavailableError) as e:
         bc.CoreMLBackend(fake_models, expected_sha256=expected)
     assert str(e.value) == WHY_NOT
@@ -265,18 +255,18 @@ def _write_manifest(models: Path, coreml: dict) -> None:
 
 
 def _coreml_entry(models: Path) -> dict:
-    packages = bc.CoreMLPackages.in_dir(models).roles()
-    return {"built": True, "packages": {role: {"sha256": bc.package_digest(p)} for role, p in packages.items()}}
+    packages = cp.CoreMLPackages.in_dir(models).roles()
+    return {"built": True, "packages": {role: {"sha256": cp.package_digest(p)} for role, p in packages.items()}}
 
 
 def test_artifacts_present(models_copy: Path, tmp_path: Path) -> None:
-    assert bc.artifacts_present(models_copy)
-    assert not bc.artifacts_present(tmp_path / "nothing")
-    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_tuned"])  # optional
-    assert bc.artifacts_present(models_copy)
-    assert "decoder_tuned" not in bc.CoreMLPackages.in_dir(models_copy).roles()
-    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_points"])
-    assert not bc.artifacts_present(models_copy)
+    assert cp.artifacts_present(models_copy)
+    assert not cp.artifacts_present(tmp_path / "nothing")
+    shutil.rmtree(models_copy / cp.PACKAGE_NAMES["decoder_tuned"])  # optional
+    assert cp.artifacts_present(models_copy)
+    assert "decoder_tuned" not in cp.CoreMLPackages.in_dir(models_copy).roles()
+    shutil.rmtree(models_copy / cp.PACKAGE_NAMES["decoder_points"])
+    assert not cp.artifacts_present(models_copy)
 
 
 @pytest.mark.parametrize(
@@ -297,22 +287,22 @@ def test_open_checks_the_manifest_digests(models_copy: Path) -> None:
     _write_manifest(models_copy, entry)
     with pytest.raises(ModelArtifactError, match="checksum mismatch") as e:
         bc.CoreMLBackend.open(models_copy)
-    assert bc.PACKAGE_NAMES["decoder_points"] in str(e.value)
+    assert cp.PACKAGE_NAMES["decoder_points"] in str(e.value)
 
 
 def test_open_checks_a_listed_tuned_package_is_there(models_copy: Path) -> None:
     """The manifest lists the tuned decoder: its package missing is an error, not a silent fallback."""
     _write_manifest(models_copy, _coreml_entry(models_copy))
-    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_tuned"])
+    shutil.rmtree(models_copy / cp.PACKAGE_NAMES["decoder_tuned"])
     with pytest.raises(ModelArtifactError, match="not found") as e:
         bc.CoreMLBackend.open(models_copy)
-    assert bc.PACKAGE_NAMES["decoder_tuned"] in str(e.value)
+    assert cp.PACKAGE_NAMES["decoder_tuned"] in str(e.value)
 
 
 @pytest.mark.skipif(ON_MAC, reason="CoreML is available here")
 def test_open_without_the_tuned_package_verifies_the_rest(models_copy: Path) -> None:
     """A build without fine-tuned weights lists three packages: opening gets as far as CoreML itself."""
-    shutil.rmtree(models_copy / bc.PACKAGE_NAMES["decoder_tuned"])
+    shutil.rmtree(models_copy / cp.PACKAGE_NAMES["decoder_tuned"])
     _write_manifest(models_copy, _coreml_entry(models_copy))
     with pytest.raises(bc.CoreMLUnavailableError):
         bc.CoreMLBackend.open(models_copy)
@@ -366,7 +356,7 @@ def test_decoder_role_tuned_takes_every_prompt(n: int, labels: list[float] | Non
 
 
 def test_decoder_role_tuned_point_count() -> None:
-    assert bc.TUNED_MAX_POINTS == 66  # a box and the 64 clicks `Prompts` allows
+    assert cp.TUNED_MAX_POINTS == 66  # a box and the 64 clicks `Prompts` allows
     with pytest.raises(PromptError, match="at most 66"):
         bc.decoder_role(*_points(67), tuned=True)
 
@@ -383,14 +373,14 @@ def test_decoder_role_rejects_nan_and_bad_shapes() -> None:
 
 
 def test_expected_specs_point_range() -> None:
-    inputs, _ = bc.expected_specs("decoder_points")
+    inputs, _ = cp.expected_specs("decoder_points")
     by_name = {t.name: t for t in inputs}
     assert by_name["point_coords"].shape_range == ((1, 1), (1, 16), (2, 2))
     assert by_name["point_labels"].shape_range == ((1, 1), (1, 16))
-    tuned = {t.name: t for t in bc.expected_specs("decoder_tuned")[0]}
+    tuned = {t.name: t for t in cp.expected_specs("decoder_tuned")[0]}
     assert tuned["point_coords"].shape_range == ((1, 1), (1, 66), (2, 2))
     with pytest.raises(ValueError):
-        bc.expected_specs("decoder")
+        cp.expected_specs("decoder")
 
 
 # ---------------------------------------------------------------- running (macOS only)
@@ -406,7 +396,7 @@ def backend(fake_models: Path) -> bc.CoreMLBackend:
 @needs_coreml
 def test_encode_shape_dtype_and_values(backend: bc.CoreMLBackend, fake_models: Path) -> None:
     assert backend.name == "coreml"
-    assert backend.encoder_id == bc.package_digest(_encoder(fake_models))
+    assert backend.encoder_id == cp.package_digest(_encoder(fake_models))
     assert backend.model_id.startswith("litemedsam/coreml-fp16/" + backend.encoder_id[:12])
     x = np.random.default_rng(1).random((1, 3, 256, 256), dtype=np.float32)
     emb = backend.encode(x)
@@ -425,7 +415,7 @@ def test_decode_routes_and_matches(backend: bc.CoreMLBackend, n: int, labels: li
     coords /= 50.0  # keep the sums in a range fp16 resolves well
     mask = rng.standard_normal((1, 1, 256, 256)).astype(np.float32)
     has = np.ones(1, np.float32)
-    logits, iou = backend.decode(emb, coords, lab, mask, has)
+    logits, iou = backend.decode(DecoderInputs(emb, coords, lab, mask, has))
     assert logits.shape == (1, 4, 256, 256) and logits.dtype == np.float32
     assert iou.shape == (1, 4) and iou.dtype == np.float32
     want_logits, want_iou = fake_decode(emb, coords, lab, mask, has)
@@ -433,11 +423,11 @@ def test_decode_routes_and_matches(backend: bc.CoreMLBackend, n: int, labels: li
     np.testing.assert_allclose(logits, want_logits + offset, atol=0.6, rtol=0.01)
     np.testing.assert_allclose(iou, want_iou + offset, atol=0.6, rtol=0.01)
     assert backend.has_tuned_decoder
-    logits, iou = backend.decode(emb, coords, lab, mask, has, tuned=True)
+    logits, iou = backend.decode(DecoderInputs(emb, coords, lab, mask, has), tuned=True)
     offset = TUNED_OFFSET
     np.testing.assert_allclose(logits, want_logits + offset, atol=0.6, rtol=0.01)
     np.testing.assert_allclose(iou, want_iou + offset, atol=0.6, rtol=0.01)
-    logits_f, iou_f, features = backend.decode_features(emb, coords, lab, mask, has)
+    logits_f, iou_f, features = backend.decode_features(DecoderInputs(emb, coords, lab, mask, has))
     assert np.array_equal(logits_f, logits) and np.array_equal(iou_f, iou)
     assert features.shape == (1, 32, 256, 256) and np.array_equal(features[:, :4], logits)
 
@@ -447,4 +437,4 @@ def test_decode_too_many_points(backend: bc.CoreMLBackend) -> None:
     coords, lab = _points(17)
     zeros = np.zeros((1, 256, 64, 64), np.float32)
     with pytest.raises(PromptError, match="at most 16"):
-        backend.decode(zeros, coords, lab, np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32))
+        backend.decode(DecoderInputs.of(zeros, coords, lab))

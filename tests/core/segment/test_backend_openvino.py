@@ -22,7 +22,7 @@ from dermaseg.core.image import load_image
 from dermaseg.core.segment.artifacts import MANIFEST, openvino_int8_encoder, resolve_variant
 from dermaseg.core.segment.backends import openvino as bov
 from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
-from dermaseg.core.segment.preprocess import LOW_RES_SIZE, encoder_input
+from dermaseg.core.segment.preprocess import DecoderInputs, encoder_input
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import _open_backend, decoder_points
 from dermaseg.core.settings import Settings
@@ -50,8 +50,7 @@ def _box_case(case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _box_mask(backend, emb: np.ndarray, coords: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32), np.zeros(1, np.float32)
-    logits, _ = backend.decode(emb, coords, labels, *no_mask)
+    logits, _ = backend.decode(DecoderInputs.of(emb, coords, labels))
     return logits[0, 0] > 0
 
 
@@ -99,13 +98,13 @@ def test_decoders_are_onnx_runtime_and_answer_alike(models_dir: Path, ort: OnnxB
     assert backend.has_tuned_decoder == ort.has_tuned_decoder
     x, coords, labels = _box_case(held_out[0])
     emb = ort.encode(x)
-    no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32), np.zeros(1, np.float32)
+    inputs = DecoderInputs.of(emb, coords, labels)
     for tuned in (False, True):
-        a = backend.decode(emb, coords, labels, *no_mask, tuned=tuned)
-        b = ort.decode(emb, coords, labels, *no_mask, tuned=tuned)
+        a = backend.decode(inputs, tuned=tuned)
+        b = ort.decode(inputs, tuned=tuned)
         np.testing.assert_array_equal(a[0], b[0])
     if ort.has_tuned_decoder:
-        assert backend.decode_features(emb, coords, labels, *no_mask)[2].shape == (1, 32, 256, 256)
+        assert backend.decode_features(inputs)[2].shape == (1, 32, 256, 256)
 
 
 def test_encoder_ids_differ_per_file_and_precision(models_dir: Path, ort: OnnxBackend) -> None:

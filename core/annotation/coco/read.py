@@ -1,41 +1,18 @@
-"""COCO instance-segmentation JSON: write lesion masks exactly, read other tools' files defensively.
-
-Conventions (see `/work/shared/notes/evaluation-facts.md`):
-
-- Pixel (row r, col c) covers the square [c, c+1] x [r, r+1] in COCO (x, y) coordinates.
-- Masks are bool (H, W) numpy arrays in (row, col); RLE is pycocotools' column-major run length
-  encoding, always written compressed (`counts` a str) with `size` [H, W].
-- Segmentation rule on export: a mask is written as polygons when it has no holes and its lossless
-  pixel-edge polygons rasterise back to exactly the same pixels through pycocotools; otherwise (holes,
-  or `force_rle`) as compressed RLE. Either way `annToMask` returns our mask bit for bit.
-- `iscrowd` is always 0, also for RLE. `iscrowd=1` means "a crowd region" to COCOeval, which then
-  ignores the object when scoring (a lesion with a hole would silently drop out of AP). pycocotools
-  picks the decoder from the segmentation's type (list = polygons, dict = RLE), never from `iscrowd`,
-  so `annToMask`, `loadRes` and `COCOeval(iouType="segm")` all handle RLE with iscrowd=0.
-- `area` is the mask's pixel count, `bbox` is [x, y, w, h] of the mask in pixel edges.
-- dermaseg's own data (measurements, editable polygons, provenance) goes under the key "dermaseg" of
-  each image / annotation, which COCO readers ignore.
-
-Import validates the whole file before returning anything; every problem is a `CocoError` that names
-the entry (e.g. "annotation id 17: ...").
-"""
+"""Reading other tools' COCO files defensively: the whole file is validated before anything is returned,
+and every problem is a `CocoError` that names the entry (e.g. "annotation id 17: ...")."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
-from dermaseg.core.annotation.geometry import mask_to_polygons
+from dermaseg.core.annotation.coco.rle import MIN_POLYGON_NUMBERS, Json, Rle, decode_counts_string
 from dermaseg.core.errors import CocoError, read_user_file
 
 MAX_FILE_BYTES = 1 << 30  # refuse COCO files above 1 GiB before parsing
@@ -43,212 +20,8 @@ MAX_SIDE = 100_000  # px; an image side above this is a typo or an attack, not a
 MAX_PIXELS = 200_000_000  # width x height of one image
 MAX_ID = 2**53  # ids must survive a round trip through JavaScript and SQLite
 MAX_POLYGON_NUMBERS = 2_000_000  # per annotation, all parts together
-MIN_POLYGON_NUMBERS = 6  # 3 points; pycocotools reads a 4-number list as a bbox
 MAX_DEPTH = 64  # nesting of arrays/objects; COCO needs about 8, dermaseg's extras about 10
 MAX_STRING_CHARS = 4096  # a file_name or category name; longer is not a path or a label
-
-Json = Any  # a value as `json.loads` returns it
-
-
-# --------------------------------------------------------------------------------------------------
-# RLE
-
-
-@dataclass(frozen=True)
-class Rle:
-    """A mask as pycocotools compressed RLE: `counts` (str) for an image of `height` x `width` px."""
-
-    height: int
-    width: int
-    counts: str
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray) -> Rle:
-        """Encode a bool or 0/1 (H, W) array (column-major, as pycocotools wants)."""
-        m = np.asarray(mask)
-        if m.ndim != 2:
-            raise ValueError(f"a mask must be 2-D (H, W), got shape {m.shape}")
-        r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8, copy=False) != 0, dtype=np.uint8))
-        return cls(int(r["size"][0]), int(r["size"][1]), r["counts"].decode("ascii"))
-
-    def to_coco(self) -> dict[str, Any]:
-        """The JSON form: {"size": [H, W], "counts": str}."""
-        return {"size": [self.height, self.width], "counts": self.counts}
-
-    def _c(self) -> dict[str, Any]:
-        return {"size": [self.height, self.width], "counts": self.counts.encode("ascii")}
-
-    def decode(self) -> np.ndarray:
-        """bool (H, W) array."""
-        return mask_utils.decode(self._c()).astype(bool)
-
-    @property
-    def area(self) -> int:
-        """Foreground pixel count."""
-        return int(mask_utils.area(self._c()))
-
-    @property
-    def bbox(self) -> tuple[int, int, int, int]:
-        """[x, y, w, h] in pixel edges; (0, 0, 0, 0) for an empty mask."""
-        x, y, w, h = mask_utils.toBbox(self._c())
-        return int(x), int(y), int(w), int(h)
-
-
-def decode_counts_string(counts: str) -> list[int]:
-    """Decode pycocotools' compressed `counts` string into run lengths, without trusting it.
-
-    Mirrors `rleFrString` in pycocotools' maskApi.c (6-bit groups offset by 48, sign bit 0x10,
-    runs from the fourth on stored as a difference to the run two before). Raises ValueError on a
-    character outside '0'..'o', a truncated value or an over-long value.
-    """
-    out: list[int] = []
-    p, n = 0, len(counts)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ValueError("the counts string ends in the middle of a number")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"invalid character {counts[p]!r} at position {p} of the counts string")
-            if k >= 13:  # 13 groups of 5 bits already exceed any 64-bit run length
-                raise ValueError("a run length in the counts string is too long")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Export
-
-
-def mask_has_holes(mask: np.ndarray) -> bool:
-    """True when some background pixels of the bool (H, W) mask are enclosed by foreground."""
-    return any(p.holes for p in mask_to_polygons(np.asarray(mask, dtype=bool), 0.0).parts)
-
-
-def exact_coco_polygons(mask: np.ndarray) -> list[list[float]] | None:
-    """COCO polygons [[x0, y0, x1, y1, ...], ...] that pycocotools rasterises to exactly `mask`.
-
-    The polygons are the mask's pixel-edge outline (`geometry.mask_to_polygons` with tolerance 0).
-    None when the mask is empty, has holes (COCO polygons of one object are merged as a union, so a
-    hole cannot be written), or the outline does not rasterise back bit for bit through pycocotools
-    (checked every time, so a polygon export is never lossy).
-    """
-    m = np.asarray(mask, dtype=bool)
-    parts = mask_to_polygons(m, 0.0).parts
-    if not parts or any(p.holes for p in parts):
-        return None
-    polys = [[float(v) for xy in p.exterior for v in xy] for p in parts]
-    if any(len(p) < MIN_POLYGON_NUMBERS for p in polys):
-        return None
-    h, w = m.shape
-    back = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))).astype(bool)
-    return polys if np.array_equal(back, m) else None
-
-
-def encode_segmentation(mask: np.ndarray, *, force_rle: bool = False) -> tuple[Json, str]:
-    """(segmentation, kind) for a bool (H, W) mask; kind is "polygon" or "rle" (see module rule)."""
-    if not force_rle:
-        polys = exact_coco_polygons(mask)
-        if polys is not None:
-            return polys, "polygon"
-    return Rle.from_mask(mask).to_coco(), "rle"
-
-
-def annotation_dict(
-    ann_id: int,
-    image_id: int,
-    category_id: int,
-    mask: np.ndarray,
-    *,
-    force_rle: bool = False,
-    extra: Mapping[str, Json] | None = None,
-) -> dict[str, Json]:
-    """One COCO annotation for a non-empty bool (H, W) mask; `extra` goes under "dermaseg"."""
-    m = np.asarray(mask, dtype=bool)
-    rle = Rle.from_mask(m)
-    if rle.area == 0:
-        raise CocoError(f"annotation id {ann_id}: the mask is empty")
-    seg, kind = encode_segmentation(m, force_rle=force_rle)
-    ann: dict[str, Json] = {
-        "id": int(ann_id),
-        "image_id": int(image_id),
-        "category_id": int(category_id),
-        "segmentation": seg,
-        "area": rle.area,
-        "bbox": list(rle.bbox),
-        "iscrowd": 0,
-    }
-    ann["dermaseg"] = {"encoding": kind, **(dict(extra) if extra else {})}
-    return ann
-
-
-def image_dict(
-    image_id: int, file_name: str, width: int, height: int, extra: Mapping[str, Json] | None = None
-) -> dict[str, Json]:
-    """One COCO image entry; `file_name` is relative to the images folder, with '/' separators."""
-    d: dict[str, Json] = {
-        "id": int(image_id),
-        "file_name": file_name,
-        "width": int(width),
-        "height": int(height),
-    }
-    if extra:
-        d["dermaseg"] = dict(extra)
-    return d
-
-
-def dataset_dict(
-    images: Sequence[Mapping[str, Json]],
-    annotations: Sequence[Mapping[str, Json]],
-    categories: Sequence[tuple[int, str]],
-    info: Mapping[str, Json] | None = None,
-) -> dict[str, Json]:
-    """A whole COCO dataset; `categories` are (id, name) pairs, supercategory "lesion"."""
-    return {
-        "info": dict(info or {}),
-        "licenses": [],
-        "images": list(images),
-        "categories": [{"id": int(i), "name": n, "supercategory": "lesion"} for i, n in categories],
-        "annotations": list(annotations),
-    }
-
-
-def write_json_atomic(data: Json, path: str | Path) -> None:
-    """Write JSON to `path` through a temporary file in the same folder, so readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # json.dumps uses the C encoder; json.dump to a file streams through the slow Python one
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_png_mask(mask: np.ndarray, path: str | Path) -> None:
-    """Save a bool (H, W) mask as an 8-bit greyscale PNG, 0 background and 255 lesion."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8), mode="L").save(path)
-
-
-# --------------------------------------------------------------------------------------------------
-# Import
 
 
 @dataclass(frozen=True)
