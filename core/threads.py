@@ -1,5 +1,4 @@
-"""The process's numeric thread pools and its malloc, set in one place: `Engine.open` calls
-`limit_numeric_threads` and `bound_malloc`.
+"""The process's numeric thread pools, set in one place: `Engine.open` calls `limit_numeric_threads`.
 
 ONNX Runtime runs its own intra-op pool (`Settings.threads`, spinning while it waits for work); numpy's
 and SciPy's OpenBLAS start a pool of their own, one thread per core. On 2 cores the two fought: a click
@@ -10,9 +9,7 @@ Every matrix numpy multiplies for a click is small (35 x 35 at most), so one BLA
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -33,28 +30,3 @@ def limit_numeric_threads(blas_threads: int) -> None:
 def numeric_threads() -> dict[str, int]:
     """Threads of each loaded BLAS / OpenMP library as the library itself reports them, by file name."""
     return {os.path.basename(p["filepath"]): int(p["num_threads"]) for p in threadpool_info()}
-
-
-# glibc's mallopt parameters (malloc.h).
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
-MMAP_THRESHOLD_BYTES = 1 << 20
-MALLOC_ARENAS = 2
-
-
-def bound_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, arenas: int = MALLOC_ARENAS) -> bool:
-    """Keep glibc's malloc from holding freed memory: blocks of `mmap_threshold` bytes or more are mapped
-    on their own and go back to the system when freed (by default the threshold rises to 32 MiB after the
-    first large free, and an image, a mask or the decoder's 8 MiB of mask features then stays in the heap),
-    and at most `arenas` malloc arenas (default 8 per core, each keeping its own freed memory, for every
-    thread of the server). Process-wide; False where the C library is not glibc (macOS, musl): nothing set.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    threshold_set = mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
-    arenas_set = mallopt(_M_ARENA_MAX, arenas)
-    return bool(threshold_set and arenas_set)

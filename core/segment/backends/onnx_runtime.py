@@ -11,9 +11,9 @@ from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.segment.artifacts import REBUILD_HINT, VariantFiles
 from dermaseg.core.segment.preprocess import DECODER_OUTPUTS, MASK_FEATURES, TUNED_OUTPUTS, DecoderInputs
 
-# A run gives back the chunks its arena grew by when it ends (the first chunk stays), rather than keeping
-# the peak of the most runs ever at once (issue 18). Decoders: one `dermaseg serve` session 585 -> 566 MiB;
-# the fp32 encoder: RSS held after an encode 313 -> 9 MiB above the loaded session's.
+# An encoder run gives back the chunks its arena grew by when it ends (the first chunk stays): RSS held after
+# an fp32 encode 313 -> 9 MiB above the loaded session's (issue 18). Not the decoders': re-growing the arena
+# on every click took the decoder from 32-33 to 45-50 ms p50 (A/B in one session) for ~19 MiB.
 _RUN = ort.RunOptions()
 _RUN.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
@@ -65,7 +65,7 @@ class OnnxBackend:
 
     def decode(self, inputs: DecoderInputs, tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
         session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._base_decoder()
-        logits, iou = session.run(list(DECODER_OUTPUTS), inputs.feed(), _RUN)
+        logits, iou = session.run(list(DECODER_OUTPUTS), inputs.feed())
         return logits, iou
 
     def _base_decoder(self) -> ort.InferenceSession:
@@ -78,7 +78,7 @@ class OnnxBackend:
     def decode_features(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._tuned_decoder is None or not self._tuned_features:
             raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
-        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), inputs.feed(), _RUN)
+        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), inputs.feed())
         return logits, iou, features
 
 

@@ -120,6 +120,9 @@ class EncoderChoice:
         return hashlib.sha256(f"openvino/{self.kind}/{self.precision}/{self.sha256}".encode()).hexdigest()
 
 
+RELEASE_AFTER_IDLE_S = 2.0  # the encoder's working memory goes back after this long without an encode
+
+
 class OpenVinoBackend:
     """The encoder on OpenVINO (one compiled model, one request at a time), the decoders on ONNX Runtime.
 
@@ -154,6 +157,7 @@ class OpenVinoBackend:
         self._request = self._compiled.create_infer_request()
         # One encode already uses every core; queueing keeps one set of activations (as OnnxBackend does).
         self._encoder_lock = threading.Lock()
+        self._idle_release: threading.Timer | None = None
         self._decoders = OnnxBackend(files, threads, encoder=False)
         self.model_id = f"{files.model_id}/openvino-{encoder.kind}-{encoder.precision}"
         self.encoder_id = encoder.encoder_id
@@ -173,9 +177,22 @@ class OpenVinoBackend:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         with self._encoder_lock:
+            if self._idle_release is not None:
+                self._idle_release.cancel()
             self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
             embedding = self._request.get_output_tensor(0).data.copy()
-            # The encoder's intermediate tensors (~85 MiB in bf16) go back to the system between encodes, which
-            # are a few per opened image, rather than staying for the process's life (issue 18, memory).
-            self._compiled.release_memory()
+            # The encoder's intermediate tensors (~85 MiB in bf16) go back to the system once the encoder has
+            # been idle for a moment, rather than staying for the process's life (issue 18, memory). Not after
+            # every encode: mapping them again made each encode ~40 ms slower (p50 226-236 -> 264-289 ms, A/B in
+            # one session), and an opened image brings a run of encodes (its mirror, the next images').
+            self._idle_release = threading.Timer(RELEASE_AFTER_IDLE_S, self._release_if_idle)
+            self._idle_release.daemon = True
+            self._idle_release.start()
             return embedding
+
+    def _release_if_idle(self) -> None:
+        if self._encoder_lock.acquire(blocking=False):  # an encode running now will schedule its own release
+            try:
+                self._compiled.release_memory()
+            finally:
+                self._encoder_lock.release()
