@@ -26,7 +26,7 @@ from dermaseg.core.segment.preprocess import (
 )
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.settings import Settings
-from dermaseg.core.threads import limit_numeric_threads
+from dermaseg.core.threads import limit_malloc_arenas, limit_numeric_threads
 
 BOX_CORNER_LABELS = (2.0, 3.0)
 Decoder = Literal["auto", "base"]
@@ -106,9 +106,10 @@ class Engine:
     @classmethod
     def open(cls, settings: Settings | None = None) -> Engine:
         """Load the configured variant (checksums verified) and the embedding cache under cache_dir; hold
-        the process's BLAS pools to `settings.blas_threads` (`core.threads`)."""
+        the process's BLAS pools to `settings.blas_threads` and its malloc arenas (`core.threads`)."""
         settings = settings or Settings.from_env()
         limit_numeric_threads(settings.blas_threads)
+        limit_malloc_arenas()
         backend = _open_backend(settings)
         cache = EmbeddingCache(settings.embeddings_dir, settings.memory_cache_bytes)
         return cls(backend, cache)
