@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"threads: ONNX Runtime {settings.threads} intra-op; BLAS {threads_line(numeric_threads())}", flush=True)
         project = None
         if args.project is not None:
-            project = Project.init(args.project)
+            project = Project.init(args.project, max_pixels=settings.max_pixels)
             print(f"project {project.root}: {project.scan_report.summary()}")
 
         from dermaseg.webui.page.app import build_app, launch

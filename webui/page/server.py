@@ -49,7 +49,7 @@ def scratch_project(settings: Settings) -> Project:
     """The project used when none is given: uploads land in `<cache>/scratch/uploads/`."""
     folder = scratch_folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    return Project.init(folder)
+    return Project.init(folder, max_pixels=settings.max_pixels)
 
 
 def file_url(path: Path) -> str:

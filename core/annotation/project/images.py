@@ -52,10 +52,11 @@ def image_by_path(db: Database, rel: str) -> ImageRecord | None:
     return _image(rows[0]) if rows else None
 
 
-def load_project_image(db: Database, root: Path, image_id: int) -> LesionImage:
-    """Decode an image (`core.image.load_image`) with its stored calibration; records the pixel hash."""
+def load_project_image(db: Database, root: Path, image_id: int, max_pixels: int) -> LesionImage:
+    """Decode an image (`core.image.load_image`, at most `max_pixels`) with its stored calibration; records
+    the pixel hash."""
     rec = image(db, image_id)
-    img = load_image(safe_path(root, rec.path), name=rec.path)
+    img = load_image(safe_path(root, rec.path), name=rec.path, max_pixels=max_pixels)
     if (img.width, img.height) != (rec.width, rec.height):
         raise StoreError(
             f"{rec.path}: is {img.width}x{img.height} now, the project knows it as "

@@ -50,7 +50,7 @@ from dermaseg.core.annotation.project.records import (
     ScanReport,
 )
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.image import LesionImage
+from dermaseg.core.image import DEFAULT_MAX_PIXELS, LesionImage
 
 
 class Project:
@@ -59,9 +59,10 @@ class Project:
     Each method is the function of the same name in the module named in brackets; read there for details.
     """
 
-    def __init__(self, root: Path, db_path: Path) -> None:
+    def __init__(self, root: Path, db_path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.root = root
         self.db_path = db_path
+        self.max_pixels = max_pixels  # the largest image `load_image` decodes, width x height (Settings)
         self.scan_report = ScanReport()
         self._db = Database(db_path)
 
@@ -75,6 +76,7 @@ class Project:
         *,
         scan: bool = True,
         progress: Progress | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Project:
         """Create the project database in `folder` (or open an existing one) and scan the folder.
 
@@ -85,13 +87,20 @@ class Project:
         names = label_list.check_labels(labels if labels is not None else label_list.DEFAULT_LABELS)
         with cls(root, db_path) as creator:
             creator._db.create_schema(names)
-        return cls.open(root, scan=scan, progress=progress)
+        return cls.open(root, scan=scan, progress=progress, max_pixels=max_pixels)
 
     @classmethod
-    def open(cls, folder: str | Path, *, scan: bool = True, progress: Progress | None = None) -> Project:
+    def open(
+        cls,
+        folder: str | Path,
+        *,
+        scan: bool = True,
+        progress: Progress | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Project:
         """Open the project in `folder`, check its database (upgrading an older one), and scan the folder."""
         root = check_folder(folder)
-        project = cls(root, existing_database(root))
+        project = cls(root, existing_database(root), max_pixels=max_pixels)
         project._db.open_checked()
         if scan:
             project.scan(progress)
@@ -146,7 +155,7 @@ class Project:
 
     def load_image(self, image_id: int) -> LesionImage:
         """Decode an image with its stored (or the project's) calibration; records the pixel hash."""
-        return images.load_project_image(self._db, self.root, image_id)
+        return images.load_project_image(self._db, self.root, image_id, self.max_pixels)
 
     def project_calibration(self) -> Calibration | None:
         """The project's scale (one device at contact), used by every image without one of its own."""

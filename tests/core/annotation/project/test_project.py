@@ -25,7 +25,7 @@ from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons
 from dermaseg.core.annotation.project import Project, Provenance
 from dermaseg.core.annotation.project import database as database_mod
 from dermaseg.core.calibration import Calibration
-from dermaseg.core.errors import CocoError, ConflictError, StoreError
+from dermaseg.core.errors import CocoError, ConflictError, ImageLoadError, StoreError
 
 HERE = Path(__file__).resolve().parent
 
@@ -93,6 +93,17 @@ def test_init_scans_and_open_reports_moves_changes_and_new_files(folder):
     with Project.open(folder) as p:
         p.scan()
         assert p.scan_report.summary() == "1 missing"
+
+
+def test_the_pixel_limit_reaches_every_image_a_project_opens(folder):
+    """`Settings.max_pixels` (serve passes it to the project) holds for the folder's images too, not only uploads."""
+    with Project.init(folder, max_pixels=80 * 60 - 1) as small:
+        ids = {r.path: r.id for r in small.images()}
+        with pytest.raises(ImageLoadError, match="a.png"):
+            small.load_image(ids["a.png"])  # 80 x 60
+        assert small.load_image(ids["c.jpg"]).width == 64  # 64 x 48 fits
+    with Project.open(folder) as default:
+        assert default.load_image(ids["a.png"]).width == 80
 
 
 def test_paths_stay_inside_the_folder(project, folder, tmp_path):
