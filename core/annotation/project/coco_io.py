@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +120,14 @@ def export_coco(
         "date_created": utc_now(),
     }
     data = coco.dataset_dict(coco_images, coco_anns, [(i, n) for n, i in cats.items()], info)
+    out = write_coco_file(data, coco_path)
+    exported = {rec.id for rec in images}
+    damaged = tuple(d for d in rows.damaged_annotations(db) if d.image_id in exported)
+    return ExportReport(out, masks, len(coco_images), len(coco_anns), n_poly, len(coco_anns) - n_poly, damaged)
+
+
+def write_coco_file(data: dict[str, Any], coco_path: str | Path) -> Path:
+    """Write a COCO dict as JSON, atomically; StoreError (with what to check) when the disk refuses."""
     out = Path(coco_path)
     try:
         coco.write_json_atomic(data, out)
@@ -126,9 +135,7 @@ def export_coco(
         raise StoreError(
             f"{out}: cannot write the COCO file ({e.strerror or e}); is the disk full or the folder read-only?"
         ) from None
-    exported = {rec.id for rec in images}
-    damaged = tuple(d for d in rows.damaged_annotations(db) if d.image_id in exported)
-    return ExportReport(out, masks, len(coco_images), len(coco_anns), n_poly, len(coco_anns) - n_poly, damaged)
+    return out
 
 
 def import_coco(

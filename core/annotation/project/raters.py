@@ -26,6 +26,7 @@ from dermaseg.core.annotation.agreement import (
     image_agreement_and_consensus,
     project_agreement,
 )
+from dermaseg.core.annotation.project.coco_io import write_coco_file
 from dermaseg.core.annotation.project.records import (
     Annotation,
     ImageRecord,
@@ -172,14 +173,7 @@ class ConsensusCoco:
         info = {"description": f"dermaseg {self.name} of {', '.join(raters)}", "version": tool_version(),
                 "date_created": self._time}  # fmt: skip
         data = coco.dataset_dict(self._images, self._anns, [(i, n) for n, i in self._cats.items()], info)
-        out = Path(coco_path)
-        try:
-            coco.write_json_atomic(data, out)
-        except OSError as e:
-            raise StoreError(
-                f"{out}: cannot write the COCO file ({e.strerror or e}); is the disk full or the folder read-only?"
-            ) from None
-        return ConsensusReport(out, len(self._anns), tuple(self._empty))
+        return ConsensusReport(write_coco_file(data, coco_path), len(self._anns), tuple(self._empty))
 
 
 def measure_raters(gathered: RaterMasks, consensus: ConsensusCoco | None = None) -> ProjectAgreement:
