@@ -6,7 +6,6 @@ from dermaseg.core.annotation.project.database import (
     DB_DIR,
     DB_NAME,
     FILES_CHANGED,
-    SCHEMA_VERSION,
     FileIds,
 )
 from dermaseg.core.annotation.project.history import HISTORY_LIMIT
@@ -29,6 +28,7 @@ from dermaseg.core.annotation.project.records import (
     tool_version,
     utc_now,
 )
+from dermaseg.core.annotation.project.schema_versions import SCHEMA_VERSION
 
 __all__ = [
     "BUSY_TIMEOUT_S",

@@ -9,15 +9,16 @@ simplification tolerance and its `Provenance`. A row that does not decode is "da
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import Connection, delete, select, update
 
 from dermaseg.core.annotation import coco
 from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons
-from dermaseg.core.annotation.project.database import Database
+from dermaseg.core.annotation.project.database import Database, upsert
 from dermaseg.core.annotation.project.records import (
     EXACT_OUTLINE_TOLERANCE_PX,
     Annotation,
@@ -27,19 +28,22 @@ from dermaseg.core.annotation.project.records import (
     dumps,
     loads,
 )
+from dermaseg.core.annotation.project.schema import annotations as A
+from dermaseg.core.annotation.project.schema import provenance as P
 from dermaseg.core.errors import GeometryError, StoreError
 
 ANN_COLUMNS = (
-    "id, image_id, label, height, width, rle_counts, area, polygons_json, metrics_json, tolerance_px, "
-    "created_utc, updated_utc, version"
-)
-N_ANN = len(ANN_COLUMNS.split(","))
-PROV_COLUMNS = "source, prompts_json, model_id, model_variant, embedding_sha256, annotator, tool_version, time_utc"
-_JOINED = (
-    ", ".join(f"a.{c.strip()}" for c in ANN_COLUMNS.split(","))
-    + ", p.annotation_id, "
-    + ", ".join(f"p.{c.strip()}" for c in PROV_COLUMNS.split(","))
-)
+    "id", "image_id", "label", "height", "width", "rle_counts", "area", "polygons_json", "metrics_json",
+    "tolerance_px", "created_utc", "updated_utc", "version",
+)  # fmt: skip
+N_ANN = len(ANN_COLUMNS)
+PROV_COLUMNS = (
+    "source", "prompts_json", "model_id", "model_variant", "embedding_sha256", "annotator", "tool_version",
+    "time_utc",
+)  # fmt: skip
+_ANN = [A.c[n] for n in ANN_COLUMNS]
+_PROV = [P.c[n] for n in PROV_COLUMNS]
+_JOINED = select(*_ANN, P.c.annotation_id, *_PROV).select_from(A.outerjoin(P, P.c.annotation_id == A.c.id))
 
 
 def default_polygons(mask: np.ndarray, tolerance_px: float = EXACT_OUTLINE_TOLERANCE_PX) -> dict[str, Json]:
@@ -116,20 +120,14 @@ def _split(r: Sequence[Any]) -> tuple[Sequence[Any], Sequence[Any] | None]:
 
 def annotations(db: Database, image_id: int | None = None) -> list[Annotation]:
     """Annotations of one image (or all), oldest first; damaged ones left out."""
-    where, params = ("WHERE a.image_id = ?", (image_id,)) if image_id is not None else ("", ())
-    rows = db.query(
-        f"SELECT {_JOINED} FROM annotations a LEFT JOIN provenance p ON p.annotation_id = a.id {where} ORDER BY a.id",
-        params,
-    )
+    stmt = _JOINED if image_id is None else _JOINED.where(A.c.image_id == image_id)
+    rows = db.query(stmt.order_by(A.c.id))
     return [_from_row(*_split(r)) for r in rows if annotation_damage(r[:N_ANN]) is None]
 
 
 def annotation(db: Database, ann_id: int) -> Annotation:
     """One annotation; StoreError when it is not in the project or is damaged."""
-    rows = db.query(
-        f"SELECT {_JOINED} FROM annotations a LEFT JOIN provenance p ON p.annotation_id = a.id WHERE a.id = ?",
-        (ann_id,),
-    )
+    rows = db.query(_JOINED.where(A.c.id == ann_id))
     if not rows:
         raise StoreError(f"annotation id {ann_id}: not in this project")
     a, p = _split(rows[0])
@@ -141,14 +139,14 @@ def annotation(db: Database, ann_id: int) -> Annotation:
 
 def damaged_annotations(db: Database, image_id: int | None = None) -> list[DamagedAnnotation]:
     """Stored annotations that cannot be decoded (see `annotation_damage`), oldest first."""
-    where, params = ("WHERE image_id = ?", (image_id,)) if image_id is not None else ("", ())
-    rows = db.query(f"SELECT {ANN_COLUMNS} FROM annotations {where} ORDER BY id", params)
+    stmt = select(*_ANN) if image_id is None else select(*_ANN).where(A.c.image_id == image_id)
+    rows = db.query(stmt.order_by(A.c.id))
     return [DamagedAnnotation(r[0], r[1], r[2], damage) for r in rows if (damage := annotation_damage(r)) is not None]
 
 
-def stored_row(c: sqlite3.Connection, ann_id: int) -> list[Any] | None:
+def stored_row(c: Connection, ann_id: int) -> list[Any] | None:
     """The annotation's `ANN_COLUMNS`, as stored (damaged or not), or None."""
-    row = c.execute(f"SELECT {ANN_COLUMNS} FROM annotations WHERE id = ?", (ann_id,)).fetchone()
+    row = c.execute(select(*_ANN).where(A.c.id == ann_id)).first()
     return None if row is None else list(row)
 
 
@@ -156,7 +154,7 @@ def stored_row(c: sqlite3.Connection, ann_id: int) -> list[Any] | None:
 
 
 def insert(
-    c: sqlite3.Connection,
+    c: Connection,
     image_id: int,
     label: str,
     rle: coco.Rle,
@@ -167,81 +165,72 @@ def insert(
     now: str,
 ) -> int:
     """Insert a new annotation and its provenance; returns its id."""
-    cur = c.execute(
-        "INSERT INTO annotations(image_id, label, height, width, rle_counts, area, polygons_json, "
-        "metrics_json, tolerance_px, created_utc, updated_utc) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (image_id, label, rle.height, rle.width, rle.counts, rle.area, polygons_json, metrics_json,
-         tolerance_px, now, now),
-    )  # fmt: skip
-    ann_id = int(cur.lastrowid)
+    ann_id = c.execute(
+        sa.insert(A),
+        dict(image_id=image_id, label=label, height=rle.height, width=rle.width, rle_counts=rle.counts,
+             area=rle.area, polygons_json=polygons_json, metrics_json=metrics_json, tolerance_px=tolerance_px,
+             created_utc=now, updated_utc=now),
+    ).inserted_primary_key[0]  # fmt: skip
     write_provenance(c, ann_id, prov)
     return ann_id
 
 
-def write_provenance(c: sqlite3.Connection, ann_id: int, prov: Provenance) -> None:
-    c.execute(
-        f"INSERT OR REPLACE INTO provenance(annotation_id, {PROV_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-        (ann_id, prov.source, dumps(prov.prompts) if prov.prompts is not None else None, prov.model_id,
-         prov.model_variant, prov.embedding_sha256, prov.annotator, prov.tool_version, prov.time_utc),
-    )  # fmt: skip
+def write_provenance(c: Connection, ann_id: int, prov: Provenance) -> None:
+    values = (prov.source, dumps(prov.prompts) if prov.prompts is not None else None, prov.model_id,
+              prov.model_variant, prov.embedding_sha256, prov.annotator, prov.tool_version, prov.time_utc)  # fmt: skip
+    upsert(c, P, {"annotation_id": ann_id, **dict(zip(PROV_COLUMNS, values, strict=True))}, ["annotation_id"])
 
 
-def set_columns(c: sqlite3.Connection, ann_id: int, sets: Mapping[str, Any]) -> None:
+def set_columns(c: Connection, ann_id: int, sets: Mapping[str, Any]) -> None:
     """UPDATE the annotation's columns named in `sets` (names from `ANN_COLUMNS`) to their values."""
-    assignments = ", ".join(f"{k} = ?" for k in sets)
-    c.execute(f"UPDATE annotations SET {assignments} WHERE id = ?", (*sets.values(), ann_id))
+    c.execute(update(A).where(A.c.id == ann_id).values(**sets))
 
 
-def version_of(c: sqlite3.Connection, ann_id: int) -> int | None:
-    """The stored version of the annotation, None when it is not in the project."""
-    row = c.execute("SELECT version FROM annotations WHERE id = ?", (ann_id,)).fetchone()
-    return None if row is None else int(row[0])
+def version_of(c: Connection, ann_id: int) -> int | None:
+    """The stored version of the annotation, None when it is not in the project; the row stays locked
+    (`FOR UPDATE` on PostgreSQL) until the caller's transaction ends."""
+    v = c.execute(select(A.c.version).where(A.c.id == ann_id).with_for_update()).scalar()
+    return None if v is None else int(v)
 
 
-def image_of(c: sqlite3.Connection, ann_id: int) -> int:
+def image_of(c: Connection, ann_id: int) -> int:
     """The id of the image an existing annotation is on."""
-    return int(c.execute("SELECT image_id FROM annotations WHERE id = ?", (ann_id,)).fetchone()[0])
+    return int(c.execute(select(A.c.image_id).where(A.c.id == ann_id)).scalar_one())
 
 
-def last_change(c: sqlite3.Connection, ann_id: int) -> tuple[int, str, str | None] | None:
+def last_change(c: Connection, ann_id: int) -> tuple[int, str, str | None] | None:
     """(version, updated_utc, annotator) of the annotation, None when it is not in the project."""
-    return c.execute(
-        "SELECT a.version, a.updated_utc, p.annotator FROM annotations a "
-        "LEFT JOIN provenance p ON p.annotation_id = a.id WHERE a.id = ?",
-        (ann_id,),
-    ).fetchone()
+    row = c.execute(_JOINED.with_only_columns(A.c.version, A.c.updated_utc, P.c.annotator).where(A.c.id == ann_id))
+    return row.first()
 
 
-def image_contents(c: sqlite3.Connection, image_id: int) -> list[tuple[int, str, str, str | None]]:
+def image_contents(c: Connection, image_id: int) -> list[tuple[int, str, str, str | None]]:
     """(id, label, rle_counts, annotator) of the image's annotations: enough to recognise a duplicate
     (the same rater's same mask) and to find one rater's annotations."""
-    return c.execute(
-        "SELECT a.id, a.label, a.rle_counts, p.annotator FROM annotations a "
-        "LEFT JOIN provenance p ON p.annotation_id = a.id WHERE a.image_id = ?",
-        (image_id,),
-    ).fetchall()
+    stmt = _JOINED.with_only_columns(A.c.id, A.c.label, A.c.rle_counts, P.c.annotator).where(A.c.image_id == image_id)
+    return [tuple(r) for r in c.execute(stmt)]
 
 
 # ---- snapshots: the unit of undo/redo
 
 
-def snapshot(c: sqlite3.Connection, ann_id: int) -> str | None:
+def snapshot(c: Connection, ann_id: int) -> str | None:
     """The annotation row and its provenance as JSON text, None when it is not in the project."""
-    a = c.execute(f"SELECT {ANN_COLUMNS} FROM annotations WHERE id = ?", (ann_id,)).fetchone()
+    a = c.execute(select(*_ANN).where(A.c.id == ann_id)).first()
     if a is None:
         return None
-    p = c.execute(f"SELECT {PROV_COLUMNS} FROM provenance WHERE annotation_id = ?", (ann_id,)).fetchone()
+    p = c.execute(select(*_PROV).where(P.c.annotation_id == ann_id)).first()
     return json.dumps({"a": list(a), "p": list(p) if p is not None else None}, separators=(",", ":"))
 
 
-def restore(c: sqlite3.Connection, ann_id: int, snap: str | None) -> None:
+def restore(c: Connection, ann_id: int, snap: str | None) -> None:
     """Put the annotation back as `snap` says (None: delete it).
 
     The restored row gets a version above both the snapshot's and the stored one's, so a save made
     from any version seen before the undo/redo is refused (`update_annotation(expected_version)`).
     """
-    now = c.execute("SELECT version FROM annotations WHERE id = ?", (ann_id,)).fetchone()
-    c.execute("DELETE FROM annotations WHERE id = ?", (ann_id,))  # provenance goes with it (cascade)
+    now = c.execute(select(A.c.version).where(A.c.id == ann_id)).first()
+    c.execute(delete(A).where(A.c.id == ann_id))  # provenance goes with it (cascade)
     if snap is None:
         return
     s = json.loads(snap)
@@ -249,9 +238,6 @@ def restore(c: sqlite3.Connection, ann_id: int, snap: str | None) -> None:
     if len(row) < N_ANN:  # a snapshot from a schema-1 project: no version
         row.append(1)
     row[-1] = max(int(row[-1]), now[0] if now else 0) + 1
-    c.execute(f"INSERT INTO annotations({ANN_COLUMNS}) VALUES ({','.join('?' * N_ANN)})", row)
+    c.execute(sa.insert(A).values(dict(zip(ANN_COLUMNS, row, strict=True))))
     if s["p"] is not None:
-        c.execute(
-            f"INSERT INTO provenance(annotation_id, {PROV_COLUMNS}) VALUES (?, {','.join('?' * 8)})",
-            [ann_id, *s["p"]],
-        )
+        c.execute(sa.insert(P).values(annotation_id=ann_id, **dict(zip(PROV_COLUMNS, s["p"], strict=True))))

@@ -3,11 +3,11 @@ refuse a save made from an outdated version (`ConflictError`) instead of silentl
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
 from dermaseg.core.annotation import coco
 from dermaseg.core.annotation.geometry import Polygons, polygons_to_mask
@@ -107,7 +107,8 @@ def update_annotation(
     except StoreError:
         if expected_version is None:
             raise
-        raise conflict(db.conn(), ann_id, expected_version) from None
+        with db.read() as c:
+            raise conflict(c, ann_id, expected_version) from None
     rec = image(db, old.image_id)
     if polygons is not None and not isinstance(polygons, Polygons):
         polygons = Polygons.from_json(dict(polygons))
@@ -154,7 +155,7 @@ def delete_annotation(db: Database, ann_id: int, *, expected_version: int | None
         history.record(c, action, ann_id, before, None)
 
 
-def check_version(c: sqlite3.Connection, ann_id: int, expected: int | None) -> int:
+def check_version(c: Connection, ann_id: int, expected: int | None) -> int:
     """The stored version of `ann_id` (inside the caller's write transaction); StoreError when it is
     not in the project, ConflictError when `expected` is given and differs (or it was deleted)."""
     version = rows.version_of(c, ann_id)
@@ -165,7 +166,7 @@ def check_version(c: sqlite3.Connection, ann_id: int, expected: int | None) -> i
     return version
 
 
-def conflict(c: sqlite3.Connection, ann_id: int, expected: int | None) -> ConflictError:
+def conflict(c: Connection, ann_id: int, expected: int | None) -> ConflictError:
     """A ConflictError naming who changed `ann_id` and when (or when it was deleted), as far as known."""
     row = rows.last_change(c, ann_id)
     if row is not None:

@@ -4,9 +4,10 @@ a damaged annotation is mended when it can be, else moved to the `quarantine` ta
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection, delete, insert
 
 from dermaseg.core.annotation import coco
 from dermaseg.core.annotation.geometry import Polygons, polygons_to_mask
@@ -16,9 +17,10 @@ from dermaseg.core.annotation.project.database import Database
 from dermaseg.core.annotation.project.history import snapshots_of
 from dermaseg.core.annotation.project.images import images
 from dermaseg.core.annotation.project.records import EXACT_OUTLINE_TOLERANCE_PX, CheckReport, dumps, loads, utc_now
+from dermaseg.core.annotation.project.schema import annotations, quarantine
 from dermaseg.core.errors import GeometryError
 
-_COLS = [x.strip() for x in ANN_COLUMNS.split(",")]
+_COLS = list(ANN_COLUMNS)
 _CONTENT = ("rle_counts", "area", "polygons_json", "metrics_json", "tolerance_px")  # what damage may touch
 
 
@@ -44,15 +46,17 @@ def check(db: Database, root: Path, repair: bool = False) -> CheckReport:
                 repaired.append((d.id, how))
                 continue
             c.execute(
-                "INSERT INTO quarantine(annotation_id, image_id, reason, row_json, time_utc) VALUES (?,?,?,?,?)",
-                (d.id, d.image_id, d.reason, rows.snapshot(c, d.id), utc_now()),
-            )
-            c.execute("DELETE FROM annotations WHERE id = ?", (d.id,))
+                insert(quarantine).values(
+                    annotation_id=d.id, image_id=d.image_id, reason=d.reason, row_json=rows.snapshot(c, d.id),
+                    time_utc=utc_now(),
+                )
+            )  # fmt: skip
+            c.execute(delete(annotations).where(annotations.c.id == d.id))
             quarantined.append(d.id)
     return CheckReport(integrity, damaged, missing, tuple(repaired), tuple(quarantined))
 
 
-def _from_history(c: sqlite3.Connection, ann_id: int, row: list[Any]) -> dict[str, Any] | None:
+def _from_history(c: Connection, ann_id: int, row: list[Any]) -> dict[str, Any] | None:
     """The content columns of the history's snapshot of this version (identity and update time equal,
     sound, closest in content), or None when there is none."""
     best: tuple[int, int, list[Any]] | None = None
@@ -73,7 +77,7 @@ def _from_history(c: sqlite3.Connection, ann_id: int, row: list[Any]) -> dict[st
     return None if best is None else {f: best[2][_COLS.index(f)] for f in _CONTENT}
 
 
-def _repair_annotation(c: sqlite3.Connection, ann_id: int) -> str | None:
+def _repair_annotation(c: Connection, ann_id: int) -> str | None:
     """Mend one damaged annotation row in the open transaction; returns how, or None when it cannot."""
     row = rows.stored_row(c, ann_id)
     if row is None:  # pragma: no cover - it was listed as damaged in this transaction

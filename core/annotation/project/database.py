@@ -1,11 +1,15 @@
-"""The project database: one SQLite file per folder, its schema and upgrades, connections and transactions.
+"""The project database: SQLite in the project folder or a PostgreSQL server, connections and transactions.
 
-`<folder>/.dermaseg/project.sqlite` in WAL mode with `synchronous=FULL`: a commit that returned is on disk
-and survives a crash or SIGKILL. One connection per thread (thread-local, created on first use) and one
-in-process lock around write transactions; readers never wait for writers (WAL). Other processes writing
-the same database wait up to `BUSY_TIMEOUT_S`. Before and after each write transaction the database and its
-WAL file must be the ones opened (same inode): a deleted or replaced file makes saves fail with a StoreError
-instead of vanishing at exit.
+One schema for both engines (`schema`, SQLAlchemy Core), upgraded by `schema_versions`. The embedded
+default is `<folder>/.dermaseg/project.sqlite` in WAL mode with `synchronous=FULL`: a commit that returned
+is on disk and survives a crash or SIGKILL; readers never wait for writers; one in-process lock around
+write transactions (BEGIN IMMEDIATE), other processes wait up to `BUSY_TIMEOUT_S`. Before and after each
+write the database and its WAL file must be the ones opened (same inode): a deleted or replaced file makes
+saves fail with a StoreError instead of vanishing at exit.
+
+On PostgreSQL (`Database.server(url)`) several people's processes share one database; writes are READ
+COMMITTED transactions that lock the rows they check (`FOR UPDATE`), a dropped connection is replaced on
+the next use (`pool_pre_ping`), and every message names the server without the password.
 """
 
 from __future__ import annotations
@@ -14,111 +18,30 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dermaseg.core.annotation.project.records import utc_now
+from sqlalchemy import Connection, Engine, Executable, Row, Table, create_engine, event, exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
+
+from dermaseg.core.annotation.project import schema_versions
 from dermaseg.core.errors import StoreError
 
 DB_DIR = ".dermaseg"
 DB_NAME = "project.sqlite"
-SCHEMA_VERSION = 2  # 2: annotations.version (optimistic concurrency); 1 -> 2 in `Database.migrate`
 BUSY_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that does not answer
+DB_ENV = "DERMASEG_DB"  # a PostgreSQL URL: the default for `--db`
 FILES_CHANGED = (
     "the project database was moved, replaced or its journal deleted while dermaseg was running; "
     "restart dermaseg: your last change was NOT saved"
 )
-
-_SCHEMA = """
-CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE labels(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    position INTEGER NOT NULL
-);
-CREATE TABLE images(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL UNIQUE,
-    file_sha256 TEXT NOT NULL,
-    file_size INTEGER NOT NULL,
-    file_mtime_ns INTEGER NOT NULL,
-    pixel_sha256 TEXT,
-    width INTEGER NOT NULL CHECK (width > 0),
-    height INTEGER NOT NULL CHECK (height > 0),
-    mm_per_px REAL CHECK (mm_per_px IS NULL OR mm_per_px > 0),
-    calibration_source TEXT,
-    status TEXT NOT NULL DEFAULT 'not_started'
-        CHECK (status IN ('not_started', 'in_progress', 'done')),
-    added_utc TEXT NOT NULL
-);
-CREATE INDEX images_sha ON images(file_sha256);
-CREATE TABLE annotations(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    label TEXT NOT NULL,
-    height INTEGER NOT NULL,
-    width INTEGER NOT NULL,
-    rle_counts TEXT NOT NULL,
-    area INTEGER NOT NULL CHECK (area > 0),
-    polygons_json TEXT NOT NULL,
-    metrics_json TEXT,
-    tolerance_px REAL,
-    created_utc TEXT NOT NULL,
-    updated_utc TEXT NOT NULL,
-    version INTEGER NOT NULL DEFAULT 1 CHECK (version > 0)
-);
-CREATE INDEX annotations_image ON annotations(image_id);
-CREATE TABLE provenance(
-    annotation_id INTEGER PRIMARY KEY REFERENCES annotations(id) ON DELETE CASCADE,
-    source TEXT NOT NULL,
-    prompts_json TEXT,
-    model_id TEXT,
-    model_variant TEXT,
-    embedding_sha256 TEXT,
-    annotator TEXT,
-    tool_version TEXT NOT NULL,
-    time_utc TEXT NOT NULL
-);
-CREATE TABLE actions(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,
-    time_utc TEXT NOT NULL,
-    undone INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX actions_image ON actions(image_id, id);
-CREATE TABLE action_changes(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    action_id INTEGER NOT NULL REFERENCES actions(id) ON DELETE CASCADE,
-    annotation_id INTEGER NOT NULL,
-    before_json TEXT,
-    after_json TEXT
-);
-CREATE INDEX action_changes_action ON action_changes(action_id);
-"""
-
-# Tables added to any project when it opens (no schema version change: older dermaseg ignores them).
-_DURABILITY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS drafts(
-    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-    prompts_json TEXT NOT NULL,
-    polygons_json TEXT,
-    tolerance_px REAL,
-    updated_utc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ui_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS quarantine(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    annotation_id INTEGER NOT NULL,
-    image_id INTEGER,
-    reason TEXT NOT NULL,
-    row_json TEXT NOT NULL,
-    time_utc TEXT NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -193,166 +116,253 @@ def existing_database(root: Path) -> Path:
     return db_path
 
 
-class Database:
-    """The project's SQLite database: a connection per thread, write transactions, the files in use."""
+def redacted(url: str) -> str:
+    """The URL as it may be shown or logged: the password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<a database URL that does not parse>"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
+
+def server_url(url: str) -> str:
+    """A PostgreSQL URL for SQLAlchemy with psycopg 3; StoreError for anything else."""
+    try:
+        u = make_url(url)
+    except exc.ArgumentError:
+        raise StoreError(
+            f"{redacted(url)}: not a database URL; use postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    if u.get_backend_name() != "postgresql":
+        raise StoreError(f"{redacted(url)}: dermaseg shares projects on PostgreSQL only (postgresql://...)")
+    if not u.database:
+        raise StoreError(f"{redacted(url)}: the URL names no database (postgresql://USER@HOST:PORT/DATABASE)")
+    return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def server_error(e: exc.DBAPIError, where: str) -> StoreError:
+    """A StoreError for a PostgreSQL failure that says what to do; never the password nor the SQL."""
+    msg = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+    low = str(e.orig).lower()
+    if (
+        "password authentication failed" in low
+        or "no password supplied" in low
+        or "role" in low
+        and "does not exist" in low
+    ):
+        return StoreError(f"{where}: the database server refused the login ({msg}); check the user and password")
+    if "database" in low and "does not exist" in low:
+        return StoreError(f"{where}: no such database on the server ({msg}); create it first (createdb NAME)")
+    if (
+        "connection refused" in low
+        or "could not translate host" in low
+        or "failed to resolve" in low
+        or "timeout" in low
+    ):
+        return StoreError(f"{where}: cannot reach the database server ({msg}); is it running, and the address right?")
+    if isinstance(e, exc.OperationalError) or e.connection_invalidated:
+        return StoreError(
+            f"{where}: lost the connection to the database server ({msg}); your last change was NOT saved, "
+            "try again when the server is back"
+        )
+    if isinstance(e, exc.IntegrityError):
+        return StoreError(f"{where}: the change breaks a rule of the database ({msg})")
+    return StoreError(f"{where}: database error ({msg})")
+
+
+class Database:
+    """The project's database (`Database.sqlite(path)` or `Database.server(url)`): reads, write
+    transactions, the schema's version.
+
+    `where` names it in messages (the file, or the URL without its password).
+    """
+
+    def __init__(self, engine: Engine, where: str, path: Path | None = None) -> None:
+        self.engine = engine
+        self.where = where
+        self.path = path  # the SQLite file; None on a server
+        self.dialect = engine.dialect.name  # "sqlite" or "postgresql"
         self._write_lock = threading.RLock()
         self._files: FileIds | None = None  # the database and journal files this project writes to
+
+    @classmethod
+    def sqlite(cls, path: Path) -> Database:
+        """The SQLite file at `path` (created on first write)."""
+        engine = create_engine(
+            f"sqlite:///{path}",
+            # AUTOCOMMIT: no implicit transactions; `write` issues BEGIN IMMEDIATE / COMMIT itself.
+            isolation_level="AUTOCOMMIT",
+            # check_same_thread=False: pooled connections serve one thread at a time, any thread.
+            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+            poolclass=QueuePool,
+            pool_size=4,
+            max_overflow=60,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            dbapi_conn.execute("PRAGMA synchronous=FULL")
+            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            dbapi_conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+
+        return cls(engine, str(path), path)
+
+    @classmethod
+    def server(cls, url: str) -> Database:
+        """The PostgreSQL database at `url` (postgresql://USER:PASSWORD@HOST:PORT/DATABASE)."""
+        engine = create_engine(
+            server_url(url),
+            pool_pre_ping=True,  # a connection the server dropped is replaced before use
+            pool_size=4,
+            max_overflow=60,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "dermaseg"},
+            hide_parameters=True,  # values never reach a log or an error message
+        )
+        return cls(engine, redacted(url))
 
     # ---- creating, checking and upgrading
 
     def create_schema(self, labels: Sequence[str]) -> None:
-        """Create the tables in one transaction; a database left empty by a crash here is recreated."""
-        try:
-            self.conn().execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
-        except sqlite3.Error as e:
-            raise sqlite_error(e, self.path) from None
+        """Create the tables in one transaction (an existing project is left as it is)."""
+        if self.dialect == "sqlite":
+            with self._errors(), self.engine.connect() as c:
+                c.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
         with self.write() as c:
-            if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None:
-                return
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
-            c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            c.execute("INSERT INTO meta VALUES ('created_utc', ?)", (utc_now(),))
-            c.executemany("INSERT INTO labels(name, position) VALUES (?, ?)", [(n, i) for i, n in enumerate(labels)])
+            schema_versions.create(c, labels)
 
     def open_checked(self) -> None:
-        """Check an existing database (quick check, schema version), upgrade an older one, add the
-        durability tables; on any error every connection is closed and a StoreError raised."""
+        """Check an existing database (SQLite's quick check, the schema's revision) and upgrade an older
+        one after a backup; on any error every connection is closed and a StoreError raised."""
         try:
-            c = self.conn()
-            ok = c.execute("PRAGMA quick_check").fetchone()[0]
-            if ok != "ok":
-                raise StoreError(f"{self.path}: the project database is corrupt ({ok}); restore it from a backup")
-            version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if version is not None and version[0].isdigit() and 1 <= int(version[0]) < SCHEMA_VERSION:
-                self.migrate(int(version[0]))
-            elif version is not None and version[0].isdigit() and int(version[0]) > SCHEMA_VERSION:
+            with self._errors():
+                if self.dialect == "sqlite":
+                    ok = self.query_text("PRAGMA quick_check")[0][0]
+                    if ok != "ok":
+                        raise StoreError(
+                            f"{self.where}: the project database is corrupt ({ok}); restore it from a backup"
+                        )
+                with self.engine.connect() as c:
+                    rev = schema_versions.revision(c)
+                    newer = rev is not None and schema_versions.is_newer(c, rev)
+            if rev is None:
                 raise StoreError(
-                    f"{self.path}: made by a newer dermaseg (database version {version[0]}, this one knows "
-                    f"{SCHEMA_VERSION}); update dermaseg to open it"
+                    f"{self.where}: the database is empty; create the project with `dermaseg project init`"
                 )
-            elif version is None or version[0] != str(SCHEMA_VERSION):
-                raise StoreError(f"{self.path}: unknown project database version {version and version[0]}")
-            self._open_durability()
-        except sqlite3.Error as e:
-            self.close()
-            raise sqlite_error(e, self.path) from None
+            if newer:
+                raise StoreError(
+                    f"{self.where}: made by a newer dermaseg (database revision {rev}, this one knows up to "
+                    f"{schema_versions.head()}); update dermaseg to open it"
+                )
+            if schema_versions.pending(rev):
+                self.migrate()
+            if self.dialect == "sqlite":
+                self._files = self._file_ids()
         except BaseException:
             self.close()
             raise
 
-    def migrate(self, version: int) -> None:
-        """Upgrade a database of schema `version` to SCHEMA_VERSION, after a consistent copy of it
-        (SQLite's backup API: the WAL's content included) at `project.sqlite.v<version>.bak` beside it.
+    def migrate(self) -> None:
+        """Upgrade the database to this dermaseg's schema, after a backup of an SQLite file.
 
-        The upgrade is one write transaction that checks the version again inside it, so two processes
-        opening the same old project at once upgrade it once.
+        The backup is a consistent copy (SQLite's backup API: the WAL's content included) at
+        `project.sqlite.v<schema version>.bak` beside it. The upgrade is one write transaction that reads the
+        revision again inside it, so two processes opening the same old project at once upgrade it once.
         """
-        backup = self.path.with_name(f"{DB_NAME}.v{version}.bak")
-        if not backup.exists():
-            tmp = backup.with_name(f"{backup.name}.{os.getpid()}.tmp")  # two processes may upgrade at once
-            tmp.unlink(missing_ok=True)
-            dest = sqlite3.connect(tmp)
-            try:
-                self.conn().backup(dest)
-            finally:
-                dest.close()
-            tmp.replace(backup)
+        if self.path is not None:
+            with self.engine.connect() as c:
+                version = schema_versions.schema_version(c)
+            backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
+            if not backup.exists():
+                tmp = backup.with_name(f"{backup.name}.{os.getpid()}.tmp")  # two processes may upgrade at once
+                tmp.unlink(missing_ok=True)
+                src, dest = sqlite3.connect(self.path), sqlite3.connect(tmp)
+                try:
+                    src.backup(dest)
+                finally:
+                    src.close()
+                    dest.close()
+                tmp.replace(backup)
         with self.write() as c:
-            current = int(c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
-            if current < 2:
-                c.execute("ALTER TABLE annotations ADD COLUMN version INTEGER NOT NULL DEFAULT 1 CHECK (version > 0)")
-            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-
-    def _open_durability(self) -> None:
-        """Create the drafts, ui_state and quarantine tables if missing; remember the files in use."""
-        with self.write() as c:
-            for stmt in _DURABILITY_SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
-        self._files = self._file_ids()
+            schema_versions.upgrade(c, schema_versions.revision(c))
 
     def integrity_check(self) -> str:
-        """`PRAGMA integrity_check`: "ok" when the database is sound."""
-        return "\n".join(str(r[0]) for r in self.query("PRAGMA integrity_check"))
+        """ "ok" when the database is sound (SQLite's `PRAGMA integrity_check`; a server checks itself)."""
+        if self.dialect != "sqlite":
+            return "ok"
+        return "\n".join(str(r[0]) for r in self.query_text("PRAGMA integrity_check"))
 
     def close(self) -> None:
         """Close every connection opened (in any thread)."""
-        with self._conns_lock:
-            for c in self._conns:
-                c.close()
-            self._conns.clear()
-        self._local = threading.local()
+        self.engine.dispose()
         self._files = None  # SQLite may delete the journal with the last connection
 
-    # ---- connections and transactions
+    # ---- reads and transactions
 
-    def conn(self) -> sqlite3.Connection:
-        """This thread's connection (opened on first use)."""
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            try:
-                # isolation_level=None: no implicit transactions; we BEGIN/COMMIT ourselves.
-                # check_same_thread=False only so that close() may close it from another thread;
-                # each thread still uses its own connection.
-                c = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-                c.execute("PRAGMA synchronous=FULL")
-                c.execute("PRAGMA foreign_keys=ON")
-                c.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            except sqlite3.Error as e:
-                raise sqlite_error(e, self.path) from None
-            self._local.conn = c
-            with self._conns_lock:
-                self._conns.append(c)
-        return c
+    def query(self, stmt: Executable) -> list[Row[Any]]:
+        """All rows of one read statement."""
+        with self.read() as c:
+            return list(c.execute(stmt).all())
+
+    def query_text(self, sql: str) -> list[tuple[Any, ...]]:
+        """All rows of one statement in the engine's own SQL (PRAGMAs)."""
+        with self.read() as c:
+            return [tuple(r) for r in c.exec_driver_sql(sql).all()]
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any error."""
-        with self._write_lock:
-            c = self.conn()
-            self._check_files()
-            try:
-                c.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise sqlite_error(e, self.path) from None
+    def read(self) -> Iterator[Connection]:
+        """A connection for a few reads (each sees what was committed when it ran)."""
+        with self._errors(), self.engine.connect() as c:
+            yield c
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction, committed on success and rolled back on any error.
+
+        SQLite: BEGIN IMMEDIATE (the database's write lock from the start), the files checked before and
+        after. PostgreSQL: a READ COMMITTED transaction; rows checked before a change are read `FOR
+        UPDATE` by the callers, so two processes cannot both pass a check.
+        """
+        if self.dialect != "sqlite":
+            with self._errors(), self.engine.begin() as c:
+                yield c
+            return
+        with self._write_lock, self._errors(), self.engine.connect() as c:
+            self._check_files(c)
+            c.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield c
-                c.execute("COMMIT")
-                self._check_files()  # a commit into a journal deleted meanwhile is not kept
-            except BaseException as e:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                if isinstance(e, sqlite3.Error):
-                    raise sqlite_error(e, self.path) from None
+                c.exec_driver_sql("COMMIT")
+                self._check_files(c)  # a commit into a journal deleted meanwhile is not kept
+            except BaseException:
+                raw = c.connection.dbapi_connection
+                if raw is not None and raw.in_transaction:
+                    raw.rollback()
                 raise
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """All rows of one read statement."""
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn a driver's error into a StoreError that says what happened and what to do."""
         try:
-            return self.conn().execute(sql, params).fetchall()
+            yield
+        except exc.DBAPIError as e:
+            if isinstance(e.orig, sqlite3.Error):
+                raise sqlite_error(e.orig, Path(self.where)) from None
+            raise server_error(e, self.where) from None
         except sqlite3.Error as e:
-            raise sqlite_error(e, self.path) from None
+            raise sqlite_error(e, Path(self.where)) from None
 
-    # ---- the files in use
+    # ---- the files in use (SQLite)
 
     def _file_ids(self) -> FileIds:
+        assert self.path is not None
         return FileIds(_file_id(self.path), _file_id(self.path.with_name(self.path.name + "-wal")))
 
-    def _check_files(self) -> None:
+    def _check_files(self, c: Connection) -> None:
         """Refuse to go on when the database file or its WAL journal is not the one opened.
 
         A deleted or replaced journal would take every commit with it when the process ends, while each
         commit still reports success; so the change is refused (StoreError) instead. When only the journal
         went, the changes it already holds are first copied into the database file (a checkpoint through
-        the connections that still have it open), so what was confirmed before stays saved.
+        `c`, a connection that still has it open), so what was confirmed before stays saved.
         """
         if self._files is None:
             return
@@ -360,6 +370,14 @@ class Database:
         if now == self._files:
             return
         if now.db == self._files.db:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn().execute("PRAGMA wal_checkpoint(FULL)")
-        raise StoreError(f"{self.path}: {FILES_CHANGED}")
+            with contextlib.suppress(exc.DBAPIError, sqlite3.Error):
+                c.exec_driver_sql("PRAGMA wal_checkpoint(FULL)")
+        raise StoreError(f"{self.where}: {FILES_CHANGED}")
+
+
+def upsert(c: Connection, table: Table, values: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """INSERT `values` into `table`, or UPDATE the row with the same `keys` columns (both engines)."""
+    insert = (postgresql.insert if c.dialect.name == "postgresql" else sqlite_dialect.insert)(table).values(**values)
+    c.execute(
+        insert.on_conflict_do_update(index_elements=list(keys), set_={k: v for k, v in values.items() if k not in keys})
+    )

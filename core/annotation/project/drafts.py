@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
-from dermaseg.core.annotation.project.database import Database
+from sqlalchemy import delete, select
+
+from dermaseg.core.annotation.project.database import Database, upsert
 from dermaseg.core.annotation.project.records import Draft, Json, dumps, loads, utc_now
+from dermaseg.core.annotation.project.schema import drafts as D
+from dermaseg.core.annotation.project.schema import ui_state as U
 
 
 def save_draft(
@@ -14,19 +18,17 @@ def save_draft(
 ) -> None:
     """Keep the work in progress on an image (one small UPSERT, committed): see `Draft`."""
     with db.write() as c:
-        c.execute(
-            "INSERT INTO drafts(image_id, prompts_json, polygons_json, tolerance_px, updated_utc) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET prompts_json = excluded.prompts_json, "
-            "polygons_json = excluded.polygons_json, tolerance_px = excluded.tolerance_px, "
-            "updated_utc = excluded.updated_utc",
-            (image_id, dumps(prompts), None if polygons is None else dumps(polygons), tolerance_px, utc_now()),
-        )
+        values = dict(
+            image_id=image_id, prompts_json=dumps(prompts), polygons_json=None if polygons is None else dumps(polygons),
+            tolerance_px=tolerance_px, updated_utc=utc_now(),
+        )  # fmt: skip
+        upsert(c, D, values, ["image_id"])
 
 
 def draft(db: Database, image_id: int) -> Draft | None:
     """The image's draft, or None (also when its JSON does not parse: a damaged draft is no draft)."""
     rows = db.query(
-        "SELECT prompts_json, polygons_json, tolerance_px, updated_utc FROM drafts WHERE image_id = ?", (image_id,)
+        select(D.c.prompts_json, D.c.polygons_json, D.c.tolerance_px, D.c.updated_utc).where(D.c.image_id == image_id)
     )
     if not rows:
         return None
@@ -38,18 +40,15 @@ def draft(db: Database, image_id: int) -> Draft | None:
 
 def discard_draft(db: Database, image_id: int) -> None:
     with db.write() as c:
-        c.execute("DELETE FROM drafts WHERE image_id = ?", (image_id,))
+        c.execute(delete(D).where(D.c.image_id == image_id))
 
 
 def ui_state(db: Database, key: str) -> str | None:
     """A value the page keeps between visits (last image, annotator name), or None."""
-    rows = db.query("SELECT value FROM ui_state WHERE key = ?", (key,))
+    rows = db.query(select(U.c.value).where(U.c.key == key))
     return rows[0][0] if rows else None
 
 
 def set_ui_state(db: Database, key: str, value: str) -> None:
     with db.write() as c:
-        c.execute(
-            "INSERT INTO ui_state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        upsert(c, U, {"key": key, "value": value}, ["key"])

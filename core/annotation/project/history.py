@@ -7,64 +7,75 @@ redo steps, and at most `HISTORY_LIMIT` steps are kept per image.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
+
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 
 from dermaseg.core.annotation.project.annotation_rows import restore
 from dermaseg.core.annotation.project.database import Database
 from dermaseg.core.annotation.project.records import utc_now
+from dermaseg.core.annotation.project.schema import action_changes as CH
+from dermaseg.core.annotation.project.schema import actions
+from dermaseg.core.annotation.project.schema import images as I
 from dermaseg.core.errors import StoreError
 
 HISTORY_LIMIT = 200  # undo steps kept per image
-# The step undo would undo (latest not undone), and the one redo would redo (earliest undone).
-_NEXT_STEP = {
-    False: "SELECT id FROM actions WHERE image_id = ? AND undone = 0 ORDER BY id DESC LIMIT 1",
-    True: "SELECT id FROM actions WHERE image_id = ? AND undone = 1 ORDER BY id ASC LIMIT 1",
-}
 
 
-def begin_action(c: sqlite3.Connection, image_id: int, kind: str) -> int:
+def _next_step(image_id: int, undone: bool) -> Select[Any]:
+    """The step undo would undo (latest not undone), or (undone=True) the one redo would redo (earliest undone)."""
+    order = actions.c.id.asc() if undone else actions.c.id.desc()
+    return (
+        select(actions.c.id)
+        .where(actions.c.image_id == image_id, actions.c.undone == int(undone))
+        .order_by(order)
+        .limit(1)
+    )
+
+
+def lock_image(c: Connection, image_id: int) -> None:
+    """Hold the image's row until the transaction ends (PostgreSQL; SQLite's write lock covers it), so
+    that two processes editing one image make their steps one after the other."""
+    c.execute(select(I.c.id).where(I.c.id == image_id).with_for_update())
+
+
+def begin_action(c: Connection, image_id: int, kind: str) -> int:
     """Start an undoable action on an image: drop its redo steps and old history beyond the limit."""
-    c.execute("DELETE FROM actions WHERE image_id = ? AND undone = 1", (image_id,))
-    c.execute(
-        "DELETE FROM actions WHERE image_id = ? AND id NOT IN "
-        "(SELECT id FROM actions WHERE image_id = ? ORDER BY id DESC LIMIT ?)",
-        (image_id, image_id, HISTORY_LIMIT - 1),
-    )
-    cur = c.execute("INSERT INTO actions(image_id, kind, time_utc) VALUES (?, ?, ?)", (image_id, kind, utc_now()))
-    return int(cur.lastrowid)
+    lock_image(c, image_id)
+    c.execute(delete(actions).where(actions.c.image_id == image_id, actions.c.undone == 1))
+    keep = select(actions.c.id).where(actions.c.image_id == image_id).order_by(actions.c.id.desc())
+    keep = keep.limit(HISTORY_LIMIT - 1).scalar_subquery()
+    c.execute(delete(actions).where(actions.c.image_id == image_id, actions.c.id.not_in(keep)))
+    new = insert(actions).values(image_id=image_id, kind=kind, time_utc=utc_now())
+    return int(c.execute(new).inserted_primary_key[0])
 
 
-def record(c: sqlite3.Connection, action_id: int, ann_id: int, before: str | None, after: str | None) -> None:
+def record(c: Connection, action_id: int, ann_id: int, before: str | None, after: str | None) -> None:
     """Add one annotation's change (snapshots before and after, None: absent) to an action."""
-    c.execute(
-        "INSERT INTO action_changes(action_id, annotation_id, before_json, after_json) VALUES (?, ?, ?, ?)",
-        (action_id, ann_id, before, after),
-    )
+    c.execute(insert(CH).values(action_id=action_id, annotation_id=ann_id, before_json=before, after_json=after))
 
 
 def last_action(db: Database, image_id: int, *, undone: bool = False) -> int | None:
     """Id of the step `undo(image_id)` would undo (undone=True: the one `redo` would redo), or None."""
-    rows = db.query(_NEXT_STEP[undone], (image_id,))
+    rows = db.query(_next_step(image_id, undone))
     return int(rows[0][0]) if rows else None
 
 
 def step(db: Database, image_id: int, action_id: int | None, *, undo: bool) -> bool:
     """Undo the latest edit on the image (undo=True) or redo the earliest undone one; False when there
     is none. action_id: only if that step (`last_action`) is still the one, else StoreError."""
-    order, snapshot = ("DESC", "before_json") if undo else ("ASC", "after_json")  # undo goes back, redo forth
+    # undo puts the befores back, last change first; redo the afters, first change first
+    order, snapshot = (CH.c.id.desc(), CH.c.before_json) if undo else (CH.c.id.asc(), CH.c.after_json)
     with db.write() as c:
-        row = c.execute(_NEXT_STEP[not undo], (image_id,)).fetchone()
+        lock_image(c, image_id)
+        row = c.execute(_next_step(image_id, not undo)).first()
         _step_or_conflict(row, action_id)
         if row is None:
             return False
-        changes = c.execute(
-            f"SELECT annotation_id, {snapshot} FROM action_changes WHERE action_id = ? ORDER BY id {order}",
-            (row[0],),
-        ).fetchall()
-        for ann_id, snap in changes:
+        changes = c.execute(select(CH.c.annotation_id, snapshot).where(CH.c.action_id == row[0]).order_by(order))
+        for ann_id, snap in changes.all():
             restore(c, ann_id, snap)
-        c.execute("UPDATE actions SET undone = ? WHERE id = ?", (int(undo), row[0]))
+        c.execute(update(actions).where(actions.c.id == row[0]).values(undone=int(undo)))
         return True
 
 
@@ -78,22 +89,23 @@ def _step_or_conflict(row: tuple[Any, ...] | None, action_id: int | None) -> Non
 
 def history_depth(db: Database, image_id: int) -> tuple[int, int]:
     """(steps that can be undone, steps that can be redone) for the image."""
-    rows = dict(db.query("SELECT undone, COUNT(*) FROM actions WHERE image_id = ? GROUP BY undone", (image_id,)))
+    stmt = select(actions.c.undone, func.count()).where(actions.c.image_id == image_id).group_by(actions.c.undone)
+    rows = {int(u): int(n) for u, n in db.query(stmt)}
     return int(rows.get(0, 0)), int(rows.get(1, 0))
 
 
-def deleted_utc(c: sqlite3.Connection, ann_id: int) -> str | None:
+def deleted_utc(c: Connection, ann_id: int) -> str | None:
     """When the annotation was deleted (by a step not undone), as far as the history knows."""
-    gone = c.execute(
-        "SELECT a.time_utc FROM action_changes ch JOIN actions a ON a.id = ch.action_id "
-        "WHERE ch.annotation_id = ? AND ch.after_json IS NULL AND a.undone = 0 ORDER BY a.id DESC LIMIT 1",
-        (ann_id,),
-    ).fetchone()
-    return gone[0] if gone else None
-
-
-def snapshots_of(c: sqlite3.Connection, ann_id: int) -> list[tuple[int, str | None, str | None]]:
-    """(change id, before, after) of every recorded change of the annotation, oldest first."""
     return c.execute(
-        "SELECT id, before_json, after_json FROM action_changes WHERE annotation_id = ? ORDER BY id", (ann_id,)
-    ).fetchall()
+        select(actions.c.time_utc)
+        .select_from(CH.join(actions, actions.c.id == CH.c.action_id))
+        .where(CH.c.annotation_id == ann_id, CH.c.after_json.is_(None), actions.c.undone == 0)
+        .order_by(actions.c.id.desc())
+        .limit(1)
+    ).scalar()
+
+
+def snapshots_of(c: Connection, ann_id: int) -> list[tuple[int, str | None, str | None]]:
+    """(change id, before, after) of every recorded change of the annotation, oldest first."""
+    stmt = select(CH.c.id, CH.c.before_json, CH.c.after_json).where(CH.c.annotation_id == ann_id).order_by(CH.c.id)
+    return [tuple(r) for r in c.execute(stmt)]

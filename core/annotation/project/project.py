@@ -64,7 +64,7 @@ class Project:
         self.db_path = db_path
         self.max_pixels = max_pixels  # the largest image `load_image` decodes, width x height (Settings)
         self.scan_report = ScanReport()
-        self._db = Database(db_path)
+        self._db = Database.sqlite(db_path)
 
     # ---- opening and closing (database)
 

@@ -22,7 +22,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons
-from dermaseg.core.annotation.project import Project, Provenance
+from dermaseg.core.annotation.project import SCHEMA_VERSION, Project, Provenance
 from dermaseg.core.annotation.project import database as database_mod
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.errors import CocoError, ConflictError, ImageLoadError, StoreError
@@ -543,7 +543,7 @@ def test_a_schema_1_project_is_upgraded_after_a_backup(tmp_path):
         assert p.annotation(1).version == 2
     con = sqlite3.connect(db)
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-        str(database_mod.SCHEMA_VERSION),
+        str(SCHEMA_VERSION),
     )
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.commit()
