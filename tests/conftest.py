@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from postgres_cluster import PostgresCluster, find_bindir
 
 from dermaseg.core.evaluation.dataset import DEV_DATA_ENV, dev_data_dir
 
@@ -124,3 +128,30 @@ def skin_box():
         raise AssertionError("no lesion-free corner")
 
     return box
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the whole run (tests/postgres_cluster.py), stopped and deleted at the
+    end. Skips where PostgreSQL is not installed, but fails under CI or DERMASEG_REQUIRE_POSTGRES=1 (.ci/run sets
+    it), so a run can never pass by skipping the PostgreSQL tests."""
+    if find_bindir() is None:
+        reason = "PostgreSQL's server programs (initdb, pg_ctl) are not installed (Debian: apt-get install postgresql)"
+        required = os.environ.get("CI", "").lower() not in ("", "0", "false")
+        if required or os.environ.get("DERMASEG_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason}; required here (CI or DERMASEG_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(reason)
+    with PostgresCluster.create() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh empty database for this test, dropped after it: its SQLAlchemy URL,
+    `postgresql+psycopg://postgres:PASSWORD@127.0.0.1:PORT/NAME` (the superuser, password login)."""
+    name = (
+        f"t_{re.sub(r'[^a-z0-9]+', '_', request.node.name.lower())[:48]}_{secrets.token_hex(4)}"  # readable in the log
+    )
+    url = postgres_cluster.create_database(name)
+    yield url
+    postgres_cluster.drop_database(name)
