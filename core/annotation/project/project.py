@@ -26,6 +26,7 @@ from dermaseg.core.annotation.project import (
     images,
     paths,
     scanning,
+    users,
 )
 from dermaseg.core.annotation.project import labels as label_list
 from dermaseg.core.annotation.project import summary as counts
@@ -48,6 +49,7 @@ from dermaseg.core.annotation.project.records import (
     Progress,
     Provenance,
     ScanReport,
+    User,
 )
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.image import DEFAULT_MAX_PIXELS, LesionImage
@@ -269,6 +271,35 @@ class Project:
 
     def set_ui_state(self, key: str, value: str) -> None:
         drafts.set_ui_state(self._db, key, value)
+
+    # ---- people (users)
+
+    def users(self) -> list[User]:
+        """Every user of the project, by name (none: a one-person project, no login)."""
+        return users.users(self._db)
+
+    def user(self, name: str) -> User:
+        return users.user(self._db, name)
+
+    def has_users(self) -> bool:
+        return users.has_users(self._db)
+
+    def add_user(self, name: str, password: str, role: str = "annotator") -> User:
+        """Add a person with a role (annotator or reviewer); the password is stored hashed (scrypt)."""
+        return users.add_user(self._db, name, password, role)
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The enabled user with this name and password, else None."""
+        return users.authenticate(self._db, name, password)
+
+    def set_password(self, name: str, password: str) -> None:
+        users.set_password(self._db, name, password)
+
+    def set_role(self, name: str, role: str) -> None:
+        users.set_role(self._db, name, role)
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        users.set_disabled(self._db, name, disabled)
 
     # ---- check, summary, COCO (check, summary, coco_io)
 

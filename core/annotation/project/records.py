@@ -291,3 +291,17 @@ class CheckReport:
     @property
     def healthy(self) -> bool:
         return self.integrity == "ok" and not self.damaged and not self.missing_files
+
+
+ROLES = ("annotator", "reviewer")  # a reviewer also annotates
+
+
+@dataclass(frozen=True)
+class User:
+    """A named person of a shared project (`users`); never holds the password or its hash."""
+
+    id: int
+    name: str
+    role: str  # one of ROLES
+    created_utc: str
+    disabled: bool = False
