@@ -305,3 +305,47 @@ class User:
     role: str  # one of ROLES
     created_utc: str
     disabled: bool = False
+
+
+ASSIGNMENT_STATES = ("claimed", "submitted", "accepted", "returned")
+# An image's state in a team project, from its raters' assignments (`assignments.image_state`).
+IMAGE_STATES = ("unassigned", "in_progress", "submitted", "returned", "accepted")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One rater's slot on one image (`assignments`): who holds it and where their work stands.
+
+    state: "claimed" (being annotated), "submitted" (awaiting review), "accepted", or "returned" (sent back
+    to the same rater with `comment`, to fix and submit again). Times are ISO 8601 UTC text; reviewer,
+    reviewed_utc and comment are those of the latest review (None before any).
+    """
+
+    image_id: int
+    user: str
+    state: str
+    claimed_utc: str
+    submitted_utc: str | None = None
+    reviewer: str | None = None
+    reviewed_utc: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """An image of a team project and its raters' slots (`assignments.image_states`).
+
+    state: one of IMAGE_STATES (rule in `assignments.image_state`); slots: the raters' assignments, first
+    claimed first; needed: raters it still needs (the project's raters per image minus the slots taken, >= 0).
+    """
+
+    image_id: int
+    path: str
+    state: str
+    slots: tuple[Assignment, ...]
+    needed: int
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        """The raters whose work on the image is open (claimed or returned to them)."""
+        return tuple(a.user for a in self.slots if a.state in ("claimed", "returned"))
