@@ -6,6 +6,7 @@
     dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
     dermaseg project agreement FOLDER [--json OUT.json] [--consensus staple|majority --coco OUT.json]
     dermaseg project check FOLDER [--repair]
+    dermaseg project raters|next|submit|review ...    (a team's work: `team`)
 
 Thin: each command is one `dermaseg.core.annotation.project.Project` call; errors are `DermasegError`s that the
 main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
@@ -45,6 +46,7 @@ from dermaseg.core.annotation.project.raters import (
     rater_masks,
 )
 from dermaseg.core.errors import DermasegError
+from dermaseg.webui.cli import team
 
 T = TypeVar("T")
 EXIT_DAMAGED = 3
@@ -112,6 +114,7 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     )
     p.set_defaults(run=_check)
 
+    team.register(psub)
     project.set_defaults(run=lambda args: _help(project))
 
 
@@ -161,6 +164,8 @@ def _status(args: argparse.Namespace) -> int:
                 "unreadable": list(r.unreadable),
                 "refused": list(r.refused),
             }
+            if p.has_users():
+                s["team"] = team.status_json(p)
             print(json.dumps(s, indent=2))
             return 0
         print(f"project {p.root}")
@@ -168,6 +173,8 @@ def _status(args: argparse.Namespace) -> int:
         by_label = ", ".join(f"{k} {v}" for k, v in sorted(s["by_label"].items())) or "none"
         print(f"annotations: {s['annotations']} ({by_label})")
         print(f"labels: {', '.join(s['labels'])}")
+        if p.has_users():
+            team.print_status(p)
         _print_scan(r)
     return 0
 
