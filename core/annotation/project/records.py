@@ -207,6 +207,7 @@ class ScanReport:
     missing: tuple[str, ...] = ()  # known images whose file is gone (records and annotations kept)
     unreadable: tuple[str, ...] = ()  # image-like files that cannot be read as images (not added)
     refused: tuple[str, ...] = ()  # symlinks leading outside the folder (not added)
+    remote: tuple[str, ...] = ()  # shared project: images with no copy here (their pixels come from the database)
 
     def summary(self) -> str:
         parts = [
@@ -218,6 +219,7 @@ class ScanReport:
                 ("missing", self.missing),
                 ("unreadable", self.unreadable),
                 ("refused", self.refused),
+                ("only on the server", self.remote),
             )
             if v
         ]
