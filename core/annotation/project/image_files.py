@@ -166,6 +166,11 @@ class SharedFiles:
             pass  # a read-only folder: hash again next time
 
 
+def files_of(db: Database, root: Path, cache: Path) -> ImageFiles:
+    """The project's image files: in its folder (SQLite), or shared (a server; `cache` for fetched ones)."""
+    return FolderFiles(db, root) if db.path is not None else SharedFiles(db, root, cache)
+
+
 def _unique_name(rel: str, sha: str) -> str:
     """Another person's image already has this path: the new one is named after its content too."""
     p = Path(rel)

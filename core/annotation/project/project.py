@@ -10,6 +10,7 @@ Every accepted change is one transaction, committed at once (autosave). Thread s
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from dermaseg.core.annotation.project.database import (
     existing_database,
     make_database_folder,
 )
-from dermaseg.core.annotation.project.image_files import FolderFiles, ImageFiles, SharedFiles
+from dermaseg.core.annotation.project.image_files import files_of
 from dermaseg.core.annotation.project.records import (
     Annotation,
     CheckReport,
@@ -72,11 +73,7 @@ class Project:
         self.max_pixels = max_pixels  # the largest image `load_image` decodes, width x height (Settings)
         self.scan_report = ScanReport()
         self._db = db
-        self._files: ImageFiles = (
-            SharedFiles(db, root, image_cache or Settings.from_env().images_dir)
-            if self.shared
-            else FolderFiles(db, root)
-        )
+        self._files = files_of(db, root, image_cache or Settings.from_env().images_dir)
 
     # ---- opening and closing (database)
 
@@ -100,11 +97,8 @@ class Project:
         """
         root = check_folder(folder)
         names = label_list.check_labels(labels if labels is not None else label_list.DEFAULT_LABELS)
-        database = Database.server(db) if db is not None else Database.sqlite(make_database_folder(root))
-        try:
-            database.create_schema(names)
-        finally:
-            database.close()
+        with closing(Database.server(db) if db is not None else Database.sqlite(make_database_folder(root))) as d:
+            d.create_schema(names)
         return cls.open(root, db=db, scan=scan, progress=progress, max_pixels=max_pixels, image_cache=image_cache)
 
     @classmethod
@@ -142,7 +136,7 @@ class Project:
         self.close()
 
     def integrity_check(self) -> str:
-        """`PRAGMA integrity_check`: "ok" when the database is sound."""
+        """ "ok" when the database is sound (SQLite checks its file; a server checks itself)."""
         return self._db.integrity_check()
 
     # ---- the folder (paths, scanning)

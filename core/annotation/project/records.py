@@ -279,7 +279,7 @@ class DamagedAnnotation:
 class CheckReport:
     """What `Project.check` found, and with repair=True, what it did.
 
-    integrity: `PRAGMA integrity_check` ("ok" when sound). damaged: annotations that do not decode.
+    integrity: the database's own check ("ok" when sound). damaged: annotations that do not decode.
     missing_files: image paths whose file is gone. repaired: (annotation id, how). quarantined: ids
     moved to the `quarantine` table (kept there, with the row as it was).
     """
