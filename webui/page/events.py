@@ -316,7 +316,7 @@ class Events:
             view = compute_agreement(
                 self.project, lambda images, total, desc: progress.tqdm(images, total=total, desc=desc, unit="image")
             )
-            plot = gr.BarPlot(view.plot, y_lim=[dice_axis_min(view.plot), 1.0])
+            plot = gr.BarPlot(view.plot, y_lim=[dice_axis_min(view.plot), 1.0]) if len(view.plot) else None
             return view.summary, plot, view.table
         return gr.update(), gr.update(), gr.update()
 

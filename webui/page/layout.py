@@ -270,11 +270,12 @@ def _tabs() -> dict[str, gr.Component]:
 def _agreement() -> dict[str, gr.Component]:
     """Agreement between raters, under the editor at full width (the table is wide): computed on demand."""
     with gr.Accordion("Agreement between raters", open=False, elem_id="ds-agreement"):
-        with gr.Row(equal_height=True):
+        with gr.Row():
             agree_summary = gr.Markdown(empty_view().summary, elem_id="ds-agree-summary")
             agree_btn = gr.Button("Compute agreement", size="sm", scale=0, min_width=180, elem_id="ds-agree-compute")
+        # no value yet: a plot made with an empty frame ignored a later value sent with y_lim (Gradio 6.31)
         agree_plot = gr.BarPlot(
-            empty_view().plot, x="image", y="mean Dice", sort="y", tooltip="all", x_label_angle=-40,
+            None, x="image", y="mean Dice", sort="y", tooltip="all", x_label_angle=-40,
             title="Mean Dice between raters per image (lowest first; 1 = the same pixels)",
             height=320, elem_id="ds-agree-plot",
         )  # fmt: skip
