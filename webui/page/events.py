@@ -50,6 +50,7 @@ from dermaseg.webui.page.views import (
     view_json,
 )
 
+AGREEMENT_PROGRESS = "measuring agreement, one image at a time"
 SAVED_TOAST_S = 3  # the "saved" toast covers the image list: gone before the next save would stack another
 
 
@@ -314,7 +315,8 @@ class Events:
         """Compute the agreement view (no session: it only reads the project, one image at a time)."""
         with reported():
             view = compute_agreement(
-                self.project, lambda images, total, desc: progress.tqdm(images, total=total, desc=desc, unit="image")
+                self.project,
+                lambda images, total, _: progress.tqdm(images, total=total, desc=AGREEMENT_PROGRESS, unit="image"),
             )
             plot = gr.BarPlot(view.plot, y_lim=[dice_axis_min(view.plot), 1.0]) if len(view.plot) else None
             return view.summary, plot, view.table
