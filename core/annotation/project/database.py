@@ -245,7 +245,8 @@ class Database:
                     newer = rev is not None and schema_versions.is_newer(c, rev)
             if rev is None:
                 raise StoreError(
-                    f"{self.where}: the database is empty; create the project with `dermaseg project init`"
+                    f"{self.where}: not a dermaseg project (the database is empty); create it with "
+                    "`dermaseg project init FOLDER --db URL`"
                 )
             if newer:
                 raise StoreError(
@@ -301,6 +302,11 @@ class Database:
         """All rows of one read statement."""
         with self.read() as c:
             return list(c.execute(stmt).all())
+
+    def query_scalars(self, stmt: Executable) -> list[Any]:
+        """The first column of every row of one read statement."""
+        with self.read() as c:
+            return list(c.execute(stmt).scalars())
 
     def query_text(self, sql: str) -> list[tuple[Any, ...]]:
         """All rows of one statement in the engine's own SQL (PRAGMAs)."""
