@@ -112,3 +112,29 @@ def test_status_of_a_project_without_users_has_no_team_part(tmp_path: Path, caps
     assert "team:" not in capsys.readouterr().out
     assert main(["project", "next", str(root), "--user", "ann"]) == 2
     assert "no user named 'ann'" in capsys.readouterr().err
+
+
+def test_next_submit_review_on_a_postgresql_project(tmp_path: Path, postgres_url: str, capsys) -> None:
+    """--db URL: the same commands on a project whose records are on a PostgreSQL server."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(root / "a.png")
+    with Project.init(root, db=postgres_url) as p:
+        p.add_user("ann", "password-ann")
+        p.add_user("rev", "password-rev", "reviewer")
+        rec = p.image_by_path("a.png")
+    db = ["--db", postgres_url]
+    assert main(["project", "raters", str(root), *db]) == 0
+    assert main(["project", "next", str(root), "--user", "ann", "--json", *db]) == 0
+    capsys.readouterr()
+    with Project.open(root, db=postgres_url, scan=False) as p:
+        mask = np.zeros((rec.height, rec.width), dtype=bool)
+        mask[10:40, 20:60] = True
+        p.add_annotation(rec.id, mask, provenance=Provenance(source="manual", annotator="ann"))
+    assert main(["project", "submit", str(root), "a.png", "--user", "ann", *db]) == 0
+    assert main(["project", "review", str(root), "a.png", "--user", "rev", "--rater", "ann", "--accept", *db]) == 0
+    assert "ann's work accepted" in capsys.readouterr().out
+    with Project.open(root, db=postgres_url, scan=False) as p:
+        assert [(a.user, a.state, a.reviewer) for a in p.team.assignments()] == [("ann", "accepted", "rev")]
+    assert main(["project", "next", str(root), "--user", "ann", *db]) == EXIT_NOTHING_LEFT
+    assert not (root / ".dermaseg" / "project.sqlite").exists()  # nothing went to a local file

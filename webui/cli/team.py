@@ -5,7 +5,8 @@
     dermaseg project submit FOLDER IMAGE --user NAME           submit the user's work on IMAGE for review
     dermaseg project review FOLDER IMAGE --user REVIEWER --rater NAME (--accept | --return --comment TEXT)
 
-IMAGE is an image id or its path in the project. `dermaseg project status` adds the team's states
+Each takes `--db URL` (default $DERMASEG_DB) for a project on PostgreSQL. IMAGE is an image id or its path
+in the project. `dermaseg project status` adds the team's states
 (`print_status` / `status_json`) when the project has users. The rules are `core.annotation.project.
 assignments`'. These commands trust whoever can open the project's database (file permissions, or the
 database login in a PostgreSQL URL): `--user` is not asked for a password. They never take the folder's
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dermaseg.core.annotation.project import Project
+from dermaseg.core.annotation.project.database import DB_ENV
 from dermaseg.core.annotation.project.records import ImageState
 from dermaseg.core.errors import StoreError
 
@@ -40,8 +43,9 @@ Opener = Callable[[argparse.Namespace], Project]
 
 
 def _open(args: argparse.Namespace) -> Project:
-    """The project, without a scan of the folder (quick; `status` and `serve` scan)."""
-    return Project.open(args.folder, scan=False)
+    """The project (on the server of `--db` when given), without a scan of the folder (quick; `status` and
+    `serve` scan)."""
+    return Project.open(args.folder, db=args.db, scan=False)
 
 
 def register(psub: Any, opener: Opener = _open) -> None:
@@ -53,6 +57,10 @@ def register(psub: Any, opener: Opener = _open) -> None:
     def add(name: str, help: str, run: Callable[[Project, argparse.Namespace], int]) -> argparse.ArgumentParser:
         p = psub.add_parser(name, help=help)
         p.add_argument("folder", type=Path)
+        p.add_argument(
+            "--db", default=os.environ.get(DB_ENV) or None, metavar="URL",
+            help=f"the project's PostgreSQL database (default ${DB_ENV}; none: the folder's SQLite file)",
+        )  # fmt: skip
 
         def go(args: argparse.Namespace) -> int:
             with opener(args) as project:
@@ -94,13 +102,13 @@ def image_id(project: Project, image: str) -> int:
 
 def _raters(project: Project, args: argparse.Namespace) -> int:
     if args.n is not None:
-        project.set_raters_per_image(args.n)
-    print(f"raters per image: {project.raters_per_image()}")
+        project.team.set_raters_per_image(args.n)
+    print(f"raters per image: {project.team.raters_per_image()}")
     return 0
 
 
 def _next(project: Project, args: argparse.Namespace) -> int:
-    got = project.claim_next(args.user)
+    got = project.team.claim_next(args.user)
     path = project.image(got).path if got is not None else None
     if args.json:
         print(json.dumps({"image_id": got, "path": path}))
@@ -113,14 +121,14 @@ def _next(project: Project, args: argparse.Namespace) -> int:
 
 def _submit(project: Project, args: argparse.Namespace) -> int:
     i = image_id(project, args.image)
-    project.submit(args.user, i)
+    project.team.submit(args.user, i)
     print(f"submitted {project.image(i).path} for review")
     return 0
 
 
 def _review(project: Project, args: argparse.Namespace) -> int:
     i = image_id(project, args.image)
-    project.review(args.user, i, args.rater, accept=args.accept, comment=args.comment)
+    project.team.review(args.user, i, args.rater, accept=args.accept, comment=args.comment)
     done = f"{args.rater}'s work accepted" if args.accept else f"sent back to {args.rater}"
     print(f"{project.image(i).path}: {done}")
     return 0
@@ -138,7 +146,7 @@ def _holder_text(s: ImageState) -> str:
 
 def status_json(project: Project) -> dict[str, Any]:
     """The team part of `status --json`: counts, and per image its state and every rater's slot."""
-    team = project.team_summary()
+    team = project.team.summary()
     team["image_states"] = [
         {
             "image_id": s.image_id,
@@ -159,19 +167,19 @@ def status_json(project: Project) -> dict[str, Any]:
                 for a in s.slots
             ],
         }  # fmt: skip
-        for s in project.image_states()
+        for s in project.team.image_states()
     ]
     return team
 
 
 def print_status(project: Project) -> None:
     """The team part of `status`: counts by state and rater, then each image that someone worked on."""
-    team = project.team_summary()
+    team = project.team.summary()
     print(f"team: {team['raters_per_image']} rater(s) per image; images: " + ", ".join(
         f"{STATE_WORDS[k]} {v}" for k, v in team["by_state"].items()
     ))  # fmt: skip
     for name, counts in team["by_user"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for s in project.image_states():
+    for s in project.team.image_states():
         if s.slots:
             print(f"  {s.path}: {STATE_WORDS[s.state]} - {_holder_text(s)}")

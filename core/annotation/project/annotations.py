@@ -71,9 +71,6 @@ def add_annotation(
     with db.write() as c:
         label = label if label is not None else labels.first_label(c)
         labels.check_label(c, label)
-        # The image's row first: the insert's foreign key check share-locks it, and upgrading that lock in
-        # begin_action would deadlock two raters adding to one image at once on PostgreSQL.
-        history.lock_image(c, image_id)
         ann_id = rows.insert(
             c, image_id, label, rle, dumps(polygons), None if metrics is None else dumps(metrics),
             tolerance_px, prov, utc_now(),

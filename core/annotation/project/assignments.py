@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, case, exists, func, insert, select, update
@@ -283,3 +284,40 @@ def team_summary(db: Database) -> dict[str, Any]:
         "by_state": by_state,
         "by_user": {name: dict(sorted(c.items())) for name, c in sorted(by_user.items())},
     }
+
+
+@dataclass(frozen=True)
+class Team:
+    """A project's team work (`Project.team`): this module's functions on the project's database."""
+
+    db: Database
+
+    def raters_per_image(self) -> int:
+        return raters_per_image(self.db)
+
+    def set_raters_per_image(self, n: int) -> None:
+        set_raters_per_image(self.db, n)
+
+    def claim_next(self, user: str) -> int | None:
+        return claim_next(self.db, user)
+
+    def submit(self, user: str, image_id: int) -> None:
+        submit(self.db, user, image_id)
+
+    def review(self, reviewer: str, image_id: int, rater: str, accept: bool, comment: str | None = None) -> None:
+        review(self.db, reviewer, image_id, rater, accept, comment)
+
+    def assignments(self, image_id: int | None = None, *, state: str | None = None) -> list[Assignment]:
+        return assignments(self.db, image_id, state=state)
+
+    def sees_all(self, image_id: int, user: str | None) -> bool:
+        return sees_all(self.db, image_id, user)
+
+    def visible_annotations(self, image_id: int, user: str | None) -> list[Annotation]:
+        return visible_annotations(self.db, image_id, user)
+
+    def image_states(self) -> list[ImageState]:
+        return image_states(self.db)
+
+    def summary(self) -> dict[str, Any]:
+        return team_summary(self.db)

@@ -41,13 +41,11 @@ from dermaseg.core.annotation.project.database import (
 from dermaseg.core.annotation.project.image_files import files_of
 from dermaseg.core.annotation.project.records import (
     Annotation,
-    Assignment,
     CheckReport,
     DamagedAnnotation,
     Draft,
     ExportReport,
     ImageRecord,
-    ImageState,
     ImportReport,
     Json,
     Progress,
@@ -76,6 +74,7 @@ class Project:
         self.max_pixels = max_pixels  # the largest image `load_image` decodes, width x height (Settings)
         self.scan_report = ScanReport()
         self._db = db
+        self.team = assignments.Team(db)  # who works on which image: claim_next, submit, review... (assignments)
         self._files = files_of(db, root, image_cache or Settings.from_env().images_dir)
 
     # ---- opening and closing (database)
@@ -321,43 +320,6 @@ class Project:
 
     def set_disabled(self, name: str, disabled: bool) -> None:
         users.set_disabled(self._db, name, disabled)
-
-    # ---- who works on which image (assignments)
-
-    def raters_per_image(self) -> int:
-        """How many raters each image needs (1 unless set)."""
-        return assignments.raters_per_image(self._db)
-
-    def set_raters_per_image(self, n: int) -> None:
-        assignments.set_raters_per_image(self._db, n)
-
-    def claim_next(self, user: str) -> int | None:
-        """The image `user` works on next (their open one, else a new slot, claimed), or None when none is left."""
-        return assignments.claim_next(self._db, user)
-
-    def submit(self, user: str, image_id: int) -> None:
-        """Submit the user's work on the image for review."""
-        assignments.submit(self._db, user, image_id)
-
-    def review(self, reviewer: str, image_id: int, rater: str, accept: bool, comment: str | None = None) -> None:
-        """Accept a rater's submitted work, or send it back to them with a comment."""
-        assignments.review(self._db, reviewer, image_id, rater, accept, comment)
-
-    def assignments(self, image_id: int | None = None, *, state: str | None = None) -> list[Assignment]:
-        """The raters' slots on one image (or all), optionally only those in `state`."""
-        return assignments.assignments(self._db, image_id, state=state)
-
-    def visible_annotations(self, image_id: int, user: str | None) -> list[Annotation]:
-        """The image's annotations `user` may see (blind raters: only their own until they submit)."""
-        return assignments.visible_annotations(self._db, image_id, user)
-
-    def image_states(self) -> list[ImageState]:
-        """Every image's team state and who holds it, by path."""
-        return assignments.image_states(self._db)
-
-    def team_summary(self) -> dict[str, Any]:
-        """Images by team state, slots by rater and state, raters per image."""
-        return assignments.team_summary(self._db)
 
     # ---- check, summary, COCO (check, summary, coco_io)
 
