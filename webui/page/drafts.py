@@ -13,7 +13,7 @@ from dermaseg.core.errors import DermasegError
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.webui.page.edits import require_size
 from dermaseg.webui.page.lesions import lesions, load_saved
-from dermaseg.webui.page.undo import UndoStep, restore
+from dermaseg.webui.page.undo import UndoStep, draft_is_mine, restore
 
 if TYPE_CHECKING:
     from dermaseg.webui.page.session import Session
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def restore_draft(s: Session, image_id: int) -> str:
     """Put the image's draft back as the current step (undo returns to the opening state); returns a note."""
     draft = s.project.draft(image_id)
-    if draft is None:
+    if draft is None or not draft_is_mine(s, draft):
         return ""
     image = s.require_image()
     try:

@@ -136,7 +136,7 @@ class Events:
 
     def open_outputs(self, s: Session) -> tuple[Any, ...]:
         labels = list(self.project.labels())
-        ann = self.project.annotations(s.image_id) if s.image_id is not None else []
+        ann = lesions(s)
         label = ann[-1].label if ann else labels[0]
         cal = s.image.calibration if s.image else None
         return (

@@ -18,6 +18,7 @@ from dermaseg.core.image import IMAGE_SUFFIXES
 from dermaseg.webui.canvas import Canvas
 from dermaseg.webui.page.agreement import empty_view
 from dermaseg.webui.page.session import OUTLINE_SIMPLIFICATION_PX
+from dermaseg.webui.page.team import TeamPanel, lay_out_team
 from dermaseg.webui.page.views import candidate_choices, gallery_choices, metrics_html, progress_summary
 
 SHORTCUTS = (
@@ -107,6 +108,7 @@ class Page:
     agree_summary: gr.Markdown
     agree_plot: gr.BarPlot
     agree_table: gr.Dataframe
+    team: TeamPanel
 
 
 class _NoResult:
@@ -121,8 +123,9 @@ def lay_out(project: Project) -> Page:
     with gr.Row(elem_id="ds-main"):
         canvas = _canvas_column()
         with gr.Column(scale=2, min_width=380, elem_id="ds-side"):
+            team = lay_out_team(project)
             side = {**_images(project), **_labels(project), **_lesion_panel(), **_tabs()}
-    return Page(**header, **canvas, **side, **_api(), **_agreement())
+    return Page(**header, **canvas, **side, **_api(), **_agreement(), team=team)
 
 
 def _header(project: Project) -> dict[str, gr.Component]:

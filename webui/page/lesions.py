@@ -20,8 +20,11 @@ def count(n: int, word: str) -> str:
 
 
 def lesions(s: Session) -> list[Annotation]:
-    """The open image's saved annotations, oldest first (lesion 1, 2, ...)."""
-    return s.project.annotations(s.image_id) if s.image_id is not None else []
+    """The open image's saved annotations the tab's user may see, oldest first (lesion 1, 2, ...): in a team
+    project none until the user is known, then as `Team.visible_annotations` says (blind raters)."""
+    if s.image_id is None or (s.team and s.user is None):
+        return []
+    return s.project.team.visible_annotations(s.image_id, s.user) if s.team else s.project.annotations(s.image_id)
 
 
 def lesion_name(s: Session, ann_id: int, saved: list[Annotation] | None = None) -> str:

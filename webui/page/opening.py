@@ -9,7 +9,7 @@ from dermaseg.core.annotation.project import DamagedAnnotation, Project
 from dermaseg.core.image import LesionImage
 from dermaseg.core.segment.segmenter import Engine
 from dermaseg.webui.page.drafts import restore_draft
-from dermaseg.webui.page.lesions import count
+from dermaseg.webui.page.lesions import count, lesions
 from dermaseg.webui.page.masks import on_grid_rgb
 from dermaseg.webui.page.undo import UndoStack
 from dermaseg.webui.page.uploads import shown_path
@@ -32,7 +32,7 @@ def open_project_image(s: Session, image_id: int) -> str:
     source = s.segmenter.set_image(image)
     s.clicks.prepare()
     _reset(s, image, image_id)
-    saved = s.project.annotations(image_id)
+    saved = lesions(s)
     restored = restore_draft(s, image_id)
     s.message = f"{shown_path(image.name)}: {image.width}×{image.height} px, {EMBEDDING_SOURCE.get(source, source)}"
     if saved:

@@ -43,6 +43,8 @@ class Session:
     lock: held by every page event on this session (`events.bound`): one tab's events run one at a time,
     different tabs in parallel. Re-entrant, so a handler may call another that takes it.
     channel: an unguessable token naming this session to the canvas's fast path (`gesture_route`).
+    user: the logged-in user (`team.identify`), None until known; team: the project has users, so saved
+    lesions are shown as that user may see them (`lesions.lesions`).
     """
 
     segmenter: Segmenter
@@ -71,10 +73,13 @@ class Session:
     ack: int = 0  # sequence number of the last gesture handled, echoed to the page for timing
     message: str = ""
     channel: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    user: str | None = None
+    team: bool = field(init=False)
     clicks: InteractiveSession = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.clicks = InteractiveSession(self.segmenter)
+        self.team = self.project.has_users()
 
     @property
     def prompts(self) -> Prompts:

@@ -20,6 +20,7 @@ from dermaseg.webui.page.measuring import calibrate_from_ruler, set_mm_per_px
 from dermaseg.webui.page.opening import remembered_annotator
 from dermaseg.webui.page.prompts import choose_head, clear_prompts
 from dermaseg.webui.page.saving import cancel_pending, confirm_pending, delete_lesion
+from dermaseg.webui.page.team import wire_team
 from dermaseg.webui.page.undo import redo_prompt, undo_prompt
 
 OPENING_JS = "() => { window.__dsOpening && window.__dsOpening(); }"  # the canvas's progress bar (canvas.js)
@@ -35,6 +36,7 @@ def wire(app: gr.Blocks, page: Page, state: gr.State, ev: Events) -> None:
     _lesions(page, state, ev)
     _exports(page, state, ev)
     _agreement(page, state, ev)
+    wire_team(app, page.team, _opened(page), state, ev)
 
 
 def _lesion_panel(p: Page) -> list[Any]:
