@@ -73,6 +73,22 @@ def test_next_submit_blind_review(url: str, team_project) -> None:
     status, lesions = _panel(out)
     assert "yours to annotate" in status and "ann (submitted)" in status
     assert lesions == ["＋ new lesion"]  # blind: ann's lesion is not shown to bob
+    refused = {"__type__": "update"}  # the links stay as they were; the page says why
+    assert bob.predict(api_name="/export_image") == refused  # would hold ann's outline
+    assert len(ann.predict(api_name="/export_image")) == 2  # hers is submitted: she sees all
+    assert ann.predict(api_name="/export_project") == refused  # for reviewers
+    rev.predict(api_name="/team_load")  # the page's load: the tab learns its user
+    assert len(rev.predict(api_name="/export_project")) == 2
+
+    # One draft per image in the store: bob's work in progress is his, never restored for ann.
+    bob.predict(*box_from_mask(next(iter(masks.values()))), api_name="/box")
+    assert project.draft(first.id).prompts["user"] == "bob"
+    view = json.loads(ann.predict(first.id, api_name="/open_image")[0])
+    assert "restored" not in view["message"] and view["prompts"]["box"] is None
+    view = json.loads(bob.predict(first.id, api_name="/open_image")[0])
+    assert "restored the work in progress" in view["message"] and view["prompts"]["box"] is not None
+    bob.predict(api_name="/clear")
+
     out = bob.predict(api_name="/team_submit")  # nothing of his own yet: refused, said in the page
     assert "yours to annotate" in _panel(out)[0]
     assert json.loads(out[0])["message"].startswith("⚠") and "no annotation" in json.loads(out[0])["message"]

@@ -23,7 +23,7 @@ from dermaseg.core.errors import DermasegError
 from dermaseg.core.segment.segmenter import Engine
 from dermaseg.core.settings import Settings
 from dermaseg.webui.page.agreement import compute_agreement, dice_axis_min
-from dermaseg.webui.page.exports import export_image, export_project
+from dermaseg.webui.page.exports import check_export, export_image, export_project
 from dermaseg.webui.page.gestures import handle_gesture
 from dermaseg.webui.page.lesions import lesion_choices, lesions, new_lesion, select_lesion
 from dermaseg.webui.page.measuring import measurements
@@ -344,6 +344,7 @@ class Events:
 
     def on_export_project(self, s: Session) -> Any:
         with reported(s):
+            check_export(s)
             paths = [str(p) for p in export_project(self.project, self.session_exports())]
             damaged = damaged_note(self.project.damaged_annotations())
             if damaged:

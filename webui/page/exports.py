@@ -30,10 +30,27 @@ def export_project(project: Project, out_dir: Path) -> list[Path]:
     return [report.coco_path, Path(archive)]
 
 
+def check_export(s: Session, image_id: int | None = None) -> None:
+    """In a team project, an export holds every rater's work: the project's is for reviewers, an image's for
+    whoever may see all of it (`Team.sees_all`: blind raters until they submit); DermasegError otherwise."""
+    if not s.team:
+        return
+    if s.user is None:
+        raise DermasegError("log in to export from this team project")
+    if image_id is not None and s.project.team.sees_all(image_id, s.user):
+        return
+    if s.project.user(s.user).role == "reviewer":
+        return
+    if image_id is not None:
+        raise DermasegError("this image's export holds other raters' work: submit yours first")
+    raise DermasegError("a team project's export holds every rater's work: it is for reviewers")
+
+
 def export_image(s: Session, out_dir: Path) -> list[Path]:
     """COCO JSON of the current image's saved annotations (`Project.export_coco` for that image: the same
     category ids, polygons and tolerance as a project export) and its PNG mask (union of them)."""
     image = s.require_image()
+    check_export(s, s.image_id)
     if s.image_id is None or not s.project.annotations(s.image_id):
         raise DermasegError(f"nothing to export for {image.name}: accept an annotation first")
     rec = s.project.image(s.image_id)
