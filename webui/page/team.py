@@ -36,7 +36,7 @@ class TeamPanel:
     status: gr.Markdown
     next_btn: gr.Button
     submit_btn: gr.Button
-    review_group: gr.Group
+    review_group: gr.Column
     review_pick: gr.Dropdown
     comment: gr.Textbox
     accept_btn: gr.Button
@@ -50,7 +50,7 @@ def lay_out_team(project: Project) -> TeamPanel:
         with gr.Row():
             next_btn = gr.Button("Next image", variant="primary", size="sm", elem_id="ds-team-next")
             submit_btn = gr.Button("Submit for review", size="sm", elem_id="ds-team-submit")
-    with gr.Group(visible=False, elem_id="ds-team-review") as review_group:
+    with gr.Column(visible=False, elem_id="ds-team-review") as review_group:
         review_pick = gr.Dropdown(
             choices=[], label="Submitted work to review (opens the image)", elem_id="ds-team-review-pick"
         )
