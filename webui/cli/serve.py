@@ -17,7 +17,9 @@ LOOPBACK_NAMES = {"localhost"}
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)", parents=[common])
+    from dermaseg.webui.cli.project import db_option
+
+    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)", parents=[common, db_option()])
     p.add_argument("--project", type=Path, help="project folder (created if needed; default: a scratch project)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
@@ -72,9 +74,13 @@ def run(args: argparse.Namespace) -> int:
     from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.threads import numeric_threads
     from dermaseg.webui.cli.main import settings_from
+    from dermaseg.webui.cli.project import db_url
     from dermaseg.webui.page.server import scratch_folder
 
     auth = parse_auth(args.auth, args.host)
+    db = db_url(args)
+    if db is not None and args.project is None:
+        raise DermasegError("--db needs --project FOLDER: the folder for this computer's copies of the images")
     settings = settings_from(args)
     try:
         read_manifest(settings.models_dir)
@@ -87,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"threads: ONNX Runtime {settings.threads} intra-op; BLAS {threads_line(numeric_threads())}", flush=True)
         project = None
         if args.project is not None:
-            project = Project.init(args.project, max_pixels=settings.max_pixels)
-            print(f"project {project.root}: {project.scan_report.summary()}")
+            project = Project.init(args.project, db=db, max_pixels=settings.max_pixels)
+            where = f" on {project.where}" if project.shared else ""
+            print(f"project {project.root}{where}: {project.scan_report.summary()}")
 
         from dermaseg.webui.page.app import build_app, launch
 

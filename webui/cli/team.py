@@ -5,7 +5,7 @@
     dermaseg project submit FOLDER IMAGE --user NAME           submit the user's work on IMAGE for review
     dermaseg project review FOLDER IMAGE --user REVIEWER --rater NAME (--accept | --return --comment TEXT)
 
-Each takes `--db URL` (default $DERMASEG_DB) for a project on PostgreSQL. IMAGE is an image id or its path
+Each takes `--db URL` (default $DERMASEG_DB) as every project command. IMAGE is an image id or its path
 in the project. `dermaseg project status` adds the team's states
 (`print_status` / `status_json`) when the project has users. The rules are `core.annotation.project.
 assignments`'. These commands trust whoever can open the project's database (file permissions, or the
@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dermaseg.core.annotation.project import Project
-from dermaseg.core.annotation.project.database import DB_ENV
 from dermaseg.core.annotation.project.records import ImageState
 from dermaseg.core.errors import StoreError
 
@@ -42,25 +40,16 @@ STATE_WORDS = {
 Opener = Callable[[argparse.Namespace], Project]
 
 
-def _open(args: argparse.Namespace) -> Project:
-    """The project (on the server of `--db` when given), without a scan of the folder (quick; `status` and
-    `serve` scan)."""
-    return Project.open(args.folder, db=args.db, scan=False)
-
-
-def register(psub: Any, opener: Opener = _open) -> None:
+def register(psub: Any, parents: list[argparse.ArgumentParser], opener: Opener) -> None:
     """Add `raters`, `next`, `submit` and `review` to the `project` command's subparsers.
 
-    opener: how a command opens the project from its arguments (the project command's, e.g. with --db).
+    parents: the options every project command takes (--db); opener: how a command opens the project from
+    its arguments (the project command's: on the database --db names, without a scan of the folder).
     """
 
     def add(name: str, help: str, run: Callable[[Project, argparse.Namespace], int]) -> argparse.ArgumentParser:
-        p = psub.add_parser(name, help=help)
+        p = psub.add_parser(name, parents=parents, help=help)
         p.add_argument("folder", type=Path)
-        p.add_argument(
-            "--db", default=os.environ.get(DB_ENV) or None, metavar="URL",
-            help=f"the project's PostgreSQL database (default ${DB_ENV}; none: the folder's SQLite file)",
-        )  # fmt: skip
 
         def go(args: argparse.Namespace) -> int:
             with opener(args) as project:

@@ -4,8 +4,12 @@ a database from a newer dermaseg is refused with a message; the engine's own SQL
 from __future__ import annotations
 
 import ast
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -74,3 +78,45 @@ def test_only_the_database_module_speaks_an_engines_own_language() -> None:
         imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "sqlite3" not in imported and not any(m.startswith("sqlalchemy.dialects") for m in imported), path
         assert "PRAGMA" not in path.read_text(encoding="utf-8"), path
+
+
+def test_a_project_of_the_last_version_is_upgraded_after_a_backup(tmp_path: Path) -> None:
+    """The last version's project (schema 2, drafts tables, no alembic_version, no team tables) opens: a
+    backup first, then the team tables; its annotations untouched."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((Path(__file__).parent / "data" / "project-v1" / "a.png").read_bytes())
+    with Project.init(folder) as p:
+        rec = p.images()[0]
+        ann = p.add_annotation(rec.id, np.ones((rec.height, rec.width), bool))
+        db_file = p.db_path
+    con = sqlite3.connect(db_file)  # back to what dermaseg 0.x wrote
+    for table in ("assignments", "users", "image_files", "alembic_version"):
+        con.execute(f"DROP TABLE {table}")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.commit()
+    old = con.execute("SELECT * FROM annotations").fetchall()
+    con.close()
+    with Project.open(folder) as p:
+        assert p.annotation(ann.id).area_px == rec.height * rec.width and p.users() == []
+    backup = sqlite3.connect(db_file.with_name("project.sqlite.v2.bak"))
+    assert backup.execute("SELECT * FROM annotations").fetchall() == old
+    assert "users" not in {r[0] for r in backup.execute("SELECT name FROM sqlite_master")}
+    backup.close()
+    con = sqlite3.connect(db_file)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (head(),)
+    con.close()
+
+
+def test_head_names_the_newest_migration_and_an_up_to_date_project_opens_without_alembic(tmp_path: Path) -> None:
+    from dermaseg.core.annotation.project.schema_versions import HEAD, scripts
+
+    assert scripts().get_current_head() == HEAD
+    Project.init(tmp_path).close()
+    code = (
+        "import sys; from dermaseg.core.annotation.project import Project; "
+        f"Project.open({str(tmp_path)!r}).close(); print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
