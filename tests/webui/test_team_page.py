@@ -94,6 +94,8 @@ def test_next_submit_blind_review(url: str, team_project) -> None:
     assert json.loads(out[0])["message"].startswith("⚠") and "no annotation" in json.loads(out[0])["message"]
 
     out = rev.predict(api_name="/team_load")
+    progress = next(x for x in out if isinstance(x, str) and "needs a rater" in x)  # the team progress
+    assert f"- {first.path}: in progress - ann submitted; bob claimed" in progress
     review_list = out[-1]
     values = [c[1] for c in review_list["choices"]]
     assert values == [f"{first.id}|ann"]

@@ -25,17 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from dermaseg.core.annotation.project import Project
-from dermaseg.core.annotation.project.records import ImageState
+from dermaseg.core.annotation.project.records import IMAGE_STATE_WORDS
 from dermaseg.core.errors import StoreError
 
 EXIT_NOTHING_LEFT = 4
-STATE_WORDS = {
-    "unassigned": "needs a rater",
-    "in_progress": "in progress",
-    "submitted": "awaiting review",
-    "returned": "sent back",
-    "accepted": "accepted",
-}
 
 Opener = Callable[[argparse.Namespace], Project]
 
@@ -126,13 +119,6 @@ def _review(project: Project, args: argparse.Namespace) -> int:
 # ---- `dermaseg project status` of a team project
 
 
-def _holder_text(s: ImageState) -> str:
-    parts = [f"{a.user} {a.state}" + (f": {a.comment!r}" if a.state == "returned" else "") for a in s.slots]
-    if s.needed:
-        parts.append(f"{s.needed} more rater{'s' if s.needed > 1 else ''} needed")
-    return "; ".join(parts)
-
-
 def status_json(project: Project) -> dict[str, Any]:
     """The team part of `status --json`: counts, and per image its state and every rater's slot."""
     team = project.team.summary()
@@ -165,10 +151,10 @@ def print_status(project: Project) -> None:
     """The team part of `status`: counts by state and rater, then each image that someone worked on."""
     team = project.team.summary()
     print(f"team: {team['raters_per_image']} rater(s) per image; images: " + ", ".join(
-        f"{STATE_WORDS[k]} {v}" for k, v in team["by_state"].items()
+        f"{IMAGE_STATE_WORDS[k]} {v}" for k, v in team["by_state"].items()
     ))  # fmt: skip
     for name, counts in team["by_user"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for s in project.team.image_states():
         if s.slots:
-            print(f"  {s.path}: {STATE_WORDS[s.state]} - {_holder_text(s)}")
+            print(f"  {s.path}: {s.describe()}")

@@ -14,11 +14,13 @@ from typing import Any
 import gradio as gr
 
 from dermaseg.core.annotation.project import Project
+from dermaseg.core.annotation.project.records import IMAGE_STATE_WORDS
 from dermaseg.core.errors import DermasegError
 from dermaseg.webui.page.events import Events, bound, reported
 from dermaseg.webui.page.session import Session  # at run time: Gradio resolves the handlers' hints (gr.Request)
 
 PROGRESS = gr.Progress()  # Gradio fills a handler's gr.Progress default with the event's own
+OVERVIEW_LINES = 50  # images listed in the team progress (all of them: `dermaseg project status`)
 ONE = dict(concurrency_id="session", concurrency_limit=None)  # as `wiring`: per-session locks do the limiting
 SLOT_WORDS = {
     "claimed": "yours to annotate",
@@ -34,6 +36,7 @@ class TeamPanel:
 
     group: gr.Group
     status: gr.Markdown
+    overview: gr.Markdown
     next_btn: gr.Button
     submit_btn: gr.Button
     review_group: gr.Column
@@ -50,6 +53,8 @@ def lay_out_team(project: Project) -> TeamPanel:
         with gr.Row():
             next_btn = gr.Button("Next image", variant="primary", size="sm", elem_id="ds-team-next")
             submit_btn = gr.Button("Submit for review", size="sm", elem_id="ds-team-submit")
+        with gr.Accordion("Team progress: every image's state and who holds it", open=False):
+            overview = gr.Markdown(elem_id="ds-team-overview")
     with gr.Column(visible=False, elem_id="ds-team-review") as review_group:
         review_pick = gr.Dropdown(
             choices=[], label="Submitted work to review (opens the image)", elem_id="ds-team-review-pick"
@@ -58,7 +63,9 @@ def lay_out_team(project: Project) -> TeamPanel:
         with gr.Row():
             accept_btn = gr.Button("✓ Accept", size="sm", elem_id="ds-team-accept")
             return_btn = gr.Button("↩ Send back", variant="stop", size="sm", elem_id="ds-team-return")
-    return TeamPanel(group, status, next_btn, submit_btn, review_group, review_pick, comment, accept_btn, return_btn)
+    return TeamPanel(
+        group, status, overview, next_btn, submit_btn, review_group, review_pick, comment, accept_btn, return_btn
+    )
 
 
 def identify(s: Session, request: gr.Request | None) -> str:
@@ -92,6 +99,17 @@ def status_text(s: Session) -> str:
     return "  \n".join(lines)
 
 
+def overview_text(project: Project, limit: int = OVERVIEW_LINES) -> str:
+    """Images by team state, then each image someone works on (`ImageState.describe`), up to `limit` lines."""
+    team = project.team.summary()
+    lines = [" · ".join(f"{IMAGE_STATE_WORDS[k]} {v}" for k, v in team["by_state"].items())]
+    worked = [s for s in project.team.image_states() if s.slots]
+    lines += [f"- {s.path}: {s.describe()}" for s in worked[:limit]]
+    if len(worked) > limit:
+        lines.append(f"- … and {len(worked) - limit} more (`dermaseg project status`)")
+    return "\n".join(lines)
+
+
 def review_update(s: Session) -> tuple[Any, Any]:
     """The review group (visible to reviewers) and its list: submitted work of others, "path · rater"."""
     if s.user is None or s.project.user(s.user).role != "reviewer":
@@ -117,7 +135,8 @@ class TeamEvents:
         self.ev = ev
 
     def panel(self, s: Session) -> tuple[Any, ...]:
-        return (status_text(s), *review_update(s))
+        """The status, the team progress, the review group and its list."""
+        return (status_text(s), overview_text(s.project), *review_update(s))
 
     def on_load(self, s: Session, request: gr.Request) -> tuple[Any, ...]:
         """Who the tab's user is; the open image again, now with the lesions they may see."""
@@ -170,7 +189,7 @@ def wire_team(app: gr.Blocks, panel: TeamPanel, opened: list[Any], state: gr.Sta
     if not ev.project.has_users():
         return
     te = TeamEvents(ev)
-    shown = [panel.status, panel.review_group, panel.review_pick]
+    shown = [panel.status, panel.overview, panel.review_group, panel.review_pick]
     app.load(bound(te.on_load), [state], [*opened, *shown], api_name="team_load", **ONE)
     panel.next_btn.click(bound(te.on_next), [state], [*opened, *shown], api_name="team_next", **ONE)
     panel.submit_btn.click(bound(te.on_submit), [state], [*opened, *shown], api_name="team_submit", **ONE)

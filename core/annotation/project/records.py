@@ -310,8 +310,15 @@ class User:
 
 
 ASSIGNMENT_STATES = ("claimed", "submitted", "accepted", "returned")
-# An image's state in a team project, from its raters' assignments (`assignments.image_state`).
+# An image's state in a team project, from its raters' assignments (`assignments.image_state`), and in words.
 IMAGE_STATES = ("unassigned", "in_progress", "submitted", "returned", "accepted")
+IMAGE_STATE_WORDS = {
+    "unassigned": "needs a rater",
+    "in_progress": "in progress",
+    "submitted": "awaiting review",
+    "returned": "sent back",
+    "accepted": "accepted",
+}
 
 
 @dataclass(frozen=True)
@@ -351,3 +358,10 @@ class ImageState:
     def holders(self) -> tuple[str, ...]:
         """The raters whose work on the image is open (claimed or returned to them)."""
         return tuple(a.user for a in self.slots if a.state in ("claimed", "returned"))
+
+    def describe(self) -> str:
+        """ "awaiting review - ann submitted; bob returned: 'fix the border'; 1 more rater needed"."""
+        parts = [f"{a.user} {a.state}" + (f": {a.comment!r}" if a.state == "returned" else "") for a in self.slots]
+        if self.needed:
+            parts.append(f"{self.needed} more rater{'s' if self.needed > 1 else ''} needed")
+        return f"{IMAGE_STATE_WORDS[self.state]} - " + "; ".join(parts)
