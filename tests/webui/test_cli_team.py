@@ -137,4 +137,8 @@ def test_next_submit_review_on_a_postgresql_project(tmp_path: Path, postgres_url
     with Project.open(root, db=postgres_url, scan=False) as p:
         assert [(a.user, a.state, a.reviewer) for a in p.team.assignments()] == [("ann", "accepted", "rev")]
     assert main(["project", "next", str(root), "--user", "ann", *db]) == EXIT_NOTHING_LEFT
+    capsys.readouterr()
+    assert main(["project", "status", str(root), "--json", *db]) == 0
+    team = json.loads(capsys.readouterr().out)["team"]
+    assert team["by_state"]["accepted"] == 1 and team["image_states"][0]["raters"][0]["reviewer"] == "rev"
     assert not (root / ".dermaseg" / "project.sqlite").exists()  # nothing went to a local file
