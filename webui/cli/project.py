@@ -6,6 +6,7 @@
     dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
     dermaseg project agreement FOLDER [--json OUT.json] [--consensus staple|majority --coco OUT.json]
     dermaseg project check FOLDER [--repair]
+    dermaseg project user add|list|passwd|role|disable|enable FOLDER [NAME]   (see `users`)
 
 Thin: each command is one `dermaseg.core.annotation.project.Project` call; errors are `DermasegError`s that the
 main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
@@ -45,6 +46,7 @@ from dermaseg.core.annotation.project.raters import (
     rater_masks,
 )
 from dermaseg.core.errors import DermasegError
+from dermaseg.webui.cli import users
 
 T = TypeVar("T")
 EXIT_DAMAGED = 3
@@ -112,6 +114,7 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     )
     p.set_defaults(run=_check)
 
+    users.register(psub)
     project.set_defaults(run=lambda args: _help(project))
 
 
