@@ -50,6 +50,11 @@ class Settings:
     def embeddings_dir(self) -> Path:
         return self.cache_dir / "embeddings"
 
+    @property
+    def images_dir(self) -> Path:
+        """Image files of shared projects fetched from the database (`<sha256><suffix>`)."""
+        return self.cache_dir / "images"
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from `DERMASEG_*` environment variables, then explicit overrides (None ignored)."""

@@ -382,6 +382,15 @@ class ProjectAgreement:
         """The images, most disagreement first (1 - mean Dice, then mean HD95, then file name)."""
         return tuple(sorted(self.images, key=lambda im: (-im.disagreement, -(im.mean_hd95_px or 0.0), im.file_name)))
 
+    def ranked_pairs(self) -> tuple[tuple[str, PairAgreement], ...]:
+        """Every pair of raters as (file name, pair), where raters disagree most first: the images in
+        `ranked` order, an image's pairs lowest Dice first (ties: larger HD95 first)."""
+        return tuple(
+            (im.file_name, p)
+            for im in self.ranked
+            for p in sorted(im.pairs, key=lambda p: (p.dice, -(p.hd95_px or 0.0)))
+        )
+
     def to_json(self) -> dict[str, Any]:
         """`{"mean_dice": float, "images": [{"file_name", "pairs": [{"a", "b", "dice", "iou", "hd95_px",
         ...}], ...}], ...}` plus spreads, the ranking and the notice. Strict JSON (no NaN)."""

@@ -6,7 +6,12 @@
     dermaseg project import-coco FOLDER FILE.json [--replace] [--annotator NAME]
     dermaseg project agreement FOLDER [--json OUT.json] [--consensus staple|majority --coco OUT.json]
     dermaseg project check FOLDER [--repair]
+    dermaseg project migrate FOLDER --to URL | --from URL
     dermaseg project user add|list|passwd|role|disable|enable FOLDER [NAME]   (see `users`)
+
+Every command takes `--db URL` (or the `DERMASEG_DB` environment variable): the project's records are then
+on that PostgreSQL server, shared by a team, and FOLDER holds this computer's copies of the images (any,
+or none: images are known by content). Without it, the project is the SQLite database in FOLDER/.dermaseg.
 
 Thin: each command is one `dermaseg.core.annotation.project.Project` call; errors are `DermasegError`s that the
 main CLI prints. Progress bars (tqdm, on stderr) appear only on a terminal.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,12 +45,14 @@ from dermaseg.core.annotation.project import (
     Project,
     ScanReport,
 )
+from dermaseg.core.annotation.project.database import DB_ENV
 from dermaseg.core.annotation.project.raters import (
     CONSENSUS_METHODS,
     ConsensusCoco,
     measure_raters,
     rater_masks,
 )
+from dermaseg.core.annotation.project.transfer import TransferReport, migrate_to_folder, migrate_to_server
 from dermaseg.core.errors import DermasegError
 from dermaseg.webui.cli import users
 
@@ -52,24 +60,49 @@ T = TypeVar("T")
 EXIT_DAMAGED = 3
 
 
+DB_HELP = (
+    f"the PostgreSQL database holding the project, shared by a team: postgresql://USER@HOST:PORT/DATABASE "
+    f"(default: ${DB_ENV}; without either, the SQLite database in FOLDER/.dermaseg). Keep the password out of "
+    "the command line: in ~/.pgpass or PGPASSWORD"
+)
+
+
+def db_option() -> argparse.ArgumentParser:
+    """The `--db URL` option, for `project` commands and `serve`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--db", metavar="URL", help=DB_HELP)
+    return parent
+
+
+def db_url(args: argparse.Namespace) -> str | None:
+    """The project's database URL: `--db`, else $DERMASEG_DB, else None (SQLite in the folder)."""
+    return getattr(args, "db", None) or os.environ.get(DB_ENV) or None
+
+
+def open_project(args: argparse.Namespace, **kwargs: Any) -> Project:
+    """`Project.open(args.folder)` on the database `--db` names (see `db_url`)."""
+    return Project.open(args.folder, db=db_url(args), **kwargs)
+
+
 def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects need no model options
     """Add the `project` command and its actions to the main CLI's subparsers."""
     project = subparsers.add_parser("project", help="annotation projects: init, status, COCO export/import")
     psub = project.add_subparsers(metavar="ACTION")
+    db = db_option()  # every action takes --db
 
-    p = psub.add_parser("init", help="make FOLDER a project (or rescan one) and list what was found")
+    p = psub.add_parser("init", parents=[db], help="make FOLDER a project (or rescan one) and list what was found")
     p.add_argument("folder", type=Path)
     p.add_argument(
         "--label", action="append", dest="labels", metavar="NAME", help="a label of a new project (repeatable)"
     )
     p.set_defaults(run=_init)
 
-    p = psub.add_parser("status", help="images by status, annotations by label, changes in the folder")
+    p = psub.add_parser("status", parents=[db], help="images by status, annotations by label, changes in the folder")
     p.add_argument("folder", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(run=_status)
 
-    p = psub.add_parser("export-coco", help="write COCO JSON (and PNG masks) of the project")
+    p = psub.add_parser("export-coco", parents=[db], help="write COCO JSON (and PNG masks) of the project")
     p.add_argument("folder", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the COCO JSON file to write")
     p.add_argument("--masks", type=Path, help="also write one 0/255 PNG mask per image into this folder")
@@ -77,7 +110,7 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     p.add_argument("--status", action="append", choices=STATUSES, dest="statuses", help="only images with this status")
     p.set_defaults(run=_export)
 
-    p = psub.add_parser("import-coco", help="add the annotations of a COCO JSON file to the project")
+    p = psub.add_parser("import-coco", parents=[db], help="add the annotations of a COCO JSON file to the project")
     p.add_argument("folder", type=Path)
     p.add_argument("file", type=Path)
     p.add_argument(
@@ -94,7 +127,9 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     p.set_defaults(run=_import)
 
     p = psub.add_parser(
-        "agreement", help="agreement between raters (Dice, IoU, HD95) on images with 2+ raters; consensus as COCO"
+        "agreement",
+        parents=[db],
+        help="agreement between raters (Dice, IoU, HD95) on images with 2+ raters; consensus as COCO",
     )
     p.add_argument("folder", type=Path)
     p.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON to this file")
@@ -103,7 +138,9 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     p.set_defaults(run=_agreement)
 
     p = psub.add_parser(
-        "check", help="check the database: integrity, damaged annotations, missing image files (and repair)"
+        "check",
+        parents=[db],
+        help="check the database: integrity, damaged annotations, missing image files (and repair)",
     )
     p.add_argument("folder", type=Path)
     p.add_argument(
@@ -114,7 +151,17 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     )
     p.set_defaults(run=_check)
 
-    users.register(psub)
+    p = psub.add_parser(
+        "migrate",
+        help="copy the folder's project to a PostgreSQL server (--to), or a server's into the folder (--from)",
+    )
+    p.add_argument("folder", type=Path)
+    way = p.add_mutually_exclusive_group(required=True)
+    way.add_argument("--to", metavar="URL", help="an empty PostgreSQL database to copy the folder's project to")
+    way.add_argument("--from", dest="source", metavar="URL", help="the PostgreSQL database to copy into the folder")
+    p.set_defaults(run=_migrate)
+
+    users.register(psub, db)
     project.set_defaults(run=lambda args: _help(project))
 
 
@@ -136,6 +183,7 @@ def _print_scan(report: ScanReport) -> None:
         ("missing", report.missing),
         ("unreadable", report.unreadable),
         ("refused (link outside the folder)", report.refused),
+        ("only on the server (read from there when opened)", report.remote[:10]),
     ):
         if items:
             print(f"  {title}:")
@@ -144,7 +192,7 @@ def _print_scan(report: ScanReport) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    with Project.init(args.folder, labels=args.labels, progress=_bar) as p:
+    with Project.init(args.folder, labels=args.labels, db=db_url(args), progress=_bar) as p:
         s = p.summary()
         print(f"project {p.root}: {s['images']} images, labels: {', '.join(s['labels'])}")
         _print_scan(p.scan_report)
@@ -152,7 +200,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with Project.open(args.folder, progress=_bar) as p:
+    with open_project(args, progress=_bar) as p:
         s = p.summary()
         r = p.scan_report
         if args.json:
@@ -163,10 +211,11 @@ def _status(args: argparse.Namespace) -> int:
                 "missing": list(r.missing),
                 "unreadable": list(r.unreadable),
                 "refused": list(r.refused),
+                "remote": list(r.remote),
             }
             print(json.dumps(s, indent=2))
             return 0
-        print(f"project {p.root}")
+        print(f"project {p.root}" + (f" on {p.where}" if p.shared else ""))
         print(f"images: {s['images']} (" + ", ".join(f"{k} {v}" for k, v in s["by_status"].items()) + ")")
         by_label = ", ".join(f"{k} {v}" for k, v in sorted(s["by_label"].items())) or "none"
         print(f"annotations: {s['annotations']} ({by_label})")
@@ -176,7 +225,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    with Project.open(args.folder, progress=_bar) as p:
+    with open_project(args, progress=_bar) as p:
         rep = p.export_coco(args.out, masks_dir=args.masks, force_rle=args.rle, statuses=args.statuses, progress=_bar)
     print(
         f"wrote {rep.coco_path}: {rep.images} images, {rep.annotations} annotations "
@@ -199,7 +248,7 @@ def _warn_damaged(damaged: Iterable[DamagedAnnotation], folder: Path) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    with Project.open(args.folder, scan=False) as p:
+    with open_project(args, scan=False) as p:
         lock = FolderLock(p.root, "dermaseg project check --repair") if args.repair else contextlib.nullcontext()
         with lock:
             rep = p.check(repair=args.repair)
@@ -225,7 +274,7 @@ def _print_check(rep: CheckReport) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    with Project.open(args.folder, progress=_bar) as p, FolderLock(p.root, "dermaseg project import-coco"):
+    with open_project(args, progress=_bar) as p, FolderLock(p.root, "dermaseg project import-coco"):
         rep = p.import_coco(args.file, replace=args.replace, annotator=args.annotator, progress=_bar)
     print(
         f"imported {rep.added} annotations on {rep.images} images"
@@ -240,7 +289,7 @@ def _import(args: argparse.Namespace) -> int:
 def _agreement(args: argparse.Namespace) -> int:
     if (args.consensus is None) != (args.coco is None):
         raise DermasegError("--consensus and --coco go together: --consensus staple|majority --coco OUT.json")
-    with Project.open(args.folder, scan=False) as p:
+    with open_project(args, scan=False) as p:
         gathered = rater_masks(p)
         if not gathered.images:
             raise DermasegError(
@@ -272,3 +321,24 @@ def _agreement(args: argparse.Namespace) -> int:
         if rep.empty:
             print(f"  no consensus pixel (no annotation written) on: {', '.join(rep.empty)}")
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    with FolderLock(args.folder, "dermaseg project migrate"):
+        if args.to is not None:
+            rep = migrate_to_server(args.folder, args.to, progress=_bar)
+        else:
+            rep = migrate_to_folder(args.source, args.folder, progress=_bar)
+    _print_transfer(rep)
+    return 0
+
+
+def _print_transfer(rep: TransferReport) -> None:
+    print(f"copied {rep.source} -> {rep.target}")
+    print("  " + ", ".join(f"{table} {n}" for table, n in rep.rows.items() if n))
+    if rep.files_shared:
+        print(f"  {rep.files_shared} image files on the server, for people without a copy of the folder")
+    if rep.files_written:
+        print(f"  {len(rep.files_written)} image files written into the folder from the server")
+    if rep.scan is not None and rep.scan.unreadable:
+        print(f"  unreadable, not shared: {', '.join(rep.scan.unreadable)}")

@@ -22,7 +22,9 @@ LOOPBACK_NAMES = {"localhost"}
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)", parents=[common])
+    from dermaseg.webui.cli.project import db_option
+
+    p = subparsers.add_parser("serve", help="open the annotation page (Gradio, offline)", parents=[common, db_option()])
     p.add_argument("--project", type=Path, help="project folder (created if needed; default: a scratch project)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
@@ -102,9 +104,13 @@ def run(args: argparse.Namespace) -> int:
     from dermaseg.core.segment.segmenter import Engine
     from dermaseg.core.threads import numeric_threads
     from dermaseg.webui.cli.main import settings_from
+    from dermaseg.webui.cli.project import db_url
     from dermaseg.webui.page.server import scratch_folder
 
     auth = parse_auth(args.auth)
+    db = db_url(args)
+    if db is not None and args.project is None:
+        raise DermasegError("--db needs --project FOLDER: the folder for this computer's copies of the images")
     settings = settings_from(args)
     try:
         read_manifest(settings.models_dir)
@@ -113,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
     folder = args.project if args.project is not None else scratch_folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder, "dermaseg serve"):  # held until serving ends, or this process does
-        project = Project.init(folder, max_pixels=settings.max_pixels)
+        project = Project.init(folder, db=db, max_pixels=settings.max_pixels)  # the scratch one without --project
         if args.project is not None:
-            print(f"project {project.root}: {project.scan_report.summary()}")
+            where = f" on {project.where}" if project.shared else ""
+            print(f"project {project.root}{where}: {project.scan_report.summary()}")
         login = login_for(auth, args.host, project)  # refused before the model loads
         engine = Engine.open(settings)
         print(f"threads: ONNX Runtime {settings.threads} intra-op; BLAS {threads_line(numeric_threads())}", flush=True)

@@ -5,6 +5,7 @@
     dermaseg project user passwd FOLDER NAME [--password-stdin]
     dermaseg project user role FOLDER NAME --role annotator|reviewer
     dermaseg project user disable|enable FOLDER NAME
+    (each takes --db URL, or $DERMASEG_DB, for a project on a PostgreSQL server, as every `project` command)
 
 A project without users is one person's: the page asks for no login. Once it has one, `dermaseg serve` asks
 every visitor to log in as one of them, and each saved annotation names who saved it. Passwords are asked on
@@ -28,8 +29,8 @@ from dermaseg.core.errors import DermasegError
 ROLE_HELP = "an annotator saves annotations; a reviewer also annotates, and reviews others' work"
 
 
-def register(psub: Any) -> None:
-    """Add `user` and its actions to the `project` command's subparsers."""
+def register(psub: Any, db: argparse.ArgumentParser) -> None:
+    """Add `user` and its actions to the `project` command's subparsers; `db`: the `--db URL` parent parser."""
     user = psub.add_parser(
         "user",
         help="the people who log in to the project's page: add, list, passwd, role, disable, enable",
@@ -38,33 +39,33 @@ def register(psub: Any) -> None:
     )
     usub = user.add_subparsers(metavar="ACTION")
 
-    p = _action(usub, "add", "add a person; their password is asked twice (or read with --password-stdin)")
+    p = _action(usub, db, "add", "add a person; their password is asked twice (or read with --password-stdin)")
     p.add_argument("--role", choices=ROLES, default="annotator", help=f"{ROLE_HELP} (default: annotator)")
     _password_option(p)
     p.set_defaults(run=_add)
 
-    p = usub.add_parser("list", help="every user: name, role, enabled or disabled")
+    p = usub.add_parser("list", parents=[db], help="every user: name, role, enabled or disabled")
     p.add_argument("folder", type=Path)
     p.set_defaults(run=_list)
 
-    p = _action(usub, "passwd", "set a new password for NAME")
+    p = _action(usub, db, "passwd", "set a new password for NAME")
     _password_option(p)
     p.set_defaults(run=_passwd)
 
-    p = _action(usub, "role", "change NAME's role")
+    p = _action(usub, db, "role", "change NAME's role")
     p.add_argument("--role", choices=ROLES, required=True, help=ROLE_HELP)
     p.set_defaults(run=_role)
 
-    p = _action(usub, "disable", "NAME can no longer log in (their annotations stay)")
+    p = _action(usub, db, "disable", "NAME can no longer log in (their annotations stay)")
     p.set_defaults(run=lambda args: _set_disabled(args, True))
-    p = _action(usub, "enable", "NAME can log in again")
+    p = _action(usub, db, "enable", "NAME can log in again")
     p.set_defaults(run=lambda args: _set_disabled(args, False))
 
     user.set_defaults(run=lambda args: _help(user))
 
 
-def _action(usub: Any, name: str, help: str) -> argparse.ArgumentParser:
-    p = usub.add_parser(name, help=help)
+def _action(usub: Any, db: argparse.ArgumentParser, name: str, help: str) -> argparse.ArgumentParser:
+    p = usub.add_parser(name, parents=[db], help=help)
     p.add_argument("folder", type=Path)
     p.add_argument("name", help="the user's name (1 to 64 printable characters, no ':')")
     return p
@@ -84,7 +85,9 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _open(args: argparse.Namespace) -> Project:
-    return Project.open(args.folder, scan=False)
+    from dermaseg.webui.cli.project import open_project  # that module registers this one
+
+    return open_project(args, scan=False)
 
 
 def read_password(args: argparse.Namespace) -> str:

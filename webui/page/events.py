@@ -22,6 +22,7 @@ from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.segment.segmenter import Engine
 from dermaseg.core.settings import Settings
+from dermaseg.webui.page.agreement import compute_agreement, dice_axis_min
 from dermaseg.webui.page.exports import export_image, export_project
 from dermaseg.webui.page.gestures import handle_gesture
 from dermaseg.webui.page.lesions import lesion_choices, lesions, new_lesion, select_lesion
@@ -50,6 +51,7 @@ from dermaseg.webui.page.views import (
     view_json,
 )
 
+AGREEMENT_PROGRESS = "measuring agreement, one image at a time"
 SAVED_TOAST_S = 3  # the "saved" toast covers the image list: gone before the next save would stack another
 
 
@@ -354,6 +356,34 @@ class Events:
             return
         with reported():
             remember_annotator(self.project, name)
+
+    # ---- agreement between raters
+
+    def on_agreement(self, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        """Compute the agreement view (no session: it only reads the project, one image at a time)."""
+        with reported():
+            view = compute_agreement(
+                self.project,
+                lambda images, total, _: progress.tqdm(images, total=total, desc=AGREEMENT_PROGRESS, unit="image"),
+            )
+            plot = gr.BarPlot(view.plot, y_lim=[dice_axis_min(view.plot), 1.0]) if len(view.plot) else None
+            return view.summary, plot, view.table
+        return gr.update(), gr.update(), gr.update()
+
+    def on_agreement_row(
+        self,
+        s: Session,
+        evt: gr.SelectData,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[Any, ...]:
+        """A row of the agreement table selected: open its image (the row's first cell) in the editor."""
+        name = str((evt.row_value or ["that row"])[0])
+        with reported(s):
+            rec = self.project.image_by_path(name)
+            if rec is None:
+                raise DermasegError(f"{name}: no such image in this project (any more); compute the agreement again")
+            return self.open_id(s, rec.id, progress)
+        return self.open_outputs(s)
 
     # ---- exports
 

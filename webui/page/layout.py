@@ -16,6 +16,7 @@ from gradio.utils import get_upload_folder
 from dermaseg.core.annotation.project import Project
 from dermaseg.core.image import IMAGE_SUFFIXES
 from dermaseg.webui.canvas import Canvas
+from dermaseg.webui.page.agreement import empty_view
 from dermaseg.webui.page.session import OUTLINE_SIMPLIFICATION_PX
 from dermaseg.webui.page.views import candidate_choices, gallery_choices, metrics_html, progress_summary
 
@@ -102,6 +103,10 @@ class Page:
     api_pos: gr.Checkbox
     api_click: gr.Button
     api_box: gr.Button
+    agree_btn: gr.Button
+    agree_summary: gr.Markdown
+    agree_plot: gr.BarPlot
+    agree_table: gr.Dataframe
 
 
 class _NoResult:
@@ -118,7 +123,7 @@ def lay_out(project: Project, logins: bool = False) -> Page:
         canvas = _canvas_column()
         with gr.Column(scale=2, min_width=380, elem_id="ds-side"):
             side = {**_images(project), **_labels(project), **_lesion_panel(), **_tabs(logins)}
-    return Page(**header, **canvas, **side, **_api())
+    return Page(**header, **canvas, **side, **_api(), **_agreement())
 
 
 def _header(project: Project) -> dict[str, gr.Component]:
@@ -267,6 +272,25 @@ def _tabs(logins: bool) -> dict[str, gr.Component]:
         export_all=export_all,
         downloads=downloads,
     )
+
+
+def _agreement() -> dict[str, gr.Component]:
+    """Agreement between raters, under the editor at full width (the table is wide): computed on demand."""
+    with gr.Accordion("Agreement between raters", open=False, elem_id="ds-agreement"):
+        with gr.Row():
+            agree_summary = gr.Markdown(empty_view().summary, elem_id="ds-agree-summary")
+            agree_btn = gr.Button("Compute agreement", size="sm", scale=0, min_width=180, elem_id="ds-agree-compute")
+        # no value yet: a plot made with an empty frame ignored a later value sent with y_lim (Gradio 6.31)
+        agree_plot = gr.BarPlot(
+            None, x="image", y="mean Dice", sort="y", tooltip="all", x_label_angle=-40,
+            title="Mean Dice between raters per image (lowest first; 1 = the same pixels)",
+            height=320, elem_id="ds-agree-plot",
+        )  # fmt: skip
+        agree_table = gr.Dataframe(
+            empty_view().table, label="Pairs of raters, most disagreement first (select a row to open the image)",
+            interactive=False, max_height=420, wrap=True, elem_id="ds-agree-table",
+        )  # fmt: skip
+    return dict(agree_btn=agree_btn, agree_summary=agree_summary, agree_plot=agree_plot, agree_table=agree_table)
 
 
 def _api() -> dict[str, gr.Component]:

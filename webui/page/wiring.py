@@ -22,6 +22,7 @@ from dermaseg.webui.page.saving import cancel_pending, confirm_pending, delete_l
 from dermaseg.webui.page.undo import redo_prompt, undo_prompt
 
 OPENING_JS = "() => { window.__dsOpening && window.__dsOpening(); }"  # the canvas's progress bar (canvas.js)
+SHOW_EDITOR_JS = "() => { document.getElementById('ds-canvas')?.scrollIntoView({block: 'start'}); }"
 ONE = dict(concurrency_id="session", concurrency_limit=None)  # per-session locks do the limiting
 
 
@@ -32,10 +33,16 @@ def wire(app: gr.Blocks, page: Page, state: gr.State, ev: Events) -> None:
     _calibration(page, state, ev)
     _lesions(page, state, ev)
     _exports(page, state, ev)
+    _agreement(page, state, ev)
 
 
 def _lesion_panel(p: Page) -> list[Any]:
     return [p.lesion_pick, p.confirm_row, p.confirm_text, p.conflict_row, p.conflict_text]
+
+
+def _opened(p: Page) -> list[Any]:
+    """What opening an image updates."""
+    return [p.canvas, p.image_list, p.summary, p.metrics, p.head, p.cal_text, p.mm_px, p.label, *_lesion_panel(p)]
 
 
 def _measured(p: Page) -> list[Any]:
@@ -48,7 +55,7 @@ def _then_measure(event: Any, p: Page, state: gr.State, ev: Events, **kw: Any) -
 
 
 def _opening(app: gr.Blocks, p: Page, state: gr.State, ev: Events) -> None:
-    opened = [p.canvas, p.image_list, p.summary, p.metrics, p.head, p.cal_text, p.mm_px, p.label, *_lesion_panel(p)]
+    opened = _opened(p)
     app.load(bound(ev.on_load), [state], opened, api_name="load", **ONE, show_progress="full")
     # the canvas's progress bar first: Gradio runs a trigger's listeners in the order they were added
     gr.on([p.image_list.input, p.prev_btn.click, p.next_btn.click, p.upload.upload], None, js=OPENING_JS)
@@ -123,3 +130,16 @@ def _lesions(p: Page, state: gr.State, ev: Events) -> None:
 def _exports(p: Page, state: gr.State, ev: Events) -> None:
     p.export_img.click(bound(ev.on_export_image), [state], [p.downloads], api_name="export_image", **ONE)
     p.export_all.click(bound(ev.on_export_project), [state], [p.downloads], api_name="export_project", **ONE)
+
+
+def _agreement(p: Page, state: gr.State, ev: Events) -> None:
+    # one computation at a time (it reads every image with 2+ raters); no session lock: editing goes on
+    p.agree_btn.click(
+        ev.on_agreement, None, [p.agree_summary, p.agree_plot, p.agree_table], api_name="agreement",
+        concurrency_id="agreement", concurrency_limit=1,
+    )  # fmt: skip
+    opened = _opened(p)
+    p.agree_table.select(None, None, js=OPENING_JS)
+    p.agree_table.select(bound(ev.on_agreement_row), [state], opened, api_visibility="private", **ONE).then(
+        None, js=SHOW_EDITOR_JS
+    )

@@ -4,7 +4,7 @@ a damaged annotation is mended when it can be, else moved to the `quarantine` ta
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert
@@ -16,7 +16,14 @@ from dermaseg.core.annotation.project.annotation_rows import ANN_COLUMNS, annota
 from dermaseg.core.annotation.project.database import Database
 from dermaseg.core.annotation.project.history import snapshots_of
 from dermaseg.core.annotation.project.images import images
-from dermaseg.core.annotation.project.records import EXACT_OUTLINE_TOLERANCE_PX, CheckReport, dumps, loads, utc_now
+from dermaseg.core.annotation.project.records import (
+    EXACT_OUTLINE_TOLERANCE_PX,
+    CheckReport,
+    ImageRecord,
+    dumps,
+    loads,
+    utc_now,
+)
 from dermaseg.core.annotation.project.schema import annotations, quarantine
 from dermaseg.core.errors import GeometryError
 
@@ -24,7 +31,9 @@ _COLS = list(ANN_COLUMNS)
 _CONTENT = ("rle_counts", "area", "polygons_json", "metrics_json", "tolerance_px")  # what damage may touch
 
 
-def check(db: Database, root: Path, repair: bool = False) -> CheckReport:
+def check(
+    db: Database, missing_files: Callable[[Sequence[ImageRecord]], tuple[str, ...]], repair: bool = False
+) -> CheckReport:
     """Check the database (integrity, damaged annotations, missing image files); repair=True mends them.
 
     A damaged annotation is repaired, in this order, from: the edit history's snapshot of the same
@@ -34,7 +43,7 @@ def check(db: Database, root: Path, repair: bool = False) -> CheckReport:
     """
     integrity = db.integrity_check()
     damaged = tuple(rows.damaged_annotations(db))
-    missing = tuple(r.path for r in images(db) if not (root / r.path).is_file())
+    missing = missing_files(images(db))
     if not repair or not damaged:
         return CheckReport(integrity, damaged, missing)
     repaired: list[tuple[int, str]] = []

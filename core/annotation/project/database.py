@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, Row, Table, create_engine, event, exc
+from sqlalchemy import Connection, Engine, Executable, Row, Table, create_engine, event, exc, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
-from dermaseg.core.annotation.project import schema_versions
+from dermaseg.core.annotation.project import schema, schema_versions
 from dermaseg.core.errors import StoreError
 
 DB_DIR = ".dermaseg"
@@ -120,7 +120,7 @@ def redacted(url: str) -> str:
     """The URL as it may be shown or logged: the password replaced by ***."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "<a database URL that does not parse>"
 
 
@@ -128,7 +128,7 @@ def server_url(url: str) -> str:
     """A PostgreSQL URL for SQLAlchemy with psycopg 3; StoreError for anything else."""
     try:
         u = make_url(url)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise StoreError(
             f"{redacted(url)}: not a database URL; use postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from None
@@ -245,7 +245,8 @@ class Database:
                     newer = rev is not None and schema_versions.is_newer(c, rev)
             if rev is None:
                 raise StoreError(
-                    f"{self.where}: the database is empty; create the project with `dermaseg project init`"
+                    f"{self.where}: not a dermaseg project (the database is empty); create it with "
+                    "`dermaseg project init FOLDER --db URL`"
                 )
             if newer:
                 raise StoreError(
@@ -302,6 +303,11 @@ class Database:
         with self.read() as c:
             return list(c.execute(stmt).all())
 
+    def query_scalars(self, stmt: Executable) -> list[Any]:
+        """The first column of every row of one read statement."""
+        with self.read() as c:
+            return list(c.execute(stmt).scalars())
+
     def query_text(self, sql: str) -> list[tuple[Any, ...]]:
         """All rows of one statement in the engine's own SQL (PRAGMAs)."""
         with self.read() as c:
@@ -338,6 +344,29 @@ class Database:
                     raw.rollback()
                 raise
 
+    # ---- id counters (`transfer`): the next id of each table, as the engine keeps it
+
+    def id_counters(self, c: Connection) -> dict[str, int]:
+        """{table: the highest id it ever gave} for the tables with generated ids (0: none given yet)."""
+        tables = [t.name for t in schema.metadata.sorted_tables if _generated_id(t)]
+        if self.dialect == "sqlite":
+            given = dict(c.exec_driver_sql("SELECT name, seq FROM sqlite_sequence").all())
+            return {t: int(given.get(t, 0)) for t in tables}
+        stmt = text("SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence(:t, 'id')), 0)")
+        return {t: int(c.execute(stmt, {"t": t}).scalar_one()) for t in tables}
+
+    def set_id_counters(self, c: Connection, counters: Mapping[str, int]) -> None:
+        """Make each table's next generated id follow `counters` (or the table's highest id, if higher)."""
+        for table, n in counters.items():
+            n = max(n, c.execute(select(func.coalesce(func.max(schema.metadata.tables[table].c.id), 0))).scalar_one())
+            if n <= 0:
+                continue
+            if self.dialect == "sqlite":
+                c.execute(text("DELETE FROM sqlite_sequence WHERE name = :t"), {"t": table})
+                c.execute(text("INSERT INTO sqlite_sequence(name, seq) VALUES (:t, :n)"), {"t": table, "n": n})
+            else:
+                c.execute(text("SELECT setval(pg_get_serial_sequence(:t, 'id'), :n)"), {"t": table, "n": n})
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         """Turn a driver's error into a StoreError that says what happened and what to do."""
@@ -373,6 +402,10 @@ class Database:
             with contextlib.suppress(exc.DBAPIError, sqlite3.Error):
                 c.exec_driver_sql("PRAGMA wal_checkpoint(FULL)")
         raise StoreError(f"{self.where}: {FILES_CHANGED}")
+
+
+def _generated_id(table: Table) -> bool:
+    return "id" in table.c and table.c.id.primary_key and table.c.id.autoincrement is True
 
 
 def upsert(c: Connection, table: Table, values: Mapping[str, Any], keys: Sequence[str]) -> None:

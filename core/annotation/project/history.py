@@ -36,7 +36,8 @@ def _next_step(image_id: int, undone: bool) -> Select[Any]:
 def lock_image(c: Connection, image_id: int) -> None:
     """Hold the image's row until the transaction ends (PostgreSQL; SQLite's write lock covers it), so
     that two processes editing one image make their steps one after the other."""
-    c.execute(select(I.c.id).where(I.c.id == image_id).with_for_update())
+    # FOR NO KEY UPDATE: does not wait for the key-share lock an insert referencing the image holds
+    c.execute(select(I.c.id).where(I.c.id == image_id).with_for_update(key_share=True))
 
 
 def begin_action(c: Connection, image_id: int, kind: str) -> int:

@@ -7,14 +7,14 @@ scan (`scanning.scan`) keeps the file columns up to date through the small write
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, case, delete, exists, insert, select, update
 
 from dermaseg.core.annotation.project.database import Database
-from dermaseg.core.annotation.project.paths import relative_posix, safe_path
+from dermaseg.core.annotation.project.paths import relative_posix
 from dermaseg.core.annotation.project.records import STATUSES, ImageRecord
 from dermaseg.core.annotation.project.schema import drafts, meta
 from dermaseg.core.annotation.project.schema import images as I
@@ -54,11 +54,13 @@ def image_by_path(db: Database, rel: str) -> ImageRecord | None:
     return _image(rows[0]) if rows else None
 
 
-def load_project_image(db: Database, root: Path, image_id: int, max_pixels: int) -> LesionImage:
-    """Decode an image (`core.image.load_image`, at most `max_pixels`) with its stored calibration; records
-    the pixel hash."""
+def load_project_image(
+    db: Database, file_of: Callable[[ImageRecord], Path], image_id: int, max_pixels: int
+) -> LesionImage:
+    """Decode an image (`core.image.load_image`, at most `max_pixels`) from the file `file_of` gives, with
+    its stored calibration; records the pixel hash."""
     rec = image(db, image_id)
-    img = load_image(safe_path(root, rec.path), name=rec.path, max_pixels=max_pixels)
+    img = load_image(file_of(rec), name=rec.path, max_pixels=max_pixels)
     if (img.width, img.height) != (rec.width, rec.height):
         raise StoreError(
             f"{rec.path}: is {img.width}x{img.height} now, the project knows it as "

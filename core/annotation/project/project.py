@@ -10,6 +10,7 @@ Every accepted change is one transaction, committed at once (autosave). Thread s
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ from dermaseg.core.annotation.project import (
     history,
     images,
     paths,
-    scanning,
     users,
 )
 from dermaseg.core.annotation.project import labels as label_list
@@ -37,6 +37,7 @@ from dermaseg.core.annotation.project.database import (
     existing_database,
     make_database_folder,
 )
+from dermaseg.core.annotation.project.image_files import files_of
 from dermaseg.core.annotation.project.records import (
     Annotation,
     CheckReport,
@@ -53,6 +54,7 @@ from dermaseg.core.annotation.project.records import (
 )
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.image import DEFAULT_MAX_PIXELS, LesionImage
+from dermaseg.core.settings import Settings
 
 
 class Project:
@@ -61,12 +63,17 @@ class Project:
     Each method is the function of the same name in the module named in brackets; read there for details.
     """
 
-    def __init__(self, root: Path, db_path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, root: Path, db: Database, *, max_pixels: int = DEFAULT_MAX_PIXELS, image_cache: Path | None = None
+    ) -> None:
         self.root = root
-        self.db_path = db_path
+        self.db_path = db.path  # the SQLite file; None for a project on a server
+        self.where = db.where  # the database, as messages name it (a URL without its password)
+        self.shared = db.path is None  # on a server, for several people
         self.max_pixels = max_pixels  # the largest image `load_image` decodes, width x height (Settings)
         self.scan_report = ScanReport()
-        self._db = Database.sqlite(db_path)
+        self._db = db
+        self._files = files_of(db, root, image_cache or Settings.from_env().images_dir)
 
     # ---- opening and closing (database)
 
@@ -76,34 +83,44 @@ class Project:
         folder: str | Path,
         labels: Sequence[str] | None = None,
         *,
+        db: str | None = None,
         scan: bool = True,
         progress: Progress | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        image_cache: Path | None = None,
     ) -> Project:
-        """Create the project database in `folder` (or open an existing one) and scan the folder.
+        """Create the project (or open an existing one) and scan the folder.
 
+        folder: the images. db: a PostgreSQL URL to share the project's records on that server (the
+        database must exist and be empty or a dermaseg project); default, SQLite in `<folder>/.dermaseg/`.
         labels: the label list for a new project (default ("lesion",)); ignored for an existing one.
         """
         root = check_folder(folder)
-        db_path = make_database_folder(root)
         names = label_list.check_labels(labels if labels is not None else label_list.DEFAULT_LABELS)
-        with cls(root, db_path) as creator:
-            creator._db.create_schema(names)
-        return cls.open(root, scan=scan, progress=progress, max_pixels=max_pixels)
+        with closing(Database.server(db) if db is not None else Database.sqlite(make_database_folder(root))) as d:
+            d.create_schema(names)
+        return cls.open(root, db=db, scan=scan, progress=progress, max_pixels=max_pixels, image_cache=image_cache)
 
     @classmethod
     def open(
         cls,
         folder: str | Path,
         *,
+        db: str | None = None,
         scan: bool = True,
         progress: Progress | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        image_cache: Path | None = None,
     ) -> Project:
-        """Open the project in `folder`, check its database (upgrading an older one), and scan the folder."""
+        """Open the project of `folder` (its SQLite database, or the one at the PostgreSQL URL `db`), check
+        its database (upgrading an older one after a backup), and scan the folder.
+
+        image_cache: where a shared project keeps images it has no local copy of (`Settings.images_dir`).
+        """
         root = check_folder(folder)
-        project = cls(root, existing_database(root), max_pixels=max_pixels)
-        project._db.open_checked()
+        database = Database.server(db) if db is not None else Database.sqlite(existing_database(root))
+        database.open_checked()
+        project = cls(root, database, max_pixels=max_pixels, image_cache=image_cache)
         if scan:
             project.scan(progress)
         return project
@@ -119,7 +136,7 @@ class Project:
         self.close()
 
     def integrity_check(self) -> str:
-        """`PRAGMA integrity_check`: "ok" when the database is sound."""
+        """ "ok" when the database is sound (SQLite checks its file; a server checks itself)."""
         return self._db.integrity_check()
 
     # ---- the folder (paths, scanning)
@@ -129,8 +146,9 @@ class Project:
         return paths.safe_path(self.root, rel)
 
     def scan(self, progress: Progress | None = None) -> ScanReport:
-        """Add new images, follow moved ones, update changed ones; also kept as `scan_report`."""
-        self.scan_report = scanning.scan(self._db, self.root, progress)
+        """Add new images, follow moved ones, update changed ones (a shared project: add new images, share
+        their bytes; see `image_files`); also kept as `scan_report`."""
+        self.scan_report = self._files.scan(progress)
         return self.scan_report
 
     # ---- labels (labels)
@@ -157,7 +175,7 @@ class Project:
 
     def load_image(self, image_id: int) -> LesionImage:
         """Decode an image with its stored (or the project's) calibration; records the pixel hash."""
-        return images.load_project_image(self._db, self.root, image_id, self.max_pixels)
+        return images.load_project_image(self._db, self._files.path, image_id, self.max_pixels)
 
     def project_calibration(self) -> Calibration | None:
         """The project's scale (one device at contact), used by every image without one of its own."""
@@ -305,7 +323,7 @@ class Project:
 
     def check(self, repair: bool = False) -> CheckReport:
         """Check the database (integrity, damaged annotations, missing image files); repair=True mends them."""
-        return check.check(self._db, self.root, repair)
+        return check.check(self._db, self._files.missing, repair)
 
     def summary(self) -> dict[str, Any]:
         """Counts for `dermaseg project status`: images by status, annotations by label, labels."""

@@ -30,7 +30,9 @@ from dermaseg.core.annotation.project.coco_io import write_coco_file
 from dermaseg.core.annotation.project.records import (
     Annotation,
     ImageRecord,
+    Progress,
     Provenance,
+    no_progress,
     tool_version,
     utc_now,
 )
@@ -176,9 +178,12 @@ class ConsensusCoco:
         return ConsensusReport(write_coco_file(data, coco_path), len(self._anns), tuple(self._empty))
 
 
-def measure_raters(gathered: RaterMasks, consensus: ConsensusCoco | None = None) -> ProjectAgreement:
+def measure_raters(
+    gathered: RaterMasks, consensus: ConsensusCoco | None = None, progress: Progress | None = None
+) -> ProjectAgreement:
     """Agreement over the images of `gathered`, one image at a time: each image's masks are read,
     measured, their consensus handed to `consensus` (if any), then dropped; only the figures are kept.
+    `progress` sees the images go by (one step an image).
 
     Raises GeometryError when no image has two raters (left).
     """
@@ -189,7 +194,8 @@ def measure_raters(gathered: RaterMasks, consensus: ConsensusCoco | None = None)
             consensus.add(image, cons)
         return result
 
-    return project_agreement(map(measure, gathered))  # (a generator's locals would keep the last image)
+    images = (progress or no_progress)(gathered, len(gathered.images), "agreement")
+    return project_agreement(map(measure, images))  # (a generator's locals would keep the last image)
 
 
 def _category_ids(project_labels: Collection[str], used: Collection[str]) -> Mapping[str, int]:

@@ -207,6 +207,7 @@ class ScanReport:
     missing: tuple[str, ...] = ()  # known images whose file is gone (records and annotations kept)
     unreadable: tuple[str, ...] = ()  # image-like files that cannot be read as images (not added)
     refused: tuple[str, ...] = ()  # symlinks leading outside the folder (not added)
+    remote: tuple[str, ...] = ()  # shared project: images with no copy here (their pixels come from the database)
 
     def summary(self) -> str:
         parts = [
@@ -218,6 +219,7 @@ class ScanReport:
                 ("missing", self.missing),
                 ("unreadable", self.unreadable),
                 ("refused", self.refused),
+                ("only on the server", self.remote),
             )
             if v
         ]
@@ -277,7 +279,7 @@ class DamagedAnnotation:
 class CheckReport:
     """What `Project.check` found, and with repair=True, what it did.
 
-    integrity: `PRAGMA integrity_check` ("ok" when sound). damaged: annotations that do not decode.
+    integrity: the database's own check ("ok" when sound). damaged: annotations that do not decode.
     missing_files: image paths whose file is gone. repaired: (annotation id, how). quarantined: ids
     moved to the `quarantine` table (kept there, with the row as it was).
     """

@@ -15,7 +15,7 @@ from dermaseg.core.annotation.project.records import Progress, ScanReport, no_pr
 from dermaseg.core.image import IMAGE_SUFFIXES
 
 
-def _image_files(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
+def image_files_in(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
     """({relative path: stat} of the image files inside `root`, [symlinks leading outside it]).
 
     Hidden files and folders (a leading '.') are skipped, so is `.dermaseg/`.
@@ -47,7 +47,7 @@ def scan(db: Database, root: Path, progress: Progress | None = None) -> ScanRepo
     Files whose size and modification time did not change are not hashed again.
     """
     progress = progress or no_progress
-    found, refused = _image_files(root)
+    found, refused = image_files_in(root)
     known = image_rows.known_files(db)
     to_hash = [
         rel

@@ -392,3 +392,24 @@ def test_spread_of_values_by_hand() -> None:
 def test_project_agreement_of_nothing_is_a_clear_error() -> None:
     with pytest.raises(GeometryError):
         project_agreement([])
+
+
+def test_ranked_pairs_put_the_most_disagreement_first(expert_masks) -> None:
+    """Rows of a "where raters disagree most" table: images in `ranked` order, an image's pairs lowest
+    Dice first; every pair of the project once, as `compare_pair` measures it."""
+    a, b = list(expert_masks.values())[:2]
+    masks = {
+        "small.png": {"expert": a, "r1": shift(a, 0, 1), "r2": shift(a, 1, 0)},  # close to each other
+        "large.png": {"expert": b, "r1": shift(b, 0, 2), "r2": shift(b, 0, 9)},  # r2 far off
+    }
+    pa = agreement(masks)
+    rows = pa.ranked_pairs()
+    assert [name for name, _ in rows] == ["large.png"] * 3 + ["small.png"] * 3
+    # shifted by 9, 7 and 2 px against each other: the largest shift is the lowest Dice
+    assert [(p.a, p.b) for _, p in rows[:3]] == [("expert", "r2"), ("r1", "r2"), ("expert", "r1")]
+    for name, p in rows:
+        want = compare_pair(masks[name][p.a], masks[name][p.b], p.a, p.b)
+        assert dataclasses.asdict(p) == dataclasses.asdict(want)
+    for image in ("small.png", "large.png"):
+        dice = [p.dice for name, p in rows if name == image]
+        assert dice == sorted(dice) and len(dice) == 3

@@ -1,6 +1,6 @@
 """Helper for the crash test: accept annotations in a loop, print "SAVED <id>" after each commit.
 
-Usage: python project_writer.py PROJECT_FOLDER SEED. Prints "READY" once the project is open, then
+Usage: python project_writer.py PROJECT_FOLDER SEED [DATABASE_URL]. Prints "READY" once the project is open, then
 runs until killed. Between saves it also edits
 and undoes/redoes an older annotation, so kills land inside every kind of transaction.
 """
@@ -14,9 +14,9 @@ import numpy as np
 from dermaseg.core.annotation.project import Project, Provenance
 
 
-def main(folder: str, seed: int) -> None:
+def main(folder: str, seed: int, db: str | None = None) -> None:
     rng = np.random.default_rng(seed)
-    project = Project.open(folder, scan=False)
+    project = Project.open(folder, db=db, scan=False)
     images = project.images()
     saved: list[int] = []
     print("READY", flush=True)
@@ -38,4 +38,4 @@ def main(folder: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

@@ -64,6 +64,7 @@ def project(folder: Path):
 # ------------------------------------------------------------------------------- open and scan
 
 
+@pytest.mark.sqlite_only  # the folder's own database and files
 def test_init_scans_and_open_reports_moves_changes_and_new_files(folder):
     with Project.init(folder) as p:
         assert sorted(p.scan_report.added) == ["a.png", "c.jpg", "sub/b.png"]
@@ -106,6 +107,7 @@ def test_the_pixel_limit_reaches_every_image_a_project_opens(folder):
         assert default.load_image(ids["a.png"]).width == 80
 
 
+@pytest.mark.sqlite_only  # the folder's own database and files
 def test_paths_stay_inside_the_folder(project, folder, tmp_path):
     outside = _png(tmp_path / "outside.png", 5)
     (folder / "link.png").symlink_to(outside)
@@ -119,6 +121,7 @@ def test_paths_stay_inside_the_folder(project, folder, tmp_path):
     assert project.safe_path("sub/./b.png") == folder / "sub" / "b.png"
 
 
+@pytest.mark.sqlite_only  # the folder's own database and files
 def test_not_a_project_corrupt_and_read_only(tmp_path, folder, monkeypatch):
     with pytest.raises(StoreError, match="not a dermaseg project"):
         Project.open(folder)
@@ -138,6 +141,7 @@ def test_not_a_project_corrupt_and_read_only(tmp_path, folder, monkeypatch):
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+@pytest.mark.sqlite_only  # the folder's own database and files
 def test_read_only_folder_for_real(folder):
     folder.chmod(0o555)
     try:
@@ -259,7 +263,7 @@ def test_threads_share_one_project(project):
 # ------------------------------------------------------------------------------- crash safety
 
 
-def test_sigkill_never_loses_a_saved_annotation(tmp_path):
+def test_sigkill_never_loses_a_saved_annotation(tmp_path, store_engine):
     root = tmp_path / "kill"
     for i in range(3):
         _png(root / f"i{i}.png", i)
@@ -271,7 +275,8 @@ def test_sigkill_never_loses_a_saved_annotation(tmp_path):
     deadline = time.monotonic() + 45  # bounded even on a loaded machine
     while kills < 30 and time.monotonic() < deadline:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "project_writer.py"), str(root), str(kills)],
+            [sys.executable, str(HERE / "project_writer.py"), str(root), str(kills)]
+            + [u for u in [store_engine.url_for(root)] if u],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -293,6 +298,8 @@ def test_sigkill_never_loses_a_saved_annotation(tmp_path):
     missing = sorted(set(printed) - stored)
     assert missing == []
     print(f"\n{kills} SIGKILLs, {len(printed)} confirmed saves, all present; integrity ok")
+    if store_engine.name != "sqlite":
+        return
     con = sqlite3.connect(root / ".dermaseg" / "project.sqlite")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -478,7 +485,7 @@ from pathlib import Path
 import numpy as np
 from dermaseg.core.errors import ConflictError
 from dermaseg.core.annotation.project import Project
-p = Project.open(sys.argv[1], scan=False)
+p = Project.open(sys.argv[1], db=sys.argv[4] or None, scan=False)
 ann = p.annotations()[0]
 m = np.zeros((ann.rle.height, ann.rle.width), bool); m[: int(sys.argv[2]) + 1, :] = True
 print("READY", flush=True)
@@ -492,14 +499,18 @@ except ConflictError:
 """
 
 
-def test_two_processes_saving_the_same_version_one_wins(project, folder, tmp_path):
+def test_two_processes_saving_the_same_version_one_wins(project, folder, tmp_path, store_engine):
     """Four processes save over version 1 of one annotation at the same moment: exactly one is written,
-    the others are refused (check and write are one BEGIN IMMEDIATE transaction)."""
+    the others are refused (check and write are one transaction: BEGIN IMMEDIATE on SQLite, the row read
+    FOR UPDATE on PostgreSQL)."""
     img = project.image_by_path("a.png")
     a = project.add_annotation(img.id, _box(60, 80, 5, 5, 20, 20))
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c", _RACER, str(folder), str(i), str(go)], stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(folder), str(i), str(go), store_engine.url_for(folder) or ""],
+            stdout=subprocess.PIPE,
+        )
         for i in range(4)
     ]
     for proc in procs:
@@ -512,6 +523,7 @@ def test_two_processes_saving_the_same_version_one_wins(project, folder, tmp_pat
     assert stored.version == 2 and stored.area_px == (winner + 1) * 80
 
 
+@pytest.mark.sqlite_only  # the folder's own database and files
 def test_a_schema_1_project_is_upgraded_after_a_backup(tmp_path):
     """tests/core/annotation/project/data/project-v1 was made by the code of schema 1 (before versions): one image, an
     annotation added then updated, a second added, a third added then deleted."""
@@ -542,9 +554,7 @@ def test_a_schema_1_project_is_upgraded_after_a_backup(tmp_path):
     with Project.open(root) as p:  # opened again: already upgraded, nothing to redo
         assert p.annotation(1).version == 2
     con = sqlite3.connect(db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-        str(SCHEMA_VERSION),
-    )
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.commit()
     con.close()

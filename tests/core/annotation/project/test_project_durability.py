@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -67,26 +66,22 @@ def _kill9(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def _corrupt_rle(db: Path, ann_id: int, replacement: str, at: int = 3) -> None:
+def _corrupt_rle(store, folder: Path, ann_id: int, replacement: str, at: int = 3) -> None:
     """Overwrite len(replacement) characters of one annotation's stored RLE, as a disk fault or a bad tool would."""
-    con = sqlite3.connect(db)
-    counts = con.execute("SELECT rle_counts FROM annotations WHERE id = ?", (ann_id,)).fetchone()[0]
-    con.execute(
-        "UPDATE annotations SET rle_counts = ? WHERE id = ?",
-        (counts[:at] + replacement + counts[at + len(replacement) :], ann_id),
-    )
-    con.commit()
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"  # SQLite sees nothing wrong
-    con.close()
+    [(counts,)] = store.sql(folder, "SELECT rle_counts FROM annotations WHERE id = :id", id=ann_id)
+    damaged = counts[:at] + replacement + counts[at + len(replacement) :]
+    store.sql(folder, "UPDATE annotations SET rle_counts = :v WHERE id = :id", v=damaged, id=ann_id)
+    with Project.open(folder, scan=False) as p:
+        assert p.integrity_check() == "ok"  # the database sees nothing wrong
 
 
 # ------------------------------------------------------------------------------- drafts
 
 
-def test_draft_survives_kill_9_and_marks_the_image_in_progress(folder: Path) -> None:
+def test_draft_survives_kill_9_and_marks_the_image_in_progress(folder: Path, store_engine) -> None:
     proc = _python(f"""
         from dermaseg.core.annotation.project import Project
-        p = Project.open({str(folder)!r}, scan=False)
+        p = Project.open({str(folder)!r}, db={store_engine.url_for(folder)!r}, scan=False)
         rec = p.images()[1]
         outline = {{"width": 80, "height": 60, "parts": [{{"exterior": [[10, 10], [50, 10], [50, 40]]}}]}}
         p.save_draft(rec.id, {{"box": [5, 6, 50, 40], "points": [[20, 20]], "labels": [1], "head": 0}}, outline, 1.5)
@@ -114,13 +109,14 @@ def test_draft_survives_kill_9_and_marks_the_image_in_progress(folder: Path) -> 
 
 
 @pytest.mark.parametrize("replacement", ["zzzzzz", "000000", "OOOOOO", "9a9a9a"])
-def test_a_damaged_rle_is_listed_not_raised_and_export_keeps_the_rest(folder, tmp_path, replacement: str) -> None:
+def test_a_damaged_rle_is_listed_not_raised_and_export_keeps_the_rest(
+    folder, tmp_path, replacement: str, store_engine
+) -> None:
     with Project.open(folder) as p:
         recs = p.images()
         bad = p.add_annotation(recs[0].id, _blob())
         good = [p.add_annotation(recs[1].id, _blob(shift=2)), p.add_annotation(recs[2].id, _blob(shift=4))]
-        db = p.db_path
-    _corrupt_rle(db, bad.id, replacement)
+    _corrupt_rle(store_engine, folder, bad.id, replacement)
     with Project.open(folder) as p:
         assert [a.id for a in p.annotations()] == [a.id for a in good]
         assert p.annotations(recs[0].id) == []
@@ -134,26 +130,23 @@ def test_a_damaged_rle_is_listed_not_raised_and_export_keeps_the_rest(folder, tm
         assert sorted(a["id"] for a in coco["annotations"]) == sorted(a.id for a in good)
 
 
-def test_check_repairs_from_history_then_outline_then_quarantines(folder: Path) -> None:
+def test_check_repairs_from_history_then_outline_then_quarantines(folder: Path, store_engine) -> None:
     with Project.open(folder) as p:
         recs = p.images()
         a = p.add_annotation(recs[0].id, _blob())  # repaired exactly from the edit history
         b = p.add_annotation(recs[1].id, _blob(shift=2))  # history gone: mask re-derived from its exact outline
         c = p.add_annotation(recs[2].id, _blob(shift=4))  # history gone and outline damaged: quarantined
         masks = {x.id: x.mask() for x in (a, b, c)}
-        db = p.db_path
     for ann_id in (a.id, b.id, c.id):
-        _corrupt_rle(db, ann_id, "zzzzzz")
-    con = sqlite3.connect(db)
-    con.execute("DELETE FROM action_changes WHERE annotation_id IN (?, ?)", (b.id, c.id))
-    con.execute('UPDATE annotations SET polygons_json = \'{"width": 80, "hei\' WHERE id = ?', (c.id,))
-    con.commit()
-    con.close()
-    (folder / "i2.png").unlink()  # and one image file went missing
+        _corrupt_rle(store_engine, folder, ann_id, "zzzzzz")
+    store_engine.sql(folder, "DELETE FROM action_changes WHERE annotation_id IN (:b, :c)", b=b.id, c=c.id)
+    store_engine.sql(folder, 'UPDATE annotations SET polygons_json = \'{"width": 80, "hei\' WHERE id = :c', c=c.id)
+    (folder / "i2.png").unlink()  # and one image file went missing (a shared project has its bytes)
+    missing = ("i2.png",) if store_engine.name == "sqlite" else ()
     with Project.open(folder, scan=False) as p:
         rep = p.check()
         assert rep.integrity == "ok" and not rep.healthy
-        assert [d.id for d in rep.damaged] == [a.id, b.id, c.id] and rep.missing_files == ("i2.png",)
+        assert [d.id for d in rep.damaged] == [a.id, b.id, c.id] and rep.missing_files == missing
         assert rep.repaired == () and rep.quarantined == ()  # a check alone changes nothing
         rep = p.check(repair=True)
         assert dict(rep.repaired) == {
@@ -164,9 +157,7 @@ def test_check_repairs_from_history_then_outline_then_quarantines(folder: Path) 
         assert np.array_equal(p.annotation(a.id).mask(), masks[a.id])
         assert np.array_equal(p.annotation(b.id).mask(), masks[b.id])
         assert p.damaged_annotations() == [] and [x.id for x in p.annotations()] == [a.id, b.id]
-    con = sqlite3.connect(db)
-    row = con.execute("SELECT annotation_id, image_id, reason, row_json FROM quarantine").fetchall()
-    con.close()
+    row = store_engine.sql(folder, "SELECT annotation_id, image_id, reason, row_json FROM quarantine")
     assert len(row) == 1 and row[0][:2] == (c.id, c.image_id) and "RLE" in row[0][2]
     assert json.loads(row[0][3])["a"][0] == c.id  # the row as it was, kept
 
@@ -191,6 +182,7 @@ WRITER = """
 """
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("fault", ["wal deleted", "database replaced"])
 def test_a_deleted_wal_or_replaced_database_refuses_the_save(folder: Path, fault: str) -> None:
     db = folder / ".dermaseg" / "project.sqlite"

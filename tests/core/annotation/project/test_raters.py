@@ -178,3 +178,24 @@ def test_consensus_coco(project, tmp_path: Path):
         measure_raters(rater_masks(q), consensus)
         rep = consensus.write(tmp_path / "empty.json", ["a", "b"])
     assert rep.annotations == 0 and rep.empty == (names[0],)
+
+
+def test_measure_raters_shows_its_progress_one_image_at_a_time(project):
+    """`progress` (the store's `Progress` convention) is handed the images, their number and a name, and
+    what it passes on is what is measured (the page shows a progress bar with it)."""
+    p, expert = project
+    p.import_coco(_coco(expert), annotator="expert")
+    p.import_coco(_coco({n: ndimage.binary_dilation(m, iterations=2) for n, m in expert.items()}), annotator="b")
+    gathered = rater_masks(p)
+    seen: list[tuple[int, str]] = []
+    passed: list[str] = []
+
+    def progress(images, total, desc):
+        seen.append((total, desc))
+        for image in images:
+            passed.append(image.file_name)
+            yield image
+
+    result = measure_raters(gathered, progress=progress)
+    assert seen == [(3, "agreement")] and passed == [im.file_name for im in result.images] == list(expert)
+    assert result.mean_dice == measure_raters(rater_masks(p)).mean_dice < 1
