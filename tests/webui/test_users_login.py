@@ -4,9 +4,11 @@ the logged-in user whatever the client sends, and no password in any log line or
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from gradio_client import Client
 from dermaseg.core.annotation.project import Project
 from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.webui.cli.main import main
-from dermaseg.webui.login import LoginLimits
+from dermaseg.webui.login import LoginLimits, project_login
 
 ANN = ("ann", "ann-secret-passphrase")
 BOB = ("bob", "bob-secret-passphrase")
@@ -28,7 +30,7 @@ CAROL = ("carol", "carol-secret-passphrase")  # disabled
 SECRETS = (ANN[1], BOB[1], CAROL[1])
 
 
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m dermaseg.webui.cli ARGS`, stdin given (or none: /dev/null, not a terminal)."""
     return subprocess.run(
         [sys.executable, "-m", "dermaseg.webui.cli", *args],
@@ -37,6 +39,7 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -80,6 +83,32 @@ def test_user_commands_in_a_real_process(folder: Path) -> None:
     assert cli("project", "user", "enable", str(folder), "bob").returncode == 0
     with Project.open(folder, scan=False) as p:
         assert p.authenticate("bob", BOB[1]) is not None
+
+
+def test_users_of_a_project_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The same commands with DERMASEG_DB (a team's project on a server); the page's login checks the server."""
+    folder = tmp_path / "laptop"
+    folder.mkdir()
+    env = {"DERMASEG_DB": postgres_url}
+    assert cli("project", "init", str(folder), env=env).returncode == 0
+    r = cli("project", "user", "add", str(folder), "ann", "--password-stdin", stdin=ANN[1], env=env)
+    assert r.returncode == 0, r.stderr
+    r = cli(
+        "project", "user", "add", str(folder), "bob", "--role", "reviewer", "--password-stdin", stdin=BOB[1], env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert cli("project", "user", "disable", str(folder), "bob", env=env).returncode == 0
+    r = cli("project", "user", "list", str(folder), env=env)
+    assert [line.split()[:3] for line in r.stdout.splitlines()[1:]] == [
+        ["ann", "annotator", "enabled"],
+        ["bob", "reviewer", "disabled"],
+    ]
+    assert all(secret not in r.stdout + r.stderr for secret in SECRETS)
+    assert not (folder / ".dermaseg" / "project.sqlite").exists()  # the users are on the server
+    with Project.open(folder, db=postgres_url, scan=False) as p:
+        check = project_login(p)
+        assert asyncio.run(check(*ANN)) and not asyncio.run(check(ANN[0], BOB[1]))
+        assert not asyncio.run(check(*BOB))  # disabled
 
 
 @pytest.mark.parametrize(
