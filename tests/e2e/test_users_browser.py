@@ -1,6 +1,6 @@
 """A project with users, in Debian's Chromium: the page asks for a login (even on 127.0.0.1), refuses a wrong
 password, and, once a user is in, shows who they are (name and role, not editable) and stores their name
-in the provenance of each lesion they save."""
+in the provenance of each lesion they save; Log out goes back to the login form."""
 
 from __future__ import annotations
 
@@ -70,4 +70,11 @@ def test_a_user_logs_in_and_their_saves_name_them(team, dev_data, browser):
     rec = project.images()[0]
     (saved,) = project.annotations(rec.id)
     assert saved.provenance.annotator == "ann"
+
+    page.locator("#ds-logout").click()  # back to the login form; bob logs in on the same browser
+    log_in(page, *BOB)
+    page.wait_for_function(
+        "(document.querySelector('#ds-annotator textarea, #ds-annotator input')?.value || '') === 'bob (annotator)'",
+        timeout=60000,
+    )
     page.close()

@@ -208,10 +208,13 @@ def _lesion_panel() -> dict[str, gr.Component]:
 def _tabs(logins: bool) -> dict[str, gr.Component]:
     """The annotator (typed, or the logged-in user), and the tabs: measurements, mask, calibration, files."""
     if logins:  # filled at page load from the login; what a client sends back in it is never used
-        annotator = gr.Textbox(
-            label="Logged in as (saved with each annotation)", max_lines=1, interactive=False,
-            elem_id="ds-annotator",
-        )  # fmt: skip
+        with gr.Row(equal_height=False):
+            annotator = gr.Textbox(
+                label="Logged in as (named in each annotation you save)", max_lines=1, interactive=False,
+                elem_id="ds-annotator", scale=5,
+            )  # fmt: skip
+            # Gradio's own route; all_session=false: this browser only, the user's other sessions stay
+            gr.Button("Log out", link="logout?all_session=false", size="sm", elem_id="ds-logout", scale=1)
     else:
         annotator = gr.Textbox(
             label="Annotator (saved with each annotation)", placeholder="your name", max_lines=1,
