@@ -40,14 +40,15 @@ def serve_project():
 
 
 @contextmanager
-def _serve_project(engine, folder: Path, cache: Path) -> Iterator[tuple[object, str]]:
-    """The page on the project in `folder` (dev images copied there), launched in this process on
-    127.0.0.1 with a private cache folder: yields (project, URL); app and project closed after."""
+def _serve_project(engine, folder: Path, cache: Path, db: str | None = None) -> Iterator[tuple[object, str]]:
+    """The page on the project in `folder` (dev images copied there; with `db`, the project on that
+    PostgreSQL database), launched in this process on 127.0.0.1 with a private cache folder: yields
+    (project, URL); app and project closed after."""
     from dermaseg.core.annotation.project import Project
     from dermaseg.core.settings import Settings
     from dermaseg.webui.page.app import build_app, launch
 
-    project = Project.init(folder)
+    project = Project.init(folder, db=db, image_cache=cache / "images")
     app = build_app(engine, project, Settings.from_env(cache_dir=cache))
     try:
         yield project, launch(app, block=False, quiet=True)

@@ -152,7 +152,8 @@ def _images(project: Project) -> dict[str, gr.Component]:
     with gr.Group():
         image_list = gr.Dropdown(
             choices=gallery_choices(project),
-            label=f"Images in {project.root.name}  (○ not started · ◐ in progress · ● done)",
+            label=f"Images in {project.root.name}{f' (shared on {project.where})' if project.shared else ''}"
+            "  (○ not started · ◐ in progress · ● done)",
             elem_id="ds-images",
             interactive=True,
         )

@@ -212,8 +212,8 @@ class Database:
         engine = create_engine(
             server_url(url),
             pool_pre_ping=True,  # a connection the server dropped is replaced before use
-            pool_size=4,
-            max_overflow=60,
+            pool_size=2,  # at most 10 connections per process: 8 laptops stay under PostgreSQL's default 100
+            max_overflow=8,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "dermaseg"},
             hide_parameters=True,  # values never reach a log or an error message
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,16 @@ def test_a_project_of_the_last_version_is_upgraded_after_a_backup(tmp_path: Path
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (head(),)
     con.close()
+
+
+def test_head_names_the_newest_migration_and_an_up_to_date_project_opens_without_alembic(tmp_path: Path) -> None:
+    from dermaseg.core.annotation.project.schema_versions import HEAD, scripts
+
+    assert scripts().get_current_head() == HEAD
+    Project.init(tmp_path).close()
+    code = (
+        "import sys; from dermaseg.core.annotation.project import Project; "
+        f"Project.open({str(tmp_path)!r}).close(); print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
