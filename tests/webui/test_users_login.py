@@ -268,6 +268,27 @@ def test_a_save_names_the_logged_in_user_whatever_the_client_sends(team, dev_dat
     assert saved_annotator(bob, project, 1, "", dev_data) == "bob"
 
 
+def test_a_confirmed_replace_names_the_logged_in_user_too(team, dev_data) -> None:
+    """Bob redraws a lesion ann saved: Accept asks first, Confirm saves it, and the field's "ann" is ignored."""
+    url, project = team
+    ann = Client(url, auth=ANN, verbose=False, download_files=False)
+    assert saved_annotator(ann, project, 0, "", dev_data) == "ann"
+    rec = project.images()[0]
+    saved = project.annotations(rec.id)[-1]
+    expert = next(c for c in dev_data if c.image.name == Path(rec.path).name).load_mask()
+    bob = Client(url, auth=BOB, verbose=False, download_files=False)
+    bob.predict(rec.id, api_name="/open_image")
+    bob.predict(str(saved.id), api_name="/select_lesion")
+    bob.predict(*box_from_mask(expert, margin=20), api_name="/box")
+    canvas, _, _ = bob.predict(project.labels()[0], "ann", api_name="/accept")
+    assert "Confirm to replace it" in json.loads(canvas)["message"]
+    assert project.annotation(saved.id).provenance.annotator == "ann"  # asked first: nothing saved yet
+    canvas, _, _ = bob.predict(project.labels()[0], "ann", api_name="/confirm")
+    assert json.loads(canvas)["message"].startswith("saved:")
+    replaced = project.annotation(saved.id)
+    assert replaced.version > saved.version and replaced.provenance.annotator == "bob"
+
+
 def test_a_user_disabled_after_logging_in_cannot_save(team, dev_data) -> None:
     url, project = team
     project.add_user("dan", "dan-secret-passphrase")
