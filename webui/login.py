@@ -1,4 +1,9 @@
-"""The server's login (`serve --auth`): who is logged in, and failed logins slowed, then refused, per address.
+"""The server's login (a project's users, or `serve --auth`): who is logged in, and failed logins slowed, then
+refused, per address.
+
+`project_login` checks a login against the project's users (`Project.authenticate`: scrypt, disabled users
+refused); Gradio then names the logged-in user in each event's `gr.Request.username`. No password, and no
+name typed at a failed login (people type passwords into the name field), is ever logged.
 
 Gradio checks its login on its own routes; `logged_in` asks Gradio's own check (its `/gradio_api/user`
 route: the session cookie `access-token[-unsecure]-<id>`, or an auth dependency) so that routes added by
@@ -13,16 +18,43 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gradio.route_utils import API_PREFIX
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dermaseg.core.errors import DermasegError
+
+if TYPE_CHECKING:
+    from dermaseg.core.annotation.project import Project
+
 log = logging.getLogger(__name__)
 
 LOGIN_PATHS = ("/login", "/login/")  # Gradio's login form posts here (username, password)
+
+
+def project_login(project: Project) -> Callable[[str, str], Awaitable[bool]]:
+    """Gradio's `auth=` for a project with users: True when the name and password match an enabled user.
+
+    Async, so Gradio awaits it; the scrypt check (~70 ms) runs in a worker thread, not on the event loop.
+    A store that cannot answer (a server gone) refuses the login, with a log line that names no one.
+    """
+
+    async def check(username: str, password: str) -> bool:
+        try:
+            user = await asyncio.to_thread(project.authenticate, username, password)
+        except DermasegError as e:
+            log.warning("login: the project's users could not be read, login refused: %s", e)
+            return False
+        if user is not None:
+            log.info("login: %s (%s)", user.name, user.role)
+        return user is not None
+
+    return check
 
 
 async def logged_in(request: Request) -> bool:

@@ -7,6 +7,7 @@
     dermaseg project agreement FOLDER [--json OUT.json] [--consensus staple|majority --coco OUT.json]
     dermaseg project check FOLDER [--repair]
     dermaseg project migrate FOLDER --to URL | --from URL
+    dermaseg project user add|list|passwd|role|disable|enable FOLDER [NAME]   (see `users`)
     dermaseg project raters|next|submit|review ...    (a team's work: `team`)
 
 Every command takes `--db URL` (or the `DERMASEG_DB` environment variable): the project's records are then
@@ -54,7 +55,7 @@ from dermaseg.core.annotation.project.raters import (
 )
 from dermaseg.core.annotation.project.transfer import TransferReport, migrate_to_folder, migrate_to_server
 from dermaseg.core.errors import DermasegError
-from dermaseg.webui.cli import team
+from dermaseg.webui.cli import team, users
 
 T = TypeVar("T")
 EXIT_DAMAGED = 3
@@ -161,6 +162,7 @@ def register(subparsers: Any, common: Any) -> None:  # noqa: ARG001 - projects n
     way.add_argument("--from", dest="source", metavar="URL", help="the PostgreSQL database to copy into the folder")
     p.set_defaults(run=_migrate)
 
+    users.register(psub, db)
     team.register(psub, [db], lambda args: open_project(args, scan=False))
     project.set_defaults(run=lambda args: _help(project))
 

@@ -13,6 +13,7 @@ from dermaseg.core.annotation.project import Project
 from dermaseg.core.segment.segmenter import Engine
 from dermaseg.core.settings import Settings
 from dermaseg.webui.gesture_route import gesture_route
+from dermaseg.webui.login import project_login
 from dermaseg.webui.page.events import Events, SessionRef
 from dermaseg.webui.page.layout import lay_out
 from dermaseg.webui.page.server import configure_environment, launch, scratch_project, webui_dir
@@ -27,9 +28,10 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
     settings = settings or Settings.from_env()
     configure_environment(settings)
     project = project or scratch_project(settings)
+    logins = project.has_users()  # a project with users: the page needs a login as one of them, and names them
     base = webui_dir(settings)
     views_dir, exports_dir = base / "views", base / "exports"
-    events = Events(engine, project, settings, exports_dir)
+    events = Events(engine, project, settings, exports_dir, logins=logins)
     channels: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()  # gone with Gradio's state
 
     def new_session() -> Session:
@@ -41,9 +43,10 @@ def build_app(engine: Engine, project: Project | None = None, settings: Settings
         # Not a callable: Gradio would re-run a callable state at page load, racing `on_load` and
         # replacing the session it just opened. Gradio deep-copies this value once per browser session.
         state = gr.State(SessionRef(new_session))
-        page = lay_out(project)
+        page = lay_out(project, logins=logins)
         wire(app, page, state, events)
     app.dermaseg_prefetcher = events.prefetcher  # type: ignore[attr-defined]
+    app.dermaseg_login = project_login(project) if logins else None  # type: ignore[attr-defined]  # `launch` uses it
     app.dermaseg_allowed = [views_dir, exports_dir]  # type: ignore[attr-defined]
     app.dermaseg_routes = [gesture_route(channels, events.answer_gesture)]  # type: ignore[attr-defined]
     return app

@@ -34,6 +34,7 @@ from dermaseg.webui.page.opening import (
     neighbour_id,
     open_project_image,
     remember_annotator,
+    remembered_annotator,
 )
 from dermaseg.webui.page.prefetch import Prefetcher
 from dermaseg.webui.page.prompts import prompt_box, prompt_click
@@ -105,8 +106,13 @@ def canvas_out(s: Session) -> str:
 class Events:
     """The page's event handlers for one project (every browser tab shares them; state is in the Session)."""
 
-    def __init__(self, engine: Engine, project: Project, settings: Settings, exports_dir: Path) -> None:
+    def __init__(
+        self, engine: Engine, project: Project, settings: Settings, exports_dir: Path, *, logins: bool = False
+    ) -> None:
+        """logins: the project has users, so the page is served with their login (`project_login`) and each
+        save names the logged-in user; without, it names whom the annotator field says."""
         self.engine, self.project, self.settings, self.exports_dir = engine, project, settings, exports_dir
+        self.logins = logins
         self.prefetcher = Prefetcher(engine)
 
     # ---- what several events answer
@@ -267,20 +273,60 @@ class Events:
 
     # ---- lesions, labels, annotator
 
-    def on_accept(self, s: Session, label: str, annotator: str | None = None) -> tuple[Any, ...]:
+    def annotator(self, request: gr.Request | None, typed: str | None) -> str | None:
+        """Who a save names. With logins: the user Gradio's session names (`request.username`, from the login
+        cookie), who must still be enabled; the field's value `typed` is ignored, since a client can send any
+        name there. Without: `typed`."""
+        if not self.logins:
+            return typed
+        name = getattr(request, "username", None)
+        if not name:
+            raise DermasegError("log in to save: this project's annotations name who saved them")
+        user = self.project.user(name)
+        if user.disabled:
+            raise DermasegError(f"{user.name!r} is disabled in this project: nothing was saved")
+        return user.name
+
+    def on_who(self, request: gr.Request) -> str:
+        """The annotator field at page load: the logged-in user and their role, or the remembered name."""
+        if not self.logins:
+            return remembered_annotator(self.project)
+        with reported():
+            user = self.project.user(getattr(request, "username", None) or "")
+            return f"{user.name} ({user.role}{', disabled' if user.disabled else ''})"
+        return ""
+
+    def on_accept(
+        self,
+        s: Session,
+        label: str,
+        annotator: str | None = None,
+        request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it
+    ) -> tuple[Any, ...]:
         with reported(s):
-            accept(s, label, annotator)
+            accept(s, label, self.annotator(request, annotator))
             gr.Info(s.message, duration=SAVED_TOAST_S)
         return self.saved_outputs(s)
 
-    def lesion_action(self, action: Callable[..., Any], toast: bool = False) -> Callable[..., tuple[Any, ...]]:
-        """A lesion button's handler: `action(s, *args)`, then the canvas, image list and summary."""
+    def saving(self, action: Callable[..., Any]) -> Callable[..., tuple[Any, ...]]:
+        """A button that saves (`action(s, label, annotator)`: Confirm, Keep both) with the annotator
+        `annotator` names, then answers as `lesion_action`."""
+
+        def run(s: Session, label: str, annotator: str | None, request: gr.Request) -> tuple[Any, ...]:
+            with reported(s):
+                action(s, label, self.annotator(request, annotator))
+                gr.Info(s.message)
+            return self.saved_outputs(s)
+
+        return run
+
+    def lesion_action(self, action: Callable[..., Any]) -> Callable[..., tuple[Any, ...]]:
+        """A lesion button's handler that saves nothing: `action(s, *args)`, then the canvas, image list and
+        summary (`saving` is for the buttons that save)."""
 
         def run(s: Session, *args: Any) -> tuple[Any, ...]:
             with reported(s):
                 action(s, *args)
-                if toast:
-                    gr.Info(s.message)
             return self.saved_outputs(s)
 
         return run
@@ -306,6 +352,8 @@ class Events:
         return gr.update(choices=list(self.project.labels()), value=self.project.labels()[0])
 
     def on_annotator(self, name: str | None) -> None:
+        if self.logins:  # the field shows the login; nothing typed there is kept
+            return
         with reported():
             remember_annotator(self.project, name)
 

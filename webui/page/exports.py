@@ -31,9 +31,10 @@ def export_project(project: Project, out_dir: Path) -> list[Path]:
 
 
 def check_export(s: Session, image_id: int | None = None) -> None:
-    """In a team project, an export holds every rater's work: the project's is for reviewers, an image's for
-    whoever may see all of it (`Team.sees_all`: blind raters until they submit); DermasegError otherwise."""
-    if not s.team:
+    """With blind raters (a team project with 2+ raters per image), an export holds every rater's work: the
+    project's is for reviewers, an image's for whoever may see all of it (`Team.sees_all`: a rater once they
+    submitted); DermasegError otherwise."""
+    if not s.team or s.project.team.raters_per_image() < 2:
         return
     if s.user is None:
         raise DermasegError("log in to export from this team project")

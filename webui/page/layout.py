@@ -117,14 +117,15 @@ class _NoResult:
     result = None
 
 
-def lay_out(project: Project) -> Page:
-    """Make the page's components (inside a `gr.Blocks`) for `project`."""
+def lay_out(project: Project, logins: bool = False) -> Page:
+    """Make the page's components (inside a `gr.Blocks`) for `project`; with `logins` (a project with users)
+    the annotator field shows who is logged in instead of taking a name."""
     header = _header(project)
     with gr.Row(elem_id="ds-main"):
         canvas = _canvas_column()
         with gr.Column(scale=2, min_width=380, elem_id="ds-side"):
-            team = lay_out_team(project)
-            side = {**_images(project), **_labels(project), **_lesion_panel(), **_tabs()}
+            team = lay_out_team(logins)
+            side = {**_images(project), **_labels(project), **_lesion_panel(), **_tabs(logins)}
     return Page(**header, **canvas, **side, **_api(), **_agreement(), team=team)
 
 
@@ -208,12 +209,21 @@ def _lesion_panel() -> dict[str, gr.Component]:
     )
 
 
-def _tabs() -> dict[str, gr.Component]:
-    """The annotator, and the tabs: measurements, mask, calibration, open and export."""
-    annotator = gr.Textbox(
-        label="Annotator (saved with each annotation)", placeholder="your name", max_lines=1,
-        elem_id="ds-annotator",
-    )  # fmt: skip
+def _tabs(logins: bool) -> dict[str, gr.Component]:
+    """The annotator (typed, or the logged-in user), and the tabs: measurements, mask, calibration, files."""
+    if logins:  # filled at page load from the login; what a client sends back in it is never used
+        with gr.Row(equal_height=False):
+            annotator = gr.Textbox(
+                label="Logged in as (named in each annotation you save)", max_lines=1, interactive=False,
+                elem_id="ds-annotator", scale=5,
+            )  # fmt: skip
+            # Gradio's own route; all_session=false: this browser only, the user's other sessions stay
+            gr.Button("Log out", link="logout?all_session=false", size="sm", elem_id="ds-logout", scale=1)
+    else:
+        annotator = gr.Textbox(
+            label="Annotator (saved with each annotation)", placeholder="your name", max_lines=1,
+            elem_id="ds-annotator",
+        )  # fmt: skip
     with gr.Tabs():
         with gr.Tab("Measurements", id="measure"):
             metrics = gr.HTML(metrics_html(None), elem_id="ds-metrics")

@@ -21,8 +21,8 @@ def count(n: int, word: str) -> str:
 
 def lesions(s: Session) -> list[Annotation]:
     """The open image's saved annotations the tab's user may see, oldest first (lesion 1, 2, ...): in a team
-    project none until the user is known, then as `Team.visible_annotations` says (blind raters)."""
-    if s.image_id is None or (s.team and s.user is None):
+    project as `Team.visible_annotations` says (blind raters; none of anyone's until the user is known)."""
+    if s.image_id is None:
         return []
     return s.project.team.visible_annotations(s.image_id, s.user) if s.team else s.project.annotations(s.image_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import gradio as gr
@@ -13,10 +14,14 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dermaseg.core.annotation.project import Project
+from dermaseg.core.errors import DermasegError
 from dermaseg.core.offline import disable_telemetry
 from dermaseg.core.settings import Settings
 from dermaseg.webui.canvas import STATIC
 from dermaseg.webui.login import LoginLimits, LoginThrottle
+
+# a login: one (user, password), or Gradio's callable (user, password) -> bool (awaitable: `project_login`)
+Auth = tuple[str, str] | Callable[[str, str], bool] | Callable[[str, str], Awaitable[bool]]
 
 THEME_FONTS = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 MAX_UPLOAD = "200mb"  # Gradio refuses larger uploads; the core pixel limit (Settings.max_pixels) applies after
@@ -76,7 +81,7 @@ def launch(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
-    auth: tuple[str, str] | None = None,
+    auth: Auth | None = None,
     block: bool = True,
     quiet: bool = False,
     max_file_size: str | int = MAX_UPLOAD,
@@ -86,9 +91,18 @@ def launch(
 
     Gradio may serve only the page's own folders (display images, exports) and its upload folder;
     the routes that would fetch a URL are refused (`LocalOnly`), and uploads above `max_file_size` too.
-    With `auth`, every route needs the login (the gesture route included) and failed logins are slowed
-    and limited per client address (`login_limits`, default `LoginLimits()`).
+    With a login, every route needs it (the gesture route included) and failed logins are slowed and limited
+    per client address (`login_limits`, default `LoginLimits()`). The login is the project's users when it
+    has any (`build_app` noted them: `project_login`), else `auth`: one (user, password), or a callable.
     """
+    project_auth = getattr(app, "dermaseg_login", None)
+    if project_auth is not None:
+        if isinstance(auth, tuple):
+            raise DermasegError(
+                "this project has users, who log in with their own names and passwords "
+                "(`dermaseg project user list`); a shared --auth login is for a project without users"
+            )
+        auth = auth or project_auth  # serve's own `project_login`, or this one
     allowed = [str(p) for p in getattr(app, "dermaseg_allowed", [])]
     for p in allowed:
         Path(p).mkdir(parents=True, exist_ok=True)

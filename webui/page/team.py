@@ -3,7 +3,7 @@ work to accept or send back for a reviewer, and the open image's team state.
 
 Who is working is the login Gradio's session names (`gr.Request.username`), kept on the tab's Session
 (`Session.user`) so that its lesions are those the user may see (`lesions.lesions`: blind raters, the rule in
-`core.annotation.project.assignments`). Until the tab knows its user, a team project shows no saved lesion.
+`core.annotation.project.assignments`). Until the tab knows its user, blind rating shows nobody's lesion.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ class TeamPanel:
     return_btn: gr.Button
 
 
-def lay_out_team(project: Project) -> TeamPanel:
-    """The panel (inside a `gr.Blocks` column); the review part appears for reviewers once they are known."""
-    with gr.Group(visible=project.has_users(), elem_id="ds-team") as group:
+def lay_out_team(logins: bool) -> TeamPanel:
+    """The panel (inside a `gr.Blocks` column), shown with `logins` (a project with users); the review part
+    appears for reviewers once they are known."""
+    with gr.Group(visible=logins, elem_id="ds-team") as group:
         status = gr.Markdown("Log in to take part.", elem_id="ds-team-status")
         with gr.Row():
             next_btn = gr.Button("Next image", variant="primary", size="sm", elem_id="ds-team-next")
@@ -186,7 +187,7 @@ class TeamEvents:
 
 def wire_team(app: gr.Blocks, panel: TeamPanel, opened: list[Any], state: gr.State, ev: Events) -> None:
     """Connect the panel of a project with users; `opened`: what opening an image updates (as `wiring`)."""
-    if not ev.project.has_users():
+    if not ev.logins:
         return
     te = TeamEvents(ev)
     shown = [panel.status, panel.overview, panel.review_group, panel.review_pick]

@@ -17,7 +17,6 @@ from dermaseg.webui.page.events import Events, bound
 from dermaseg.webui.page.layout import Page
 from dermaseg.webui.page.lesions import new_lesion
 from dermaseg.webui.page.measuring import calibrate_from_ruler, set_mm_per_px
-from dermaseg.webui.page.opening import remembered_annotator
 from dermaseg.webui.page.prompts import choose_head, clear_prompts
 from dermaseg.webui.page.saving import cancel_pending, confirm_pending, delete_lesion
 from dermaseg.webui.page.team import wire_team
@@ -62,7 +61,7 @@ def _opening(app: gr.Blocks, p: Page, state: gr.State, ev: Events) -> None:
     app.load(bound(ev.on_load), [state], opened, api_name="load", **ONE, show_progress="full")
     # the canvas's progress bar first: Gradio runs a trigger's listeners in the order they were added
     gr.on([p.image_list.input, p.prev_btn.click, p.next_btn.click, p.upload.upload], None, js=OPENING_JS)
-    app.load(lambda: remembered_annotator(ev.project), None, [p.annotator], api_visibility="private", queue=False)
+    app.load(ev.on_who, None, [p.annotator], api_visibility="private", queue=False)
     p.annotator.blur(ev.on_annotator, [p.annotator], None, api_visibility="private", queue=False)
     p.image_list.input(bound(ev.on_pick), [state, p.image_list], opened, api_name="open_image", **ONE)
     p.prev_btn.click(bound(ev.on_step(-1)), [state], opened, api_name="previous", **ONE)
@@ -112,20 +111,20 @@ def _lesions(p: Page, state: gr.State, ev: Events) -> None:
     who = [p.label, p.annotator]
     accepted = p.accept_btn.click(bound(ev.on_accept), [state, *who], saved, api_name="accept", **ONE)
     _then_measure(accepted, p, state, ev)
-    lesion_events = (
-        (p.new_btn.click, new_lesion, [], "new_lesion", False),
-        (p.delete_btn.click, delete_lesion, [], "delete_lesion", False),
-        (p.confirm_btn.click, confirm_pending, who, "confirm", True),
-        (p.cancel_btn.click, cancel_pending, [], "cancel", False),
-        (p.reload_btn.click, ev.resolver("reload"), who, "conflict_reload", False),
-        (p.keep_btn.click, ev.resolver("keep_both"), who, "conflict_keep_both", True),
+    lesion_events = (  # the ones that save name the annotator (`Events.saving`)
+        (p.new_btn.click, ev.lesion_action(new_lesion), [], "new_lesion"),
+        (p.delete_btn.click, ev.lesion_action(delete_lesion), [], "delete_lesion"),
+        (p.confirm_btn.click, ev.saving(confirm_pending), who, "confirm"),
+        (p.cancel_btn.click, ev.lesion_action(cancel_pending), [], "cancel"),
+        (p.reload_btn.click, ev.lesion_action(ev.resolver("reload")), who, "conflict_reload"),
+        (p.keep_btn.click, ev.saving(ev.resolver("keep_both")), who, "conflict_keep_both"),
     )
     picked = p.lesion_pick.input(
         bound(ev.on_select), [state, p.lesion_pick], [*saved, p.label], api_name="select_lesion", **ONE
     )
     _then_measure(picked, p, state, ev)
-    for event, action, inputs, name, toast in lesion_events:
-        done = event(bound(ev.lesion_action(action, toast)), [state, *inputs], saved, api_name=name, **ONE)
+    for event, handler, inputs, name in lesion_events:
+        done = event(bound(handler), [state, *inputs], saved, api_name=name, **ONE)
         _then_measure(done, p, state, ev)
     p.labels_text.submit(bound(ev.on_labels), [state, p.labels_text], [p.label], api_name="labels", **ONE)
 

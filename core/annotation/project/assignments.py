@@ -19,9 +19,11 @@ The rules (one row of the `assignments` table is one rater's slot on one image):
   annotation on the image (provenance.annotator = their name). The store does not freeze the annotations.
 - `review(reviewer, image, rater, accept, comment)`: a submitted slot becomes "accepted", or "returned" with a
   comment (required). Only a user with the reviewer role reviews, never their own work.
-- Blind raters: while a rater's work on an image is open (claimed or returned), they see only their own
-  annotations there (`visible_annotations`); once submitted or accepted, all of them. Reviewers and a project
-  without users see everything.
+- Blind raters, with 2+ raters per image (an agreement study: one rater per image has nobody to be blind
+  to, and the team may see and edit each other's work): while a rater's work on an image is open (claimed
+  or returned), or they have no slot there, they see only their own annotations there
+  (`visible_annotations`); once submitted or accepted, all of them. Reviewers and a project without users
+  see everything; someone not known in a project with users, nothing of anyone's.
 """
 
 from __future__ import annotations
@@ -220,12 +222,15 @@ def assignments(db: Database, image_id: int | None = None, *, state: str | None 
 
 
 def sees_all(db: Database, image_id: int, user: str | None) -> bool:
-    """True when `user` may see every rater's annotations on the image: no user (a one-person project), a
-    reviewer, or a rater whose own work there is submitted or accepted. A rater without a slot on the image
-    sees only their own too (they may claim it later)."""
-    if user is None:
-        return True
+    """True when `user` may see every rater's annotations on the image: always with one rater per image
+    (nothing to be blind to); else a reviewer, or a rater whose own work there is submitted or accepted (a
+    rater without a slot on the image sees only their own: they may claim it later). user None: someone not
+    known, who sees all only in a project without users (one person's)."""
     with db.read() as c:
+        if _raters(c) < 2:
+            return True
+        if user is None:
+            return not c.execute(select(func.count()).select_from(U)).scalar()
         u = _user(c, user)
         if u.role == "reviewer":
             return True
@@ -238,7 +243,7 @@ def visible_annotations(db: Database, image_id: int, user: str | None) -> list[A
     anns = annotation_rows.annotations(db, image_id)
     if sees_all(db, image_id, user):
         return anns
-    return [a for a in anns if (a.provenance.annotator or "").strip() == str(user).strip()]
+    return [a for a in anns if user is not None and (a.provenance.annotator or "").strip() == user.strip()]
 
 
 def image_state(slots: Sequence[Assignment], needed: int) -> str:

@@ -175,8 +175,14 @@ def test_review_accept_or_send_back_to_the_same_rater(make_project: Callable[[in
 def test_a_rater_is_blind_to_other_raters_until_they_submit(make_project: Callable[[int], Project]) -> None:
     p = make_project(1)
     (image_id,) = _ids(p)
-    team = _people(p, "ann", "bob", reviewers=("rev",))
-    team.set_raters_per_image(2)
+    _annotate(p, image_id, "ann")
+    team = p.team
+    assert [a.provenance.annotator for a in team.visible_annotations(image_id, None)] == ["ann"]  # no users
+    team = _people(p, "ann", "bob", "cat", reviewers=("rev",))
+    assert len(team.visible_annotations(image_id, "bob")) == 1  # one rater per image: nobody to be blind to
+    team.set_raters_per_image(2)  # an agreement study: blind
+    assert team.visible_annotations(image_id, "bob") == team.visible_annotations(image_id, None) == []
+    p.delete_annotation(p.annotations(image_id)[0].id)
     assert _work(p, "ann") == image_id
     assert team.claim_next("bob") == image_id
     assert team.visible_annotations(image_id, "bob") == []  # ann's outline is hidden
@@ -188,7 +194,8 @@ def test_a_rater_is_blind_to_other_raters_until_they_submit(make_project: Callab
 
     assert raters("bob") == ["bob"]
     assert raters("ann") == ["None", "ann", "bob"]  # hers is submitted
-    assert raters("rev") == raters(None) == ["None", "ann", "bob"]  # a reviewer, a project without users
+    assert raters("rev") == ["None", "ann", "bob"]  # a reviewer
+    assert raters("cat") == raters(None) == []  # no slot there; someone not known
     team.submit("bob", image_id)
     assert raters("bob") == ["None", "ann", "bob"]
     team.review("rev", image_id, "bob", False, "redo")
