@@ -80,14 +80,20 @@ def test_next_submit_blind_review(url: str, team_project) -> None:
     rev.predict(api_name="/team_load")  # the page's load: the tab learns its user
     assert len(rev.predict(api_name="/export_project")) == 2
 
-    # One draft per image in the store: bob's work in progress is his, never restored for ann.
-    bob.predict(*box_from_mask(next(iter(masks.values()))), api_name="/box")
-    assert project.draft(first.id).prompts["user"] == "bob"
+    # Drafts per image and rater: bob's work in progress is his, never restored for ann, and hers does not
+    # replace his.
+    x0, y0, x1, y1 = box_from_mask(next(iter(masks.values())))
+    bob.predict(x0, y0, x1, y1, api_name="/box")
+    assert project.draft(first.id, "bob") is not None and project.draft(first.id, "ann") is None
     view = json.loads(ann.predict(first.id, api_name="/open_image")[0])
     assert "restored" not in view["message"] and view["prompts"]["box"] is None
+    ann.predict(x0 + 5, y0 + 5, x1 - 5, y1 - 5, api_name="/box")
+    assert project.draft(first.id, "ann").prompts["box"] == [x0 + 5, y0 + 5, x1 - 5, y1 - 5]
     view = json.loads(bob.predict(first.id, api_name="/open_image")[0])
-    assert "restored the work in progress" in view["message"] and view["prompts"]["box"] is not None
+    assert "restored the work in progress" in view["message"] and view["prompts"]["box"] == [x0, y0, x1, y1]
     bob.predict(api_name="/clear")
+    ann.predict(api_name="/clear")
+    assert project.draft(first.id, "bob") is None and project.draft(first.id, "ann") is None
 
     out = bob.predict(api_name="/team_submit")  # nothing of his own yet: refused, said in the page
     assert "yours to annotate" in _panel(out)[0]

@@ -13,7 +13,7 @@ from dermaseg.core.errors import DermasegError
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.webui.page.edits import require_size
 from dermaseg.webui.page.lesions import lesions, load_saved
-from dermaseg.webui.page.undo import UndoStep, draft_is_mine, restore
+from dermaseg.webui.page.undo import UndoStep, draft_user, restore
 
 if TYPE_CHECKING:
     from dermaseg.webui.page.session import Session
@@ -21,14 +21,16 @@ if TYPE_CHECKING:
 
 def restore_draft(s: Session, image_id: int) -> str:
     """Put the image's draft back as the current step (undo returns to the opening state); returns a note."""
-    draft = s.project.draft(image_id)
-    if draft is None or not draft_is_mine(s, draft):
+    if s.team and s.user is None:
+        return ""
+    draft = s.project.draft(image_id, draft_user(s))
+    if draft is None:
         return ""
     image = s.require_image()
     try:
         prompts, outline, head = draft_step(draft, image.width, image.height)
     except (DermasegError, KeyError, TypeError, ValueError, OverflowError) as e:
-        s.project.discard_draft(image_id)
+        s.project.discard_draft(image_id, draft_user(s))
         return f"the unsaved work on this image could not be restored and was dropped ({e})"
     s.head = head
     edited, note = draft.prompts.get("annotation") or [None, None], ""

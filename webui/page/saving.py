@@ -10,7 +10,7 @@ from dermaseg.webui.page.lesions import lesion_name, lesions, new_lesion, select
 from dermaseg.webui.page.masks import full_mask
 from dermaseg.webui.page.measuring import measurements
 from dermaseg.webui.page.opening import remember_annotator
-from dermaseg.webui.page.undo import prompts_json, saved_step
+from dermaseg.webui.page.undo import draft_user, prompts_json, saved_step
 
 if TYPE_CHECKING:
     from dermaseg.webui.page.session import Session
@@ -67,7 +67,7 @@ def accept(s: Session, label: str, annotator: str | None = None, *, replace: boo
     saved_step(s, ann.id)
     s.annotation_id, s.annotation_version, s.conflict = ann.id, ann.version, None
     s.undo.restart(s.prompts, s.polygons, mask)  # Undo now takes the save back
-    s.project.discard_draft(s.image_id)  # accepted: nothing in progress any more
+    s.project.discard_draft(s.image_id, draft_user(s))  # accepted: nothing in progress any more
     if annotator is not None:  # the page always sends its field; API callers may leave it out
         remember_annotator(s.project, annotator)
     s.message = f"saved: {lesion_name(s, ann.id)} on {image.name} (annotation {ann.id}), marked done"

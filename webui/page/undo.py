@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dermaseg.core.annotation.geometry import Polygons
-from dermaseg.core.annotation.project import Draft
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.webui.page.lesions import lesion_name, lesions, load_saved, new_lesion
@@ -114,22 +113,20 @@ def keep_draft(s: Session) -> None:
     decoder on restore, the outline is rasterised), never the mask. Back at the opening state (nothing
     done since the image opened, or everything undone or cleared) the draft is dropped.
     """
-    if s.image_id is None or not draft_is_mine(s, s.project.draft(s.image_id) if s.team else None):
-        return  # a team project keeps one draft per image: another rater's stays theirs
+    if s.image_id is None or (s.team and s.user is None):
+        return  # a team project keeps each rater's draft: nobody's until the user is known
     if s.undo.at_start:
-        s.project.discard_draft(s.image_id)
+        s.project.discard_draft(s.image_id, draft_user(s))
         return
     step = s.undo.current
     prompts = {**prompts_json(step.prompts), "head": s.head, "annotation": [s.annotation_id, s.annotation_version]}
-    if s.team:
-        prompts["user"] = s.user
     outline = step.outline.to_json() if step.outline is not None else None
-    s.project.save_draft(s.image_id, prompts, outline, s.tolerance_px)
+    s.project.save_draft(s.image_id, prompts, outline, s.tolerance_px, draft_user(s))
 
 
-def draft_is_mine(s: Session, draft: Draft | None) -> bool:
-    """True unless `draft` is another rater's (a team project's drafts name their user: blind raters)."""
-    return draft is None or not s.team or draft.prompts.get("user") == s.user
+def draft_user(s: Session) -> str:
+    """Whose drafts the tab keeps and restores: the logged-in rater in a team project, else "" (one person)."""
+    return (s.user or "") if s.team else ""
 
 
 def record(s: Session, step: UndoStep) -> None:

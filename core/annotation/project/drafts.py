@@ -1,5 +1,5 @@
-"""Work in progress that survives a reload or crash: per-image drafts (prompts, hand-edited outline) not
-yet accepted, and small page state (last image, annotator) kept between visits."""
+"""Work in progress that survives a reload or crash: drafts (prompts, hand-edited outline) not yet accepted,
+one per image and user (`user` "" in a one-person project), and small page state kept between visits."""
 
 from __future__ import annotations
 
@@ -14,22 +14,27 @@ from dermaseg.core.annotation.project.schema import ui_state as U
 
 
 def save_draft(
-    db: Database, image_id: int, prompts: Json, polygons: Json = None, tolerance_px: float | None = None
+    db: Database,
+    image_id: int,
+    prompts: Json,
+    polygons: Json = None,
+    tolerance_px: float | None = None,
+    user: str = "",
 ) -> None:
-    """Keep the work in progress on an image (one small UPSERT, committed): see `Draft`."""
+    """Keep `user`'s work in progress on an image (one small UPSERT, committed): see `Draft`."""
     with db.write() as c:
         values = dict(
-            image_id=image_id, prompts_json=dumps(prompts), polygons_json=None if polygons is None else dumps(polygons),
-            tolerance_px=tolerance_px, updated_utc=utc_now(),
+            image_id=image_id, user_name=user, prompts_json=dumps(prompts),
+            polygons_json=None if polygons is None else dumps(polygons), tolerance_px=tolerance_px,
+            updated_utc=utc_now(),
         )  # fmt: skip
-        upsert(c, D, values, ["image_id"])
+        upsert(c, D, values, ["image_id", "user_name"])
 
 
-def draft(db: Database, image_id: int) -> Draft | None:
-    """The image's draft, or None (also when its JSON does not parse: a damaged draft is no draft)."""
-    rows = db.query(
-        select(D.c.prompts_json, D.c.polygons_json, D.c.tolerance_px, D.c.updated_utc).where(D.c.image_id == image_id)
-    )
+def draft(db: Database, image_id: int, user: str = "") -> Draft | None:
+    """`user`'s draft on the image, or None (also when its JSON does not parse: a damaged draft is no draft)."""
+    stmt = select(D.c.prompts_json, D.c.polygons_json, D.c.tolerance_px, D.c.updated_utc)
+    rows = db.query(stmt.where(D.c.image_id == image_id, D.c.user_name == user))
     if not rows:
         return None
     try:
@@ -38,9 +43,9 @@ def draft(db: Database, image_id: int) -> Draft | None:
         return None
 
 
-def discard_draft(db: Database, image_id: int) -> None:
+def discard_draft(db: Database, image_id: int, user: str = "") -> None:
     with db.write() as c:
-        c.execute(delete(D).where(D.c.image_id == image_id))
+        c.execute(delete(D).where(D.c.image_id == image_id, D.c.user_name == user))
 
 
 def ui_state(db: Database, key: str) -> str | None:

@@ -273,17 +273,17 @@ class Project:
     # ---- work in progress (drafts)
 
     def save_draft(
-        self, image_id: int, prompts: Json, polygons: Json = None, tolerance_px: float | None = None
+        self, image_id: int, prompts: Json, polygons: Json = None, tolerance_px: float | None = None, user: str = ""
     ) -> None:
-        """Keep the work in progress on an image (one small UPSERT, committed): see `Draft`."""
-        drafts.save_draft(self._db, image_id, prompts, polygons, tolerance_px)
+        """Keep `user`'s work in progress on an image ("": a one-person project; one UPSERT): see `Draft`."""
+        drafts.save_draft(self._db, image_id, prompts, polygons, tolerance_px, user)
 
-    def draft(self, image_id: int) -> Draft | None:
-        """The image's draft, or None (also when it is damaged)."""
-        return drafts.draft(self._db, image_id)
+    def draft(self, image_id: int, user: str = "") -> Draft | None:
+        """`user`'s draft on the image, or None (also when it is damaged)."""
+        return drafts.draft(self._db, image_id, user)
 
-    def discard_draft(self, image_id: int) -> None:
-        drafts.discard_draft(self._db, image_id)
+    def discard_draft(self, image_id: int, user: str = "") -> None:
+        drafts.discard_draft(self._db, image_id, user)
 
     def ui_state(self, key: str) -> str | None:
         """A value the page keeps between visits (last image, annotator name), or None."""

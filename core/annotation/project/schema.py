@@ -134,6 +134,7 @@ drafts = Table(
     "drafts",
     metadata,
     Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_name", Text, primary_key=True, server_default=text("''")),  # '': a one-person project
     Column("prompts_json", Text, nullable=False),
     Column("polygons_json", Text),
     Column("tolerance_px", Float),

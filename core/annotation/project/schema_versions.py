@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 SCHEMA_VERSION = 3  # meta.schema_version at the newest revision
-HEAD = "0004"  # the newest revision in migrations/versions
+HEAD = "0005"  # the newest revision in migrations/versions
 _LEGACY = {"1": "0001", "2": "0002"}  # meta.schema_version of a project without alembic_version
 _ALEMBIC_VERSION = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
 
