@@ -139,25 +139,20 @@ def server_url(url: str) -> str:
     return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+# What libpq says (psycopg passes it on) when a login is refused, or the server cannot be reached.
+_REFUSED_LOGIN = ("password authentication failed", "no password supplied")
+_UNREACHABLE = ("connection refused", "could not translate host", "failed to resolve", "timeout")
+
+
 def server_error(e: exc.DBAPIError, where: str) -> StoreError:
     """A StoreError for a PostgreSQL failure that says what to do; never the password nor the SQL."""
     msg = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
     low = str(e.orig).lower()
-    if (
-        "password authentication failed" in low
-        or "no password supplied" in low
-        or "role" in low
-        and "does not exist" in low
-    ):
+    if any(k in low for k in _REFUSED_LOGIN) or ("role" in low and "does not exist" in low):
         return StoreError(f"{where}: the database server refused the login ({msg}); check the user and password")
     if "database" in low and "does not exist" in low:
         return StoreError(f"{where}: no such database on the server ({msg}); create it first (createdb NAME)")
-    if (
-        "connection refused" in low
-        or "could not translate host" in low
-        or "failed to resolve" in low
-        or "timeout" in low
-    ):
+    if any(k in low for k in _UNREACHABLE):
         return StoreError(f"{where}: cannot reach the database server ({msg}); is it running, and the address right?")
     if isinstance(e, exc.OperationalError) or e.connection_invalidated:
         return StoreError(
