@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, case, exists, func, insert, select, update
-from sqlalchemy.orm import aliased
 
 from dermaseg.core.annotation.project import annotation_rows
 from dermaseg.core.annotation.project.database import Database, upsert
@@ -59,8 +58,8 @@ DEFAULT_RATERS = 1
 MAX_RATERS = 20
 OPEN_STATES = ("claimed", "returned")  # the rater's work is not finished: it is theirs to do
 
-_RATER = aliased(U, name="rater")
-_REVIEWER = aliased(U, name="reviewer")
+_RATER = U.alias("rater")
+_REVIEWER = U.alias("reviewer")
 _ASSIGNMENTS = (
     select(
         A.c.image_id, _RATER.c.name, A.c.state, A.c.claimed_utc, A.c.submitted_utc, _REVIEWER.c.name,

@@ -69,7 +69,7 @@ def test_a_database_of_a_newer_dermaseg_is_refused(database: Database, tmp_path:
 
 
 def test_only_the_database_module_speaks_an_engines_own_language() -> None:
-    """sqlite3, PRAGMAs and dialect imports stay in database.py (and the page's tests); the rest is Core."""
+    """sqlite3, PRAGMAs and dialect imports stay in database.py; the rest is SQLAlchemy Core, not its ORM."""
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "database.py":
             continue
@@ -77,6 +77,7 @@ def test_only_the_database_module_speaks_an_engines_own_language() -> None:
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "sqlite3" not in imported and not any(m.startswith("sqlalchemy.dialects") for m in imported), path
+        assert not any(m.startswith("sqlalchemy.orm") for m in imported), f"{path}: Core only (the ORM costs ~5 MiB)"
         assert "PRAGMA" not in path.read_text(encoding="utf-8"), path
 
 
