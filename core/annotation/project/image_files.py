@@ -4,15 +4,16 @@ a project shared on a database server.
 A shared project knows its images by content (the file's SHA-256). Each person's folder may hold copies
 anywhere inside it, under any name, or none: a local copy is found by its hash; an image without one is
 read from the database, where the person who added it put the file's bytes (`image_files`), and kept in
-the local cache (`Settings.images_dir`, `<sha256><suffix>`), checked against its hash once written. The
+the local cache (`Settings.images_dir`, `<sha256><suffix>`), checked against its hash before it is written. The
 hashes of local files are remembered in `<folder>/.dermaseg/local-files.json` by size and modification
 time, so a file is hashed again only when it changed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,13 @@ from sqlalchemy import insert, select
 
 from dermaseg.core.annotation.project import images as image_rows
 from dermaseg.core.annotation.project.database import DB_DIR, Database
-from dermaseg.core.annotation.project.paths import file_sha256, safe_path, upright_size
+from dermaseg.core.annotation.project.paths import file_sha256, safe_path, upright_size, write_bytes_atomic
 from dermaseg.core.annotation.project.records import ImageRecord, Progress, ScanReport, no_progress, utc_now
 from dermaseg.core.annotation.project.scanning import image_files_in, scan
 from dermaseg.core.annotation.project.schema import image_files
 from dermaseg.core.annotation.project.schema import images as I
 from dermaseg.core.errors import StoreError
+from dermaseg.core.settings import Settings
 
 LOCAL_INDEX = "local-files.json"
 
@@ -136,14 +138,10 @@ class SharedFiles:
         if out.is_file():
             return out
         data = self.db.query_scalars(select(image_files.c.data).where(image_files.c.sha256 == rec.file_sha256))[0]
+        if hashlib.sha256(data).hexdigest() != rec.file_sha256:
+            raise StoreError(f"{rec.path}: the image's bytes in the database do not match its hash")
         try:
-            self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            if file_sha256(tmp) != rec.file_sha256:
-                tmp.unlink()
-                raise StoreError(f"{rec.path}: the image's bytes in the database do not match its hash")
-            tmp.replace(out)
+            write_bytes_atomic(out, data)
         except OSError as e:
             raise StoreError(f"{self.cache}: cannot keep a copy of {rec.path} here ({e.strerror or e})") from None
         return out
@@ -156,19 +154,16 @@ class SharedFiles:
             return {}  # none yet, or unreadable: everything is hashed again
 
     def _write_index(self, index: dict[str, list]) -> None:
-        path = self.root / DB_DIR / LOCAL_INDEX
-        try:
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(index))
-            tmp.replace(path)
-        except OSError:
-            pass  # a read-only folder: hash again next time
+        with contextlib.suppress(OSError):  # a read-only folder: hash again next time
+            write_bytes_atomic(self.root / DB_DIR / LOCAL_INDEX, json.dumps(index).encode())
 
 
-def files_of(db: Database, root: Path, cache: Path) -> ImageFiles:
-    """The project's image files: in its folder (SQLite), or shared (a server; `cache` for fetched ones)."""
-    return FolderFiles(db, root) if db.path is not None else SharedFiles(db, root, cache)
+def files_of(db: Database, root: Path, cache: Path | None = None) -> ImageFiles:
+    """The project's image files: in its folder (SQLite), or shared (a server; fetched ones kept in `cache`,
+    default `Settings.images_dir`)."""
+    if db.path is not None:
+        return FolderFiles(db, root)
+    return SharedFiles(db, root, cache or Settings.from_env().images_dir)
 
 
 def _unique_name(rel: str, sha: str) -> str:

@@ -1,14 +1,28 @@
-"""Paths and files of a project folder: relative paths kept inside it, file hashes, image sizes."""
+"""Paths and files of a project folder: relative paths kept inside it, file hashes, image sizes, atomic writes."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from PIL import Image
 
 from dermaseg.core.errors import StoreError
 from dermaseg.core.image import SUPPORTED_FORMATS
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` (its folder made if needed) through a temporary file beside it, renamed onto
+    it: readers see no file or the whole file, and processes writing the same file at once do not mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def relative_posix(rel: str) -> str:

@@ -55,7 +55,6 @@ from dermaseg.core.annotation.project.records import (
 )
 from dermaseg.core.calibration import Calibration
 from dermaseg.core.image import DEFAULT_MAX_PIXELS, LesionImage
-from dermaseg.core.settings import Settings
 
 
 class Project:
@@ -75,7 +74,7 @@ class Project:
         self.scan_report = ScanReport()
         self._db = db
         self.team = assignments.Team(db)  # who works on which image: claim_next, submit, review... (assignments)
-        self._files = files_of(db, root, image_cache or Settings.from_env().images_dir)
+        self._files = files_of(db, root, image_cache)
 
     # ---- opening and closing (database)
 

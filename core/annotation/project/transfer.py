@@ -24,7 +24,7 @@ from dermaseg.core.annotation.project.database import (
     make_database_folder,
 )
 from dermaseg.core.annotation.project.image_files import SharedFiles
-from dermaseg.core.annotation.project.paths import file_sha256, safe_path
+from dermaseg.core.annotation.project.paths import file_sha256, safe_path, write_bytes_atomic
 from dermaseg.core.annotation.project.records import Progress, ScanReport, no_progress
 from dermaseg.core.errors import StoreError
 
@@ -114,9 +114,6 @@ def _write_image_files(src: Database, root: Path, progress: Progress) -> tuple[s
         data = src.query_scalars(select(blobs.c.data).where(blobs.c.sha256 == sha))
         if not data:
             raise StoreError(f"{path}: the server has no copy of this image; open the project once where it is")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data[0])
-        tmp.replace(target)
+        write_bytes_atomic(target, data[0])
         written.append(path)
     return tuple(written)
