@@ -33,7 +33,8 @@ from dermaseg.models.build_run import BUILD_LOG, BuildRun
 from dermaseg.models.litemedsam import CHECKPOINT_SHA256, PromptDecoder, checkpoint_path, load_model, reference_decode
 
 # Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
-EXPORT_VERSION = 5  # 4: CoreML gets the tuned decoder too; 5: the tuned decoder outputs its mask features
+EXPORT_VERSION = 6  # 4: CoreML gets the tuned decoder too; 5: the tuned decoder outputs its mask features;
+# 6: its output upscaling as matrix products (`litemedsam.upscale_channels_last`)
 
 # variant id -> (encoder file, decoder file): the ones worth having by box-prompt mask IoU vs torch fp32 on
 # the 65 real dev images and by speed (README, "Model variants"). Dynamic int8/uint8 (MatMul) and static
