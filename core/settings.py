@@ -26,6 +26,8 @@ class Settings:
     openvino_encoder: the OpenVINO backend's encoder, "auto" (`backend_openvino.DEFAULT_ENCODER` when built),
         "int8" (NNCF-quantised) or "fp32" (the variant's ONNX encoder).
     openvino_precision: its inference precision, "auto" (bf16 where the CPU has it, else f32), "bf16", "f32".
+    tuned_decoder: the tuned prompt decoder's precision, "auto" (`artifacts.DEFAULT_TUNED` where built), "int8"
+        (int8 matrix products, `export_onnx.quantize_int8`) or "float" (the variant's own).
     threads: intra-op threads for ONNX Runtime and OpenVINO.
     blas_threads: threads of numpy's / SciPy's BLAS pools (`core.threads`; 1: they leave the cores to the runtime).
     max_pixels: largest accepted image, in pixels (width x height).
@@ -37,6 +39,7 @@ class Settings:
     backend: str = "auto"
     openvino_encoder: str = "auto"
     openvino_precision: str = "auto"
+    tuned_decoder: str = "auto"
     threads: int = 2
     blas_threads: int = 1
     max_pixels: int = 50_000_000
@@ -62,7 +65,7 @@ class Settings:
         values: dict[str, object] = {}
         if v := env.get(ENV_PREFIX + "CACHE_DIR"):
             values["cache_dir"] = Path(v)
-        for name in ("variant", "backend", "openvino_encoder", "openvino_precision"):
+        for name in ("variant", "backend", "openvino_encoder", "openvino_precision", "tuned_decoder"):
             if v := env.get(ENV_PREFIX + name.upper()):
                 values[name] = v
         for name in ("threads", "blas_threads", "max_pixels", "memory_cache_bytes"):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.evaluation.dataset import box_from_mask, read_dataset
 from dermaseg.core.image import load_image
 from dermaseg.core.segment.artifacts import resolve_variant
@@ -61,12 +62,19 @@ def encoders(settings: Settings) -> dict[str, Callable[[np.ndarray], np.ndarray]
 
 
 def decoders(settings: Settings) -> dict[str, Callable[[dict[str, np.ndarray]], object]]:
-    """The variant's tuned (else bundled) decoder on ORT and on OpenVINO f32 / bf16, name -> run(feed)."""
+    """The variant's tuned (else bundled) decoder on ORT (float, and int8 where built) and on OpenVINO
+    f32 / bf16, name -> run(feed)."""
     files = resolve_variant(settings.models_dir, settings.variant)
     path = files.tuned_decoder or files.decoder
-    ort_backend = OnnxBackend(files, settings.threads, encoder=False)
-    session = ort_backend._tuned_decoder or ort_backend._decoder  # noqa: SLF001 - the same session decode runs
-    out: dict[str, Callable[[dict[str, np.ndarray]], object]] = {"ort": lambda feed: session.run(None, feed)}
+    out: dict[str, Callable[[dict[str, np.ndarray]], object]] = {}
+    for name, tuned in (("ort", "float"), ("ort-int8", "int8")):
+        try:
+            ort_files = resolve_variant(settings.models_dir, settings.variant, tuned=tuned)
+        except ModelArtifactError:
+            continue  # no int8 tuned decoder in this build
+        ort_backend = OnnxBackend(ort_files, settings.threads, encoder=False)
+        session = ort_backend._tuned_decoder or ort_backend._decoder  # noqa: SLF001 - the same session decode runs
+        out[name] = lambda feed, session=session: session.run(None, feed)
     ov = bov.import_openvino()
     core = ov.Core()
     for precision in ["f32"] + (["bf16"] if bov.best_precision(core) == "bf16" else []):

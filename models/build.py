@@ -34,7 +34,7 @@ from dermaseg.models.litemedsam import CHECKPOINT_SHA256, PromptDecoder, checkpo
 
 # Bump when the exported graphs or their settings change: a manifest with another version is rebuilt.
 EXPORT_VERSION = 6  # 4: CoreML gets the tuned decoder too; 5: the tuned decoder outputs its mask features;
-# 6: its output upscaling as matrix products (`litemedsam.upscale_channels_last`)
+# 6: its output upscaling as matrix products (`litemedsam.upscale_channels_last`), and an int8 copy (`TUNED_INT8`)
 
 # variant id -> (encoder file, decoder file): the ones worth having by box-prompt mask IoU vs torch fp32 on
 # the 65 real dev images and by speed (README, "Model variants"). Dynamic int8/uint8 (MatMul) and static
@@ -52,6 +52,10 @@ DEFAULT_VARIANT = "fp32"
 # every prompt with it. Without the file, the bundled decoder answers and clicks use prompt translation.
 TUNED_WEIGHTS = Path(__file__).parent / "weights" / "tuned-decoder.npz"
 TUNED_DECODERS: dict[str, str] = {"fp32": "decoder-tuned-fp32.onnx", "fp16": "decoder-tuned-fp16.onnx"}
+# The fp32 tuned decoder with int8 matrix products (`export_onnx.quantize_int8`), offered by the fp32 variant
+# (`artifacts.resolve_variant`, `Settings.tuned_decoder`).
+TUNED_INT8 = "decoder-tuned-int8.onnx"
+TUNED_INT8_VARIANT = "fp32"
 
 PREPROCESS_CONTRACT = {
     "input": "1x3x256x256 float32, NCHW",
@@ -98,7 +102,8 @@ def build(
     models_dir.mkdir(parents=True, exist_ok=True)
     (models_dir / MANIFEST).unlink(missing_ok=True)  # half-built folders never look valid
     tuned = TUNED_WEIGHTS.is_file()
-    wanted = {f for pair in VARIANTS.values() for f in pair} | (set(TUNED_DECODERS.values()) if tuned else set())
+    wanted = {f for pair in VARIANTS.values() for f in pair}
+    wanted |= {*TUNED_DECODERS.values(), TUNED_INT8} if tuned else set()
     for stale in models_dir.glob("*.onnx"):  # variants dropped by an earlier export version
         if stale.name not in wanted:
             stale.unlink()
@@ -120,6 +125,7 @@ def build(
                 features = PromptDecoder(tuned_net, features=True)
                 export_onnx.export_decoder(features, models_dir / TUNED_DECODERS["fp32"])
                 export_onnx.convert_fp16(models_dir / TUNED_DECODERS["fp32"], models_dir / TUNED_DECODERS["fp16"])
+                export_onnx.quantize_int8(models_dir / TUNED_DECODERS["fp32"], models_dir / TUNED_INT8)
         coreml_info: dict = {"built": False, "reason": "disabled (--no-coreml)"}
         if coreml:
             with run.step("coreml"):
@@ -156,6 +162,11 @@ def build(
         "variants": {
             v: {"encoder": enc, "decoder": dec, "parity": parity[v]}
             | ({"tuned_decoder": TUNED_DECODERS[v], "tuned_parity": tuned_parity[v]} if v in tuned_parity else {})
+            | (
+                {"tuned_decoder_int8": TUNED_INT8, "tuned_int8_parity": tuned_parity["int8"]}
+                if v == TUNED_INT8_VARIANT and "int8" in tuned_parity
+                else {}
+            )
             for v, (enc, dec) in VARIANTS.items()
         },
         "default": DEFAULT_VARIANT,
@@ -180,6 +191,8 @@ def summary(models_dir: Path, manifest: dict, notes: Iterable[str] = ()) -> list
         line = f"  {variant}: box mask IoU vs torch min {parity['box_iou_min']:.4f} mean {parity['box_iou_mean']:.4f}"
         if "tuned_parity" in info:
             line += f"; tuned decoder click IoU min {info['tuned_parity']['click_iou_min']:.4f}"
+        if "tuned_int8_parity" in info:
+            line += f" (int8: {info['tuned_int8_parity']['click_iou_min']:.4f})"
         lines.append(line)
     for name, entry in (("CoreML", manifest.get("coreml", {})), ("OpenVINO int8", manifest.get("openvino", {}))):
         lines.append(f"  {name}: " + ("built" if entry.get("built") else f"skipped: {entry.get('reason')}"))
@@ -353,11 +366,12 @@ def measure_parity(model: torch.nn.Module, models_dir: Path, cases: list[ParityC
 
 
 def measure_tuned_parity(tuned_net: torch.nn.Module, models_dir: Path, cases: list[ParityCase]) -> dict:
-    """Per variant: min and mean mask IoU of its tuned decoder vs the torch fine-tuned decoder, for one
-    positive click at each case's box centre (head 0)."""
+    """Per variant (and "int8": the int8 tuned decoder): min and mean mask IoU of its tuned decoder vs the
+    torch fine-tuned decoder, for one positive click at each case's box centre (head 0)."""
     result = {}
-    for variant, tuned_file in TUNED_DECODERS.items():
-        enc, dec = models_dir / VARIANTS[variant][0], models_dir / tuned_file
+    tuned_files = {v: (v, f) for v, f in TUNED_DECODERS.items()} | {"int8": (TUNED_INT8_VARIANT, TUNED_INT8)}
+    for variant, (encoder_variant, tuned_file) in tuned_files.items():
+        enc, dec = models_dir / VARIANTS[encoder_variant][0], models_dir / tuned_file
         backend = OnnxBackend(VariantFiles(variant, enc, dec, file_sha256(enc), ""))
         ious = []
         for case in cases:

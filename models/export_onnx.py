@@ -1,4 +1,4 @@
-"""Export LiteMedSAM to ONNX (encoder and prompt decoder) and derive the fp16 variant."""
+"""Export LiteMedSAM to ONNX (encoder and prompt decoder) and derive the fp16 and int8 files."""
 
 from __future__ import annotations
 
@@ -75,4 +75,28 @@ def convert_fp16(src: Path, dst: Path) -> None:
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     tmp = dst.with_suffix(".tmp.onnx")
     onnx.save(model, str(tmp))
+    tmp.replace(dst)
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """ONNX Runtime's dynamic quantisation of `src`'s matrix products: MatMul / Gemm weights in int8 (one
+    scale per output channel), their activations quantised to uint8 at each run; everything else, inputs
+    and outputs float32.
+
+    For the tuned decoder on this 2-core Zen 4 (AVX-512 VNNI): 17 ms against 30-37 ms per run. One click's
+    mask against the float decoder's on 40 dev images: IoU min 0.987, mean 0.997 (one scale per tensor:
+    0.954 / 0.993, at the same speed). The encoder is not quantised this way (min box IoU 0.67-0.96 on real
+    images when tried; see `build.VARIANTS`).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dst.with_suffix(".tmp.onnx")
+    quantize_dynamic(
+        src,
+        tmp,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        extra_options={"MatMulConstBOnly": True},  # weights only: products of two activations stay float
+    )
     tmp.replace(dst)

@@ -105,13 +105,14 @@ def models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The default variant on ONNX Runtime, with an embedding disk cache private to this test session."""
+    """The default variant on ONNX Runtime (its tuned decoder as the product picks it: `tuned="auto"`), with an
+    embedding disk cache private to this test session."""
     from dermaseg.core.segment.artifacts import resolve_variant
     from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
     from dermaseg.core.segment.embedding_cache import EmbeddingCache
     from dermaseg.core.segment.segmenter import Engine
 
-    backend = OnnxBackend(resolve_variant(models_dir, "default"))
+    backend = OnnxBackend(resolve_variant(models_dir, "default", tuned="auto"))
     return Engine(backend, EmbeddingCache(tmp_path_factory.mktemp("embeddings")))
 
 

@@ -37,28 +37,35 @@ def fit_logits(
     extent: tuple[int, int],
     lam: float,
     margin: float,
+    colour: np.ndarray | None = None,
 ) -> np.ndarray:
     """The logits refitted to the clicks.
 
     logits: float32 (256, 256), the decoder's head-0 low-res logits; features: float32 (K, 256, 256),
-    its 32 upscaled mask features (and any more: `colour_features`); clicks: (N, 2) (x, y) in
-    decoder-frame pixels; labels: N click labels (1 positive, 0 negative); extent: (h, w) of the image
-    inside the frame (padding is ignored). lam: weight of the mean squared change of the logits;
-    margin: the logit each click should reach on its side. Returns float32 (256, 256):
-    logits + delta . features (the input when N == 0).
+    its 32 upscaled mask features; colour: float32 (C, 256, 256), more features fitted with them
+    (`colour_features`), or None; clicks: (N, 2) (x, y) in decoder-frame pixels; labels: N click labels
+    (1 positive, 0 negative); extent: (h, w) of the image inside the frame (padding is ignored). lam:
+    weight of the mean squared change of the logits; margin: the logit each click should reach on its
+    side. Returns float32 (256, 256): logits + delta . features (the input when N == 0).
     """
     h, w = extent
     if len(labels) == 0:
         return logits
+    # The feature blocks are used side by side, never copied into one array (9 MB a click).
+    blocks = [features] if colour is None else [features, colour]
     rows = np.minimum(np.asarray(clicks)[:, 1].astype(int), h - 1)
     cols = np.minimum(np.asarray(clicks)[:, 0].astype(int), w - 1)
-    u = features[:, rows, cols].T.astype(np.float64)  # (N, K)
+    u = np.concatenate([b[:, rows, cols] for b in blocks]).T.astype(np.float64)  # (N, K)
     l0 = logits[rows, cols].astype(np.float64)
     y = np.where(np.asarray(labels) == POSITIVE, 1.0, -1.0)
-    inside = features[:, :h, :w].reshape(features.shape[0], -1)
-    cov = (inside @ inside.T).astype(np.float64) / inside.shape[1]  # delta' cov delta: mean squared change
-    delta = _newton(l0, u, y, lam * cov, margin)
-    return (logits + np.tensordot(delta.astype(np.float32), features, axes=1)).astype(np.float32)
+    inside = [b[:, :h, :w].reshape(b.shape[0], -1) for b in blocks]
+    gram = np.block([[a @ b.T for b in inside] for a in inside]).astype(np.float64)
+    delta = _newton(l0, u, y, lam * gram / (h * w), margin)  # delta' (gram / n) delta: mean squared change
+    out, start = logits.copy(), 0
+    for b in blocks:
+        out += np.tensordot(delta[start : start + len(b)].astype(np.float32), b, axes=1)
+        start += len(b)
+    return out
 
 
 def colour_features(frame: np.ndarray, extent: tuple[int, int]) -> np.ndarray:

@@ -172,9 +172,9 @@ class Refinement:
         assert image is not None
         t = Transform(image.height, image.width)
         clicks = t.to_model(np.array(prompts.points, dtype=np.float64))
-        features = result.features
-        if self.fit_colour:
-            features = np.concatenate([features, self._colour_features(side, mirrored)])
+        colour = self._colour_features(side, mirrored) if self.fit_colour else None
         lam = self.fit_lambda if prompts.box is None else self.fit_lambda_box
-        logits = fit_logits(result.low_res_logits, features, clicks, prompts.labels, t.resized, lam, self.fit_margin)
+        logits = fit_logits(
+            result.low_res_logits, result.features, clicks, prompts.labels, t.resized, lam, self.fit_margin, colour
+        )
         return replace(result, low_res_logits=logits, features=None)

@@ -3,7 +3,8 @@
 Layout of `<cache>/models/`: ONNX files, CoreML packages and `manifest.json`:
 {"format": 1, "source": {...checkpoint sha256...}, "preprocess": {...}, "export": {...},
  "files": {name: {"sha256", "bytes"}},
- "variants": {id: {"encoder", "decoder", "parity", optional "tuned_decoder", "tuned_parity"}},
+ "variants": {id: {"encoder", "decoder", "parity", optional "tuned_decoder", "tuned_parity",
+                   "tuned_decoder_int8", "tuned_int8_parity"}},
  "default": id, "coreml": {...}}
 """
 
@@ -81,16 +82,34 @@ def verify_files(models_dir: Path, manifest: dict, names: list[str] | None = Non
             raise ModelArtifactError(f"{path} does not match its checksum (corrupt or replaced): {REBUILD_HINT}")
 
 
-def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = True) -> VariantFiles:
-    """The files of `variant` ("default" means the manifest's default), checked against the manifest."""
+# What `tuned="auto"` runs where the variant has both: decided by the accuracy gate of issue 18 (dev set and
+# 2-fold cross-validation, box Dice and clicks NoC@90 within 0.003 / 0.1 of float; docs/speed.md).
+DEFAULT_TUNED = "int8"
+
+
+def resolve_variant(
+    models_dir: Path, variant: str = "default", verify: bool = True, tuned: str = "float"
+) -> VariantFiles:
+    """The files of `variant` ("default" means the manifest's default), checked against the manifest.
+
+    tuned: which tuned decoder, "float" (the variant's own precision), "int8" (its int8 matrix products;
+    ModelArtifactError when the variant has none) or "auto" (`DEFAULT_TUNED` where built, else float).
+    """
+    if tuned not in ("auto", "int8", "float"):
+        raise ModelArtifactError(f"unknown tuned decoder {tuned!r}: use auto, int8 or float")
     manifest = read_manifest(models_dir)
     variants = manifest.get("variants", {})
     name = manifest.get("default") if variant == "default" else variant
     if name not in variants:
         raise ModelArtifactError(f"unknown model variant {variant!r}; built variants: {', '.join(sorted(variants))}")
-    enc, dec, tuned = variants[name]["encoder"], variants[name]["decoder"], variants[name].get("tuned_decoder")
+    enc, dec, tuned_file = variants[name]["encoder"], variants[name]["decoder"], variants[name].get("tuned_decoder")
+    int8 = variants[name].get("tuned_decoder_int8")
+    if tuned == "int8" and int8 is None:
+        raise ModelArtifactError(f"model variant {name!r} has no int8 tuned decoder: {REBUILD_HINT}")
+    if int8 is not None and (tuned == "int8" or (tuned == "auto" and DEFAULT_TUNED == "int8")):
+        tuned_file = int8
     if verify:
-        verify_files(models_dir, manifest, [enc, dec] + ([tuned] if tuned else []))
+        verify_files(models_dir, manifest, [enc, dec] + ([tuned_file] if tuned_file else []))
     files = manifest["files"]
     return VariantFiles(
         name,
@@ -98,8 +117,8 @@ def resolve_variant(models_dir: Path, variant: str = "default", verify: bool = T
         models_dir / dec,
         files[enc]["sha256"],
         files[dec]["sha256"],
-        models_dir / tuned if tuned else None,
-        files[tuned]["sha256"] if tuned else "",
+        models_dir / tuned_file if tuned_file else None,
+        files[tuned_file]["sha256"] if tuned_file else "",
     )
 
 

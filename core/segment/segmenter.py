@@ -268,4 +268,5 @@ def _open_backend(settings: Settings) -> Backend:
             return backend_openvino.OpenVinoBackend.open(settings)
     from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
 
-    return OnnxBackend(resolve_variant(settings.models_dir, settings.variant), settings.threads)
+    files = resolve_variant(settings.models_dir, settings.variant, tuned=settings.tuned_decoder)
+    return OnnxBackend(files, settings.threads)

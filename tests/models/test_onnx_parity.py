@@ -13,12 +13,21 @@ import torch
 from dermaseg.core.errors import ModelArtifactError
 from dermaseg.core.evaluation.dataset import box_from_mask
 from dermaseg.core.image import load_image
-from dermaseg.core.segment.artifacts import VariantFiles, resolve_variant
+from dermaseg.core.segment.artifacts import DEFAULT_TUNED, VariantFiles, resolve_variant
 from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
 from dermaseg.core.segment.preprocess import DecoderInputs, encoder_input, mask_from_logits
 from dermaseg.core.segment.prompts import Prompts
 from dermaseg.core.segment.segmenter import decoder_points
-from dermaseg.models.build import DEFAULT_VARIANT, TUNED_DECODERS, VARIANTS, build, mask_iou
+from dermaseg.core.settings import Settings
+from dermaseg.models.build import (
+    DEFAULT_VARIANT,
+    TUNED_DECODERS,
+    TUNED_INT8,
+    TUNED_INT8_VARIANT,
+    VARIANTS,
+    build,
+    mask_iou,
+)
 from dermaseg.models.litemedsam import load_model, reference_decode
 
 # Minimum box-prompt mask IoU vs torch fp32 on every dev image (README, "Model variants").
@@ -122,13 +131,17 @@ def test_fp32_embedding_and_decoder_match_torch(models_dir: Path, model, referen
                 assert mask_iou(mask_from_logits(ours[0, head], t), mask_from_logits(theirs[0, head], t)) > 0.995
 
 
-@pytest.mark.parametrize(("variant", "floor"), [("fp32", 0.999), ("fp16", 0.98)])
-def test_tuned_decoder_matches_its_torch_model(variant: str, floor: float, models_dir: Path, reference) -> None:
+@pytest.mark.parametrize(
+    ("variant", "tuned", "floor"), [("fp32", "float", 0.999), ("fp16", "float", 0.98), ("fp32", "int8", 0.97)]
+)
+def test_tuned_decoder_matches_its_torch_model(
+    variant: str, tuned: str, floor: float, models_dir: Path, reference
+) -> None:
     """The exported tuned decoder against torch with the shipped deltas applied: clicks, mask input, box."""
     from dermaseg.models.build import tuned_model
 
     tuned_net = tuned_model()
-    backend = OnnxBackend(resolve_variant(models_dir, variant))
+    backend = OnnxBackend(resolve_variant(models_dir, variant, tuned=tuned))
     for ref in reference[:3]:
         t, emb = ref["t"], backend.encode(ref["x"])
         x0, y0, x1, y1 = ref["box"]
@@ -180,6 +193,35 @@ def test_manifest_records_contract_and_parity(models_dir: Path) -> None:
         variant = manifest["variants"][name]
         assert variant["tuned_decoder"] in manifest["files"] and variant["tuned_parity"]["click_iou_min"] >= 0.9
     assert "tuned_decoder" not in manifest["variants"]["fp32-bundled"]
+    int8 = manifest["variants"][TUNED_INT8_VARIANT]
+    assert int8["tuned_decoder_int8"] == TUNED_INT8 and int8["tuned_int8_parity"]["click_iou_min"] >= 0.9
+
+
+def test_the_tuned_decoder_in_int8_or_float(models_dir: Path) -> None:
+    """`resolve_variant(tuned=...)`: the fp32 variant offers its tuned decoder in int8; "auto" takes the
+    gate's choice where it exists, the variant's own precision elsewhere."""
+
+    def tuned_file(variant: str, tuned: str) -> str:
+        files = resolve_variant(models_dir, variant, tuned=tuned)
+        assert files.tuned_decoder is not None
+        return files.tuned_decoder.name
+
+    assert tuned_file("fp32", "int8") == TUNED_INT8
+    assert tuned_file("fp32", "float") == TUNED_DECODERS["fp32"]
+    assert tuned_file("fp32", "auto") == (TUNED_INT8 if DEFAULT_TUNED == "int8" else TUNED_DECODERS["fp32"])
+    assert tuned_file("fp16", "auto") == TUNED_DECODERS["fp16"]
+    assert (
+        resolve_variant(models_dir, "fp32").tuned_decoder
+        == resolve_variant(models_dir, "fp32", tuned="float").tuned_decoder
+    )
+    ids = {resolve_variant(models_dir, "fp32", tuned=t).model_id for t in ("int8", "float")}
+    assert len(ids) == 2  # provenance names which one answered
+    with pytest.raises(ModelArtifactError, match="no int8 tuned decoder"):
+        resolve_variant(models_dir, "fp16", tuned="int8")
+    with pytest.raises(ModelArtifactError, match="unknown tuned decoder"):
+        resolve_variant(models_dir, "fp32", tuned="fp8")
+    assert Settings.from_env({"DERMASEG_TUNED_DECODER": "float"}).tuned_decoder == "float"
+    assert Settings.from_env({}).tuned_decoder == "auto"
 
 
 def test_broken_onnx_file_is_a_model_artifact_error(tmp_path: Path) -> None:

@@ -98,6 +98,10 @@ def test_with_colour_a_click_brings_the_pixels_of_its_colour() -> None:
     both = np.concatenate([f[[0, 1, 3]], colour_features(frame, EXTENT)])
     out = fit_logits(logits, both, click, [1], EXTENT, lam=1.0, margin=2.0)
     assert (out[rim] > 0).all() and (out[f[1] > 0] > 0).all()
+    # the colour as its own block (how `Refinement` passes it, no 9 MB copy) is the same fit
+    apart = fit_logits(logits, f[[0, 1, 3]], click, [1], EXTENT, lam=1.0, margin=2.0, colour=both[3:])
+    np.testing.assert_allclose(apart, out, rtol=0, atol=1e-4)
+    assert not np.allclose(apart, decoder_only, atol=1e-2)
     skin = (f[1] == 0) & ~rim
     skin[EXTENT[0] :] = False
     assert (out[skin] < 0).all()

@@ -91,8 +91,10 @@ def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engin
     fresh = seg.predict(prompts, mask_input=session.predict(prefix).low_res_logits, features=True)
     t = Transform(seg.image.height, seg.image.width)
     clicks = t.to_model(np.array(prompts.points))
-    features = np.concatenate([fresh.features, colour_features(encoder_input(seg.image.rgb)[0], t.resized)])
-    fitted = fit_logits(fresh.low_res_logits, features, clicks, prompts.labels, t.resized, FIT_LAMBDA, FIT_MARGIN)
+    colour = colour_features(encoder_input(seg.image.rgb)[0], t.resized)
+    fitted = fit_logits(
+        fresh.low_res_logits, fresh.features, clicks, prompts.labels, t.resized, FIT_LAMBDA, FIT_MARGIN, colour
+    )
     assert np.array_equal(fitted, again.low_res_logits)
     assert again.features is None  # not kept in the session's cache: 8 MB a click
 

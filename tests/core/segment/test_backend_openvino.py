@@ -60,7 +60,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def ort(models_dir: Path) -> OnnxBackend:
-    return OnnxBackend(resolve_variant(models_dir, "default"))
+    return OnnxBackend(resolve_variant(models_dir, "default", tuned="auto"))  # the decoders as the product picks them
 
 
 @pytest.fixture(scope="module")
