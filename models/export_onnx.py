@@ -78,25 +78,43 @@ def convert_fp16(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """ONNX Runtime's dynamic quantisation of `src`'s matrix products: MatMul / Gemm weights in int8 (one
-    scale per output channel), their activations quantised to uint8 at each run; everything else, inputs
-    and outputs float32.
+# The decoder's matrix products over the image's 4,096 tokens (the two-way transformer's attention
+# projections), by the torch module names the exporter gives their MatMul nodes: 10 of ~50 MatMul / Gemm,
+# ~60 % of a run. The products over the few prompt tokens, the hypernetworks and the output upscaling stay
+# float: out of fold (2-fold cross-validation, docs/speed.md) quantising the upscaling too cost 0.09-0.12
+# NoC@90, these ten alone nothing.
+IMAGE_TOKEN_PRODUCTS = (
+    "cross_attn_token_to_image/k_proj/",
+    "cross_attn_token_to_image/v_proj/",
+    "cross_attn_image_to_token/q_proj/",
+    "cross_attn_image_to_token/out_proj/",
+    "final_attn_token_to_image/k_proj/",
+    "final_attn_token_to_image/v_proj/",
+)
 
-    For the tuned decoder on this 2-core Zen 4 (AVX-512 VNNI): 17 ms against 30-37 ms per run. One click's
-    mask against the float decoder's on 40 dev images: IoU min 0.987, mean 0.997 (one scale per tensor:
-    0.954 / 0.993, at the same speed). The encoder is not quantised this way (min box IoU 0.67-0.96 on real
-    images when tried; see `build.VARIANTS`).
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """ONNX Runtime's dynamic quantisation of the decoder's matrix products over the image's tokens
+    (`IMAGE_TOKEN_PRODUCTS`): their weights in int8 (one scale per output channel), their activations
+    quantised to uint8 at each run; everything else, inputs and outputs float32.
+
+    For the tuned decoder on this 2-core Zen 4 (AVX-512 VNNI): ~21 ms against 29-37 ms per run (every
+    MatMul / Gemm quantised: ~17 ms, and less accurate, above). The encoder is not quantised this way
+    (min box IoU 0.67-0.96 on real images when tried; see `build.VARIANTS`).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    names = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "MatMul"]
+    chosen = [n for n in names if any(p in n for p in IMAGE_TOKEN_PRODUCTS)]
+    if len(chosen) != 10:  # 2 layers x 4 + the final attention's 2: the graph is not the one measured
+        raise ValueError(f"{src}: expected the decoder's 10 image-token MatMul nodes, found {len(chosen)}")
     tmp = dst.with_suffix(".tmp.onnx")
     quantize_dynamic(
         src,
         tmp,
         weight_type=QuantType.QInt8,
         per_channel=True,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        extra_options={"MatMulConstBOnly": True},  # weights only: products of two activations stay float
+        nodes_to_quantize=chosen,
+        extra_options={"MatMulConstBOnly": True},
     )
     tmp.replace(dst)

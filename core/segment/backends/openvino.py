@@ -2,11 +2,11 @@
 
 Reads the same artifacts as the ONNX backend, plus the NNCF int8 encoder (`encoder-int8-ov.xml/.bin`,
 made by `dermaseg models build --parity-data DIR`). The encoder runs in bfloat16 where the CPU has it
-(AVX512-BF16 / AMX), else float32. The decoders stay on ONNX Runtime, the tuned one with int8 matrix
-products by default (`Settings.tuned_decoder`): ~17 ms a run. On OpenVINO the float tuned decoder took
-34-40 ms in bf16 and 44-49 ms in f32 against ORT's 29-34 ms (this 2-core Zen 4, the point count changing
-from run to run as clicks come, which OpenVINO's dynamic shapes pay for), and bf16 moved its logits by up
-to 0.14; ORT keeps the decoder's answers identical to the ONNX backend's.
+(AVX512-BF16 / AMX), else float32. The decoders stay on ONNX Runtime, the tuned one with its products over
+the image in int8 by default (`Settings.tuned_decoder`): ~21 ms a run. On OpenVINO the float tuned decoder
+took 34-40 ms in bf16 and 44-49 ms in f32 against ORT's 29-34 ms (this 2-core Zen 4, the point count
+changing from run to run as clicks come, which OpenVINO's dynamic shapes pay for), and bf16 moved its
+logits by up to 0.14; ORT keeps the decoder's answers identical to the ONNX backend's.
 
 OpenVINO's Python package sends usage statistics on import unless told otherwise: `core.offline` blocks
 that before any module of `dermaseg.core` loads.
