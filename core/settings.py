@@ -27,7 +27,7 @@ class Settings:
         "int8" (NNCF-quantised) or "fp32" (the variant's ONNX encoder).
     openvino_precision: its inference precision, "auto" (bf16 where the CPU has it, else f32), "bf16", "f32".
     tuned_decoder: the tuned prompt decoder's precision, "auto" (`artifacts.DEFAULT_TUNED` where built), "int8"
-        (int8 matrix products, `export_onnx.quantize_int8`) or "float" (the variant's own).
+        (its products over the image tokens in int8, `export_onnx.quantize_int8`) or "float" (the variant's own).
     threads: intra-op threads for ONNX Runtime and OpenVINO.
     blas_threads: threads of numpy's / SciPy's BLAS pools (`core.threads`; 1: they leave the cores to the runtime).
     max_pixels: largest accepted image, in pixels (width x height).

@@ -52,8 +52,8 @@ DEFAULT_VARIANT = "fp32"
 # every prompt with it. Without the file, the bundled decoder answers and clicks use prompt translation.
 TUNED_WEIGHTS = Path(__file__).parent / "weights" / "tuned-decoder.npz"
 TUNED_DECODERS: dict[str, str] = {"fp32": "decoder-tuned-fp32.onnx", "fp16": "decoder-tuned-fp16.onnx"}
-# The fp32 tuned decoder with int8 matrix products (`export_onnx.quantize_int8`), offered by the fp32 variant
-# (`artifacts.resolve_variant`, `Settings.tuned_decoder`).
+# The fp32 tuned decoder with its products over the image tokens in int8 (`export_onnx.quantize_int8`), offered
+# by the fp32 variant (`artifacts.resolve_variant`, `Settings.tuned_decoder`).
 TUNED_INT8 = "decoder-tuned-int8.onnx"
 TUNED_INT8_VARIANT = "fp32"
 
