@@ -99,7 +99,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
     quantised to uint8 at each run; everything else, inputs and outputs float32.
 
     For the tuned decoder on this 2-core Zen 4 (AVX-512 VNNI): ~21 ms against 29-37 ms per run (every
-    MatMul / Gemm quantised: ~17 ms, and less accurate, above). The encoder is not quantised this way
+    MatMul / Gemm quantised: ~17 ms, but 0.09 NoC@90 worse out of fold). The encoder is not quantised this way
     (min box IoU 0.67-0.96 on real images when tried; see `build.VARIANTS`).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -103,17 +103,28 @@ def models_dir() -> Path:
     return settings.models_dir
 
 
-@pytest.fixture(scope="session")
-def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The default variant on ONNX Runtime (its tuned decoder as the product picks it: `tuned="auto"`), with an
+def _onnx_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tuned: str):
+    """The default variant on ONNX Runtime with the tuned decoder `tuned` (`resolve_variant`), and an
     embedding disk cache private to this test session."""
     from dermaseg.core.segment.artifacts import resolve_variant
     from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
     from dermaseg.core.segment.embedding_cache import EmbeddingCache
     from dermaseg.core.segment.segmenter import Engine
 
-    backend = OnnxBackend(resolve_variant(models_dir, "default", tuned="auto"))
+    backend = OnnxBackend(resolve_variant(models_dir, "default", tuned=tuned))
     return Engine(backend, EmbeddingCache(tmp_path_factory.mktemp("embeddings")))
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The default variant on ONNX Runtime, its tuned decoder as the product picks it (`tuned="auto"`)."""
+    return _onnx_engine(models_dir, tmp_path_factory, "auto")
+
+
+@pytest.fixture(scope="session")
+def float_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same with the float tuned decoder, for tests whose expectations were recorded with it."""
+    return _onnx_engine(models_dir, tmp_path_factory, "float")
 
 
 @pytest.fixture(scope="session")

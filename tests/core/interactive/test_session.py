@@ -33,11 +33,7 @@ from dermaseg.core.interactive.prefix_cache import PrefixCache
 from dermaseg.core.interactive.refine import Refinement
 from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.interactive.translate import Translation
-from dermaseg.core.segment.artifacts import resolve_variant
-from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
-from dermaseg.core.segment.embedding_cache import EmbeddingCache
 from dermaseg.core.segment.prompts import Prompts
-from dermaseg.core.segment.segmenter import Engine
 
 REFERENCE = Path(__file__).parent / "data" / "session_reference.npz"
 # How far a mask may be from the old code's: a few pixels at the threshold that float noise can flip
@@ -183,15 +179,6 @@ RECORDED = {
 }
 
 
-@pytest.fixture(scope="module")
-def float_engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    """The default variant with its float tuned decoder, the one the old masks were made with. This test
-    guards the prompt path's code; the int8 tuned decoder the product runs by default (issue 18) is held to
-    the float one by the accuracy gate (docs/speed.md) and `tests/models/test_onnx_parity.py`."""
-    backend = OnnxBackend(resolve_variant(models_dir, "default", tuned="float"))
-    return Engine(backend, EmbeddingCache(tmp_path_factory.mktemp("embeddings")))
-
-
 def _hash(mask: np.ndarray) -> str:
     return hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()[:16]
 
@@ -226,6 +213,9 @@ def _close(mask: np.ndarray, old: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("case_id", list(RECORDED))
 def test_the_session_gives_the_masks_recorded_before(float_engine, dev_data, reference, case_id) -> None:
+    """On the float tuned decoder the masks were made with: this test guards the prompt path's code; the
+    int8 decoder the product runs by default (issue 18) is held to the float one by the accuracy gate
+    (docs/speed.md) and `tests/models/test_onnx_parity.py`."""
     case = next(c for c in dev_data if c.id == case_id)
     seg = float_engine.segmenter()
     seg.set_image(load_image(case.image))
