@@ -98,7 +98,7 @@ class Refinement:
             return self.segmenter.predict(prompts)  # raises the usual "open an image first"
         prompts = prompts.validated(image.width, image.height)
         if not prompts.points:
-            return self.segmenter.predict(prompts, head=0).at(shape)
+            return self._decoded(prompts).at(shape)  # kept: the first click after it is fed its logits
         if prompts.box is None and prompts.labels[0] == NEGATIVE:
             raise PromptError("start with a click on the lesion (or draw a box): the first click is negative")
         result = self._averaged(prompts) if self.mirror and prompts.box is None else self._decoded(prompts)

@@ -69,8 +69,8 @@ class InteractiveSession:
         image's pixels; the same call without `shape` then gives the full-resolution mask to save (no
         decoder run: cached). head: the decoder head for a box alone (clicks have their method's own).
         """
-        if prompts.points:
-            result = self.method.predict(prompts, shape)
+        if prompts.points or head == 0:
+            result = self.method.predict(prompts, shape)  # a box alone at head 0 is the clicks' first prefix
         else:
             result = self.segmenter.predict(prompts, head=head).at(shape)
         h, w = result.mask.shape

@@ -78,6 +78,16 @@ def test_a_box_alone_is_one_run_of_the_tuned_decoder(engine, cases, counted) -> 
     assert not np.array_equal(ours, seg.predict(box, decoder="base").low_res_logits)
 
 
+def test_a_click_after_a_box_in_the_session_is_one_more_decoder_run(engine, cases, counted) -> None:
+    seg, gt = _segmenter(engine, cases[0]), cases[0].load_mask()
+    session, box = InteractiveSession(seg), Prompts(box=box_from_mask(gt, 5))
+    session.predict(box, (200, 260))  # the page's box, on its working grid
+    session.predict(box.with_point(*next_click(gt, np.zeros_like(gt)).xy))
+    assert counted == [True, True]  # the box's answer is the click's prefix, kept: not decoded again
+    session.predict(box, head=1)  # another head is the segmenter's own answer
+    assert counted == [True, True, True]
+
+
 def test_each_click_costs_one_decoder_run_and_feeds_the_last_fitted_logits(engine, cases, counted) -> None:
     seg, gt = _segmenter(engine, cases[1]), cases[1].load_mask()
     session = Refinement(seg, mirror=False)
