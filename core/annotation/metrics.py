@@ -167,18 +167,22 @@ def measure(
         raise GeometryError(f"pixel_size must be a positive number of image pixels, got {pixel_size!r}")
     s = calibration.mm_per_px if calibration else None
     ps = float(pixel_size)
-    area_grid = int(mask.sum())
+    # The shape's figures depend only on the lesion's pixels and their neighbours: they are worked out on
+    # its bounding box (most lesions fill a small part of the image), in the box's coordinates.
+    lesion, origin = lesion_box(mask)
+    area_grid = int(lesion.sum())
     step = MIN_PERIMETER_STEP_PX  # grid px: the resolution-defined contour of every unit-free figure
-    contours = resampled_contours(mask, step)
+    contours = resampled_contours(lesion, step)
     perimeter = float(sum(_closed_length(c) for c in contours))
     mm_step = max(PERIMETER_STEP_MM / (s * ps), MIN_PERIMETER_STEP_PX) if s else None  # grid px
-    mm_contours = contours if mm_step in (None, step) else resampled_contours(mask, mm_step)
+    mm_contours = contours if mm_step in (None, step) else resampled_contours(lesion, mm_step)
     mm_perimeter = float(sum(_closed_length(c) for c in mm_contours))
     contour_area = abs(sum(signed_area(c) for c in contours))
-    hull = _hull_corners(mask)
+    hull = _hull_corners(lesion)
     fmax, fmin, fseg = _feret(hull)
-    centroid, axes = principal_axes(mask)
-    ai_major, ai_minor = _asymmetry(mask, centroid, axes)
+    r, c = np.nonzero(lesion)
+    centre, axes = _axes(r, c)
+    ai_major, ai_minor = _asymmetry(lesion, r, c, centre, axes)
     shares = colour_shares(mask, rgb) if rgb is not None else dict.fromkeys(COLOUR_NAMES, 0.0)
     present = tuple(n for n in COLOUR_NAMES if shares[n] >= COLOUR_MIN_SHARE)
     area = area_grid if ps == 1.0 else round(area_grid * ps * ps)
@@ -187,8 +191,8 @@ def measure(
     def mm(v: float, power: int = 1) -> float | None:
         return float(v * s**power) if s else None
 
-    def xy(p: Point) -> Point:
-        return (p[0] * ps, p[1] * ps) if ps != 1.0 else p
+    def xy(p: Point) -> Point:  # box -> image pixels
+        return (float((p[0] + origin[0]) * ps), float((p[1] + origin[1]) * ps))
 
     def seg(v: Segment) -> Segment:
         return (xy(v[0]), xy(v[1]))
@@ -207,10 +211,10 @@ def measure(
         fractal_dimension=box_counting_dimension(contours, fmax),
         colour_shares=tuple((n, float(shares[n])) for n in COLOUR_NAMES),
         colours_present=present,
-        n_components=int(ndimage.label(mask)[1]),
-        centroid_xy=xy(centroid),
-        major_axis_xy=seg(_axis_segment(hull, centroid, axes[0])),
-        minor_axis_xy=seg(_axis_segment(hull, centroid, axes[1])),
+        n_components=int(ndimage.label(lesion)[1]),
+        centroid_xy=xy(centre),
+        major_axis_xy=seg(_axis_segment(hull, centre, axes[0])),
+        minor_axis_xy=seg(_axis_segment(hull, centre, axes[1])),
         feret_max_xy=seg(fseg),
         mm_per_px=s,
         calibration_source=calibration.source if calibration else None,
@@ -221,6 +225,15 @@ def measure(
         feret_min_mm=mm(fmin * ps),
         equivalent_diameter_mm=mm(eqd),
     )
+
+
+def lesion_box(mask: np.ndarray, margin: int = 2) -> tuple[np.ndarray, tuple[int, int]]:
+    """The part of a non-empty bool (H, W) mask within `margin` px of its lesion pixels' bounding box
+    (inside the image), a view, and its origin (x, y) in the mask. The margin keeps the asymmetry's
+    bilinear reads, up to 1 px past a lesion pixel, on the same zeros as in the whole mask."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    y0, x0 = max(int(rows[0]) - margin, 0), max(int(cols[0]) - margin, 0)
+    return mask[y0 : int(rows[-1]) + margin + 1, x0 : int(cols[-1]) + margin + 1], (x0, y0)
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
@@ -336,13 +349,22 @@ def _feret(hull: np.ndarray) -> tuple[float, float, Segment]:
 
 def principal_axes(mask: np.ndarray) -> tuple[Point, np.ndarray]:
     """Centroid (x, y) of the pixel centres and unit axes (2, 2): row 0 major, row 1 minor, (dx, dy)."""
-    r, c = np.nonzero(_check_mask(mask))
-    pts = np.column_stack([c + 0.5, r + 0.5])
-    centre = pts.mean(axis=0)
-    cov = np.cov((pts - centre).T) if len(pts) > 1 else np.eye(2)
+    return _axes(*np.nonzero(_check_mask(mask)))
+
+
+def _axes(r: np.ndarray, c: np.ndarray) -> tuple[Point, np.ndarray]:
+    """`principal_axes` of the pixels at rows `r`, columns `c` (int (N,) each, N >= 1)."""
+    x, y = c + 0.5, r + 0.5
+    cx, cy = float(x.mean()), float(y.mean())
+    if len(r) > 1:
+        dx, dy = x - cx, y - cy  # the covariance from its sums: np.cov copies (N, 2) points twice
+        sxy = float(dx @ dy)
+        cov = np.array([[dx @ dx, sxy], [sxy, dy @ dy]]) / (len(r) - 1)
+    else:
+        cov = np.eye(2)
     evals, evecs = np.linalg.eigh(cov)
     axes = evecs[:, ::-1].T  # eigh sorts ascending: put the major axis first
-    return (float(centre[0]), float(centre[1])), axes
+    return (cx, cy), axes
 
 
 def _axis_segment(hull: np.ndarray, centre: Point, axis: np.ndarray) -> Segment:
@@ -364,12 +386,12 @@ def asymmetry_indices(mask: np.ndarray) -> tuple[float, float]:
     The mirror image is sampled bilinearly at the reflected pixel centres, so |M and flip(M)| is a
     sub-pixel estimate; a digital disc of radius 20 px scores about 0.01.
     """
-    mask = _check_mask(mask)
-    return _asymmetry(mask, *principal_axes(mask))
+    r, c = np.nonzero(_check_mask(mask))
+    return _asymmetry(mask, r, c, *_axes(r, c))
 
 
-def _asymmetry(mask: np.ndarray, centre: Point, axes: np.ndarray) -> tuple[float, float]:
-    r, c = np.nonzero(mask)
+def _asymmetry(mask: np.ndarray, r: np.ndarray, c: np.ndarray, centre: Point, axes: np.ndarray) -> tuple[float, float]:
+    """`asymmetry_indices` of bool `mask`, whose lesion pixels are at rows `r`, columns `c`."""
     rel = np.column_stack([c + 0.5, r + 0.5]) - np.asarray(centre)
     u, v = rel @ axes[0], rel @ axes[1]
     area = float(len(r))
