@@ -67,12 +67,12 @@ def open_variant(spec: str, settings: Settings, fold: Path | None = None) -> Eng
 
 def fold_decoder(files: VariantFiles, fold: Path, int8: bool) -> VariantFiles:
     """`files` with the tuned decoder of a cross-validation fold: its fp32 ONNX file, or (`int8`) its
-    int8 copy, made beside it on first use by the build's own quantisation."""
+    int8 copy, made beside it by the build's own quantisation at every run (~5 s; a copy kept from an
+    earlier run may have been made another way: one made by an experiment skewed a gate once)."""
     path = fold / TUNED_DECODERS["fp32"]
     if int8:
         quantised = fold / TUNED_INT8
-        if not quantised.is_file():
-            quantize_int8(path, quantised)
+        quantize_int8(path, quantised)
         path = quantised
     return replace(files, tuned_decoder=path, tuned_decoder_sha256=file_sha256(path))
 
