@@ -3,8 +3,9 @@
     dermaseg bench [--images DIR] [--max-images 6] [--clicks 4] [--rounds 2] [--json FILE] [--no-torch]
 
 The runtime is timed as the server runs it: `Engine.open` (its thread settings), one page session
-(`page.session.Session`) on a temporary project, prompts sent as the canvas sends them
-(`page.gestures.handle_gesture`), the measurements as the page's second event (`page.measuring.measurements`).
+(`page.session.Session`) on a temporary project, the objects alive then frozen as the server freezes them
+(`page.server.freeze_startup_objects`), prompts sent as the canvas sends them (`page.gestures.handle_gesture`),
+the measurements as the page's second event (`page.measuring.measurements`).
 On PH2-size dev images and on a 12-megapixel photo (4088 x 3068) made from the first of them:
 
 - encoder: one encoder run; open_image: an image opened with a cold cache until the first click can be
@@ -119,6 +120,7 @@ def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) 
     """All figures of one benchmark run (see the module's docstring), as a JSON-ready dict."""
     from dermaseg.core.annotation.project import Project
     from dermaseg.webui.page.opening import open_project_image
+    from dermaseg.webui.page.server import freeze_startup_objects
     from dermaseg.webui.page.session import Session
 
     work = Path(tempfile.mkdtemp(prefix="dermaseg-bench-"))
@@ -134,6 +136,7 @@ def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) 
         project = Project.init(folder)
         try:
             s = Session(engine.segmenter(), project, work / "views")
+            freeze_startup_objects()  # as the server does before serving
             by_name = {r.path: r.id for r in project.images()}
             for c in cases:
                 rgb = np.asarray(Image.open(c.image).convert("RGB"))
