@@ -399,7 +399,7 @@ def _asymmetry(mask: np.ndarray, r: np.ndarray, c: np.ndarray, centre: Point, ax
     fm = mask.astype(np.float32)
     # A bilinear read reaches the 2 x 2 pixels around the point, all within one of its nearest pixel: where
     # that pixel's 3 x 3 block is all lesion the read is 1, and only the other points are interpolated
-    # (a third or less of them for most lesions: the asymmetry ~0.5x the time, the same figure).
+    # (dev set: 8 % of them for the median lesion, 31 % at most; the asymmetry 0.78x the time).
     solid = ndimage.binary_erosion(mask, np.ones((3, 3), bool), border_value=0)
     h, w = mask.shape
     out = []
