@@ -175,7 +175,7 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         return _composite_over_white(np.asarray(img.convert("RGBA")))
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(img if mode == "RGB" else img.convert("RGB"))  # convert would copy an RGB image first
 
 
 def _composite_over_white(rgba: np.ndarray) -> np.ndarray:

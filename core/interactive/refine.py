@@ -23,7 +23,7 @@ from dermaseg.core.errors import PromptError
 from dermaseg.core.interactive.edits import local_edits
 from dermaseg.core.interactive.fit import colour_features, fit_logits
 from dermaseg.core.interactive.prefix_cache import PrefixCache
-from dermaseg.core.segment.preprocess import Transform, encoder_input
+from dermaseg.core.segment.preprocess import Transform
 from dermaseg.core.segment.prompts import NEGATIVE, Prompts
 from dermaseg.core.segment.segmenter import MaskResult, Segmenter
 
@@ -160,7 +160,7 @@ class Refinement:
         assert image is not None
 
         def features() -> np.ndarray:
-            return colour_features(encoder_input(image.rgb)[0], Transform(image.height, image.width).resized)
+            return colour_features(side.encoder_frame(), Transform(image.height, image.width).resized)
 
         return self.cache.get(self._sha256(), ("colour", mirrored), features)
 

@@ -134,6 +134,25 @@ def test_the_mirror_image_answers_too_and_the_logits_are_averaged(engine, cases,
     assert counted == [True, True]  # after a box, no mirror: the box's decoder run and the click's
 
 
+def test_an_image_is_made_into_the_encoders_input_once_for_its_embedding_and_colours(engine, cases, monkeypatch):
+    import dermaseg.core.segment.segmenter as segmenter_module
+    from dermaseg.core.segment.embedding_cache import EmbeddingCache
+    from dermaseg.core.segment.segmenter import Engine
+
+    made, make = [], segmenter_module.encoder_input
+    monkeypatch.setattr(segmenter_module, "encoder_input", lambda rgb: made.append(1) or make(rgb))
+    seg = Engine(engine.backend, EmbeddingCache(None)).segmenter()  # a cold cache: both sides are encoded
+    image = load_image(cases[0].image)
+    seg.set_image(image)
+    session = Refinement(seg)
+    session.prepare()  # the mirror image's embedding and both sides' colour features
+    assert len(made) == 2  # (it was 4 per image: ~55 ms each on a 12-megapixel photo)
+    frame = encoder_input(image.rgb)[0]
+    assert np.array_equal(seg.encoder_frame(), frame)
+    expected = colour_features(frame, Transform(image.height, image.width).resized)
+    assert np.array_equal(session.cache.get(image.sha256, ("colour", False), lambda: None), expected)
+
+
 def test_prompts_mirrored() -> None:
     p = Prompts(box=(10.0, 20.0, 50.0, 60.0)).with_point(15.0, 25.0).with_point(0.0, 5.0, positive=False)
     m = p.mirrored(100)
