@@ -232,9 +232,17 @@ def lesion_box(mask: np.ndarray, margin: int = 2) -> tuple[np.ndarray, tuple[int
     """The part of a non-empty bool (H, W) mask within `margin` px of its lesion pixels' bounding box
     (inside the image), a view, and its origin (x, y) in the mask. The margin keeps the asymmetry's
     bilinear reads, up to 1 px past a lesion pixel, on the same zeros as in the whole mask."""
+    rows, cols = _window(mask, margin)
+    return mask[rows, cols], (cols.start, rows.start)
+
+
+def _window(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """(rows, columns) of a non-empty bool mask's lesion bounding box grown by `margin` px, within the mask."""
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    y0, x0 = max(int(rows[0]) - margin, 0), max(int(cols[0]) - margin, 0)
-    return mask[y0 : int(rows[-1]) + margin + 1, x0 : int(cols[-1]) + margin + 1], (x0, y0)
+    return (
+        slice(max(int(rows[0]) - margin, 0), int(rows[-1]) + margin + 1),
+        slice(max(int(cols[0]) - margin, 0), int(cols[-1]) + margin + 1),
+    )
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
@@ -463,12 +471,7 @@ def _skin_band(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
     eqd = math.sqrt(4.0 * np.count_nonzero(mask) / math.pi)
     gap = max(3.0, 0.05 * eqd)
     width = max(5.0, 0.15 * eqd)
-    reach = math.ceil(gap + width) + 1
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    window = (
-        slice(max(int(rows[0]) - reach, 0), int(rows[-1]) + reach + 1),
-        slice(max(int(cols[0]) - reach, 0), int(cols[-1]) + reach + 1),
-    )
+    window = _window(mask, math.ceil(gap + width) + 1)
     dist = ndimage.distance_transform_edt(~mask[window])
     return window, (dist > gap) & (dist <= gap + width)
 

@@ -186,6 +186,22 @@ def test_asymmetry_reads_only_the_edge_and_gives_the_full_sampling(shape: str) -
     assert asymmetry_indices(mask) == pytest.approx(_asymmetry_everywhere(mask), rel=0, abs=1e-8)
 
 
+@pytest.mark.parametrize("pixel_size", [1.0, 2.5])
+def test_points_are_in_image_pixels_wherever_the_lesion_lies(pixel_size: float) -> None:
+    # an ellipse off the image's centre, 2:1 along x (the measuring works on the lesion's box: its points
+    # must come back in the whole image's coordinates, x and y each with its own offset)
+    yy, xx = _yx(160, 300)
+    mask = ((xx - 210) / 40) ** 2 + ((yy - 50) / 20) ** 2 <= 1
+    m = measure(mask, _rgb(mask), None, pixel_size)
+    assert m.centroid_xy == pytest.approx((210 * pixel_size, 50 * pixel_size), abs=0.5 * pixel_size)
+    (ax, ay), (bx, by) = m.major_axis_xy
+    assert sorted([ax, bx]) == pytest.approx([170 * pixel_size, 250 * pixel_size], abs=1.5 * pixel_size)
+    assert ay == pytest.approx(50 * pixel_size, abs=pixel_size) and by == pytest.approx(50 * pixel_size, abs=pixel_size)
+    (fx0, fy0), (fx1, fy1) = m.feret_max_xy
+    assert min(fx0, fx1) < 175 * pixel_size and max(fx0, fx1) > 245 * pixel_size
+    assert all(28 * pixel_size <= v <= 72 * pixel_size for v in (fy0, fy1))
+
+
 def test_components_counted_4_connected() -> None:
     two = disc(10, size=80, cx=20, cy=20) | disc(10, size=80, cx=60, cy=60)
     assert _m(two).n_components == 2
