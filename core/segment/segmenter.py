@@ -6,6 +6,7 @@ cache); `predict` re-runs only the light prompt decoder.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -153,13 +154,8 @@ class Segmenter:
 
     def set_image(self, image: LesionImage) -> Source:
         """Make `image` current; returns where its embedding came from (memory, disk, computed)."""
-        frames: list[np.ndarray] = []
-
-        def frame() -> np.ndarray:  # made once per image: the encoder and the click fit read the same
-            if not frames:
-                frames.append(encoder_input(image.rgb)[0])
-            return frames[0]
-
+        # made once per image, when first asked for: the encoder and the click fit read the same
+        frame = functools.cache(lambda: encoder_input(image.rgb)[0])
         emb, source = self.engine.embedding(image, frame)
         self.image, self._embedding, self._frame = image, emb, frame
         self._transform = Transform(image.height, image.width)
