@@ -140,10 +140,10 @@ def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) 
             by_name = {r.path: r.id for r in project.images()}
             for c in cases:
                 rgb = np.asarray(Image.open(c.image).convert("RGB"))
-                x = encoder_input(rgb)[0]
+                x, t = encoder_input(rgb)
                 engine.backend.encode(x)  # warm-up at this input
                 times["encoder"] += [call_ms(lambda x=x: engine.backend.encode(x)) for _ in range(3)]
-                emb, t = engine.backend.encode(x), encoder_input(rgb)[1]
+                emb = engine.backend.encode(x)
                 decode = decoder_call(engine.backend, emb, decoder_points(Prompts(box=box_from_mask(c.load_mask())), t))
                 times["decoder"] += [call_ms(decode) for _ in range(10)]
                 times["open_image"].append(call_ms(lambda c=c: open_project_image(s, by_name[c.image.name])))
