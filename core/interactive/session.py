@@ -31,6 +31,10 @@ class ClickMethod(Protocol):
         """Mask for `prompts` (image pixels) at image resolution, or on the grid `shape` (h, w) over it."""
         ...
 
+    def preview(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult | None:
+        """A cheaper answer to show while `predict` makes the final one, or None where there is none."""
+        ...
+
 
 def click_method(segmenter: Segmenter, method: MethodName = "auto", cache: PrefixCache | None = None) -> ClickMethod:
     """The click method `method` on `segmenter` ("auto": refine where the variant has a tuned decoder,
@@ -73,6 +77,19 @@ class InteractiveSession:
             result = self.method.predict(prompts, shape)  # a box alone at head 0 is the clicks' first prefix
         else:
             result = self.segmenter.predict(prompts, head=head).at(shape)
-        h, w = result.mask.shape
-        on_grid = prompts.scaled(w / result.image_size[1], h / result.image_size[0])
-        return result.with_mask(tidy_mask(result.mask, on_grid))
+        return _tidied(result, prompts)
+
+    def preview(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult | None:
+        """A cheaper answer to draw at once while `predict` makes the product's, tidied the same way; None
+        where `predict` costs no more. For clicks without a box (answered on the image and its mirror
+        image): the image's own answer, one decoder run; `predict` then adds the mirror image's. On 17 dev
+        images, clicks 1-3 of the click simulator: mask IoU with the final answer median 0.98, min 0.90."""
+        result = self.method.preview(prompts, shape)
+        return None if result is None else _tidied(result, prompts)
+
+
+def _tidied(result: MaskResult, prompts: Prompts) -> MaskResult:
+    """`result` with its mask tidied into one lesion (`tidy_mask`), on the mask's own grid."""
+    h, w = result.mask.shape
+    on_grid = prompts.scaled(w / result.image_size[1], h / result.image_size[0])
+    return result.with_mask(tidy_mask(result.mask, on_grid))

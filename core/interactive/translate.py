@@ -98,6 +98,10 @@ class Translation:
     def prepare(self) -> None:
         """Nothing to do before the first click (`Refinement.prepare` has)."""
 
+    def preview(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult | None:
+        """None: no cheaper answer to show first (`Refinement.preview` has one)."""
+        return None
+
     def predict(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult:
         """Mask for the user's `prompts` (image pixels), at image resolution or at `shape` (h, w), a smaller
         grid over the image. PromptError when no click is positive and there is no box."""

@@ -134,6 +134,29 @@ def test_the_mirror_image_answers_too_and_the_logits_are_averaged(engine, cases,
     assert counted == [True, True]  # after a box, no mirror: the box's decoder run and the click's
 
 
+def test_a_click_alone_previews_the_images_own_answer_and_the_final_adds_only_the_mirrors(engine, cases, counted):
+    seg, gt = _segmenter(engine, cases[2]), cases[2].load_mask()
+    session, plain = InteractiveSession(seg), InteractiveSession(_segmenter(engine, cases[2]))
+    session.prepare()
+    first = Prompts().with_point(*next_click(gt, np.zeros_like(gt)).xy)
+    shape = (180, 240)  # a working grid smaller than the image: the preview is made on it too
+    preview = session.preview(first, shape)
+    assert counted == [True]  # the image's own decoder run
+    alone = InteractiveSession(seg, method="refine")
+    alone.method.mirror = False
+    assert np.array_equal(preview.low_res_logits, alone.predict(first, shape).low_res_logits)
+    assert np.array_equal(preview.mask, alone.predict(first, shape).mask)  # edited and tidied the same way
+    counted.clear()
+    final = session.predict(first, shape)
+    assert counted == [True]  # only the mirror image's run: the image's answer was kept
+    expected = plain.predict(first, shape)  # a session that never previewed: the same final answer
+    assert np.array_equal(final.low_res_logits, expected.low_res_logits) and np.array_equal(final.mask, expected.mask)
+    assert 0.8 < iou(preview.mask, final.mask) < 1.0  # close, not the same answer
+    box = Prompts(box=box_from_mask(gt, 5))
+    assert session.preview(box) is None and session.preview(box.with_point(*first.points[0])) is None
+    assert Translation(seg).preview(first) is None  # nothing cheaper to show first
+
+
 def test_an_image_is_made_into_the_encoders_input_once_for_its_embedding_and_colours(engine, cases, monkeypatch):
     import dermaseg.core.segment.segmenter as segmenter_module
     from dermaseg.core.segment.embedding_cache import EmbeddingCache
