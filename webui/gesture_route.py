@@ -1,5 +1,9 @@
 """The canvas's fast path: a gesture POSTed as JSON to the page's own server, answered with the view.
 
+A prompt with a cheaper answer to show first (a click without a box: `InteractiveSession.preview`) is
+answered with two lines (NDJSON): {"kind": "preview", "view": ...} as soon as the preview is made, then the
+final view, which the page draws over it; any other gesture with the view alone (a JSON body).
+
 Through a Gradio event a prompt's round trip costs ~40 ms in the page before any model work (the
 reference row of `bench_browser`); a plain fetch to a route of the same server costs ~3 ms. The route
 knows a page only by its channel, an unguessable token that reaches the page inside its own session's
@@ -11,15 +15,16 @@ sends the gesture through the Gradio event instead, so nothing is lost when the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dermaseg.webui.login import logged_in
@@ -45,9 +50,13 @@ def nesting_depth(body: bytes) -> int:
     return int(np.cumsum(step).max(initial=0))
 
 
-def gesture_route(channels: Mapping[str, Any], answer: Callable[[Any, dict[str, Any]], str]) -> Route:
-    """A Starlette route for PATH: body {"channel": str, "gesture": {...}} -> `answer(session, gesture)`,
-    the view JSON (str), computed in a worker thread. `channels` maps a channel to its session."""
+Answer = Callable[[Any, dict[str, Any], Callable[[str], None]], str]
+
+
+def gesture_route(channels: Mapping[str, Any], answer: Answer) -> Route:
+    """A Starlette route for PATH: body {"channel": str, "gesture": {...}} -> `answer(session, gesture,
+    preview)`, the view JSON (str), computed in a worker thread, which may first call `preview(view)` once
+    (sent on at once). `channels` maps a channel to its session."""
     running: dict[str, int] = {}  # channel -> gestures in the route (event loop only: no lock needed)
 
     async def endpoint(request: Request) -> Response:
@@ -73,16 +82,40 @@ def gesture_route(channels: Mapping[str, Any], answer: Callable[[Any, dict[str, 
         if running.get(channel, 0) >= MAX_PER_SESSION:
             return _refuse(429, "busy: this page's previous gestures are still being answered; retry")
         running[channel] = running.get(channel, 0) + 1
-        try:
-            view = await run_in_threadpool(answer, session, gesture)
-        finally:
+
+        def done(_: object) -> None:  # when the answer is made, whether or not the page still reads it
             if running[channel] == 1:
                 del running[channel]
             else:
                 running[channel] -= 1
-        return Response(view, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+        loop = asyncio.get_running_loop()
+        preview: asyncio.Future[str] = loop.create_future()
+
+        def send_preview(view: str) -> None:
+            loop.call_soon_threadsafe(lambda: preview.done() or preview.set_result(view))
+
+        answered = asyncio.ensure_future(run_in_threadpool(answer, session, gesture, send_preview))
+        answered.add_done_callback(done)
+        # The worker reports its result through the event loop after any preview it sent: not done here,
+        # with the answer done, means there was none.
+        await asyncio.wait({answered, preview}, return_when=asyncio.FIRST_COMPLETED)
+        if not preview.done():
+            preview.cancel()
+            return Response(answered.result(), media_type="application/json", headers=_NO_STORE)
+        lines = _lines(preview.result(), answered)
+        return StreamingResponse(lines, media_type="application/x-ndjson", headers=_NO_STORE)
 
     return Route(PATH, endpoint, methods=["POST"])
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def _lines(preview: str, answered: asyncio.Future[str]) -> AsyncIterator[str]:
+    """The preview's line, then the final view's (NDJSON)."""
+    yield '{"kind":"preview","view":' + preview + "}\n"
+    yield await answered + "\n"
 
 
 def _refuse(status: int, reason: str) -> JSONResponse:

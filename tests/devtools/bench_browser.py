@@ -6,7 +6,9 @@ Starts the app on 127.0.0.1 with a temporary project holding one image (default:
 the shared dev set), draws a box, then clicks `--prompts` times (alternating lesion / not-lesion
 clicks near the box centre). For every prompt it reports two times: "page" (from the gesture being
 sent to the frame after the new outline is drawn, measured in the page) and "playwright" (from the
-mouse click to the outline's acknowledgement being visible to the test driver).
+mouse click to the outline's acknowledgement being visible to the test driver). A click without a box
+is answered with a preview first (its answer on the image alone, drawn at once, then the final answer with
+the mirror image's): "page, first outline" times the preview, "page" the final outline.
 
 Reference, interleaved with the prompts so that both see the same machine: a click with the ruler
 tool, which makes the same trip (the fast path, view JSON, redraw of the outline) without the model.
@@ -40,6 +42,7 @@ CHROMIUM_ARGS = (
 )
 VIEWPORT = {"width": 1280, "height": 800}
 REFERENCE = "page, ruler click (reference: no model)"
+FIRST = "page, first outline (a click alone's preview)"
 CLICKS_PER_ROUND = 5
 # How often the benchmark's waits look at the page, in ms. Playwright's default, every animation frame, ran
 # a script in the page 60 times a second while the server answered, on the same two cores: ~20 ms more on
@@ -173,7 +176,7 @@ def run(image: Path, prompts: int, clicks_alone: bool = False) -> dict[str, list
         project = Project.init(work)
         app = build_app(engine, project, settings)
         url = launch(app, block=False, quiet=True)
-        times: dict[str, list[float]] = {"page": [], REFERENCE: [], "playwright": []}
+        times: dict[str, list[float]] = {"page": [], FIRST: [], REFERENCE: [], "playwright": []}
         try:
             with sync_playwright() as pw:
                 browser = launch_chromium(pw)
@@ -183,14 +186,15 @@ def run(image: Path, prompts: int, clicks_alone: bool = False) -> dict[str, list
                 w, h = image_size(page)
                 box = (0.25 * w, 0.2 * h, 0.75 * w, 0.8 * h)
                 drag_box(page, box)  # warms the decoder up; not counted
-                page.evaluate("window.__dsLatencies.length = 0")
+                page.evaluate("window.__dsLatencies.length = window.__dsFirstDrawn.length = 0")
                 for i in range(prompts):
                     dx, dy = ((i * 37) % 21 - 10) / 100 * w, ((i * 53) % 21 - 10) / 100 * h
                     negative = i % 2 == 1
                     if clicks_alone and i % CLICKS_PER_ROUND == 0:
                         n = page.evaluate("window.__dsLatencies.length")
                         clear_prompts(page)
-                        page.evaluate(f"window.__dsLatencies.length = {n}")  # the clear is not a prompt
+                        # the clear is not a prompt
+                        page.evaluate(f"window.__dsLatencies.length = window.__dsFirstDrawn.length = {n}")
                         dx, dy, negative = 0.0, 0.0, False
                     t0 = time.perf_counter()
                     click_image(page, w / 2 + dx, h / 2 + dy, negative=negative, polling=POLL_MS)
@@ -204,6 +208,7 @@ def run(image: Path, prompts: int, clicks_alone: bool = False) -> dict[str, list
                 page.wait_for_timeout(200)
                 both = list(page.evaluate("window.__dsLatencies"))
                 times["page"], times[REFERENCE] = both[0::2][:prompts], both[1::2][:prompts]
+                times[FIRST] = list(page.evaluate("window.__dsFirstDrawn"))[0::2][:prompts]
                 browser.close()
         finally:
             app.close()
@@ -235,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     what = "clicks alone" if args.clicks_alone else "a box, then clicks"
     print(f"click-to-overlay-updated latency, {image.name} ({what}), Chromium headless, 127.0.0.1")
     print(table(times))
-    p95 = percentile(times["page"], 95) if times["page"] else float("inf")
-    print(f"target p95 <= 100 ms: {'met' if p95 <= 100 else 'NOT met'} (page p95 {p95:.0f} ms)")
+    for name in ("page", FIRST):
+        p95 = percentile(times[name], 95) if times[name] else float("inf")
+        print(f"{name}: target p95 <= 100 ms {'met' if p95 <= 100 else 'NOT met'} (p95 {p95:.0f} ms)")
     return 0
 
 

@@ -101,8 +101,16 @@ def test_esc_and_a_box_on_skin_after_a_reload_add_a_second_lesion(served, browse
     # click the lesion, drag a vertex of its outline, accept
     depth = ndimage.distance_transform_edt(expert)
     y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    page.evaluate("""() => { const m = document.querySelector('.ds-mask'); window.__outlines = [];
+        new MutationObserver(() => window.__outlines.push(m.getAttribute('d')))
+            .observe(m, {attributeFilter: ['d']}); }""")
     wait_measured(page, click_image(page, float(x), float(y)))
+    drawn = page.evaluate("window.__outlines")
     assert len(page.locator(".ds-mask").get_attribute("d")) > 50
+    # a click alone: its preview (the answer on the image alone) drawn first, then the final outline
+    assert len({d for d in drawn if d}) >= 2 and drawn[-1] == page.locator(".ds-mask").get_attribute("d")
+    first, final = page.evaluate("[window.__dsFirstDrawn.at(-1), window.__dsLatencies.at(-1)]")
+    assert first < final
     page.get_by_role("button", name="✎ Edit outline").click()
     wait_measured(page, drag_handle(page, -25, -25))
     page.locator("#ds-accept").click()

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import uvicorn
 from devtools.load_test import free_port
@@ -57,6 +58,30 @@ def test_a_gesture_on_the_fast_path_acts_on_the_pages_own_session(served, page):
     assert status == 200 and view["prompts"]["labels"] == [0]
     undone = json.loads(client.predict(api_name="/undo"))  # the same session, through Gradio
     assert undone["prompts"]["labels"] == [] and undone["prompts"]["box"] and undone["ack"] == 8
+
+
+def test_a_click_alone_is_answered_with_its_preview_first_then_the_final_view(served, project, dev_data):
+    """Two NDJSON lines: the click's answer on the image alone, then the final one (with the mirror image's),
+    the same as a session that never previews (the Gradio API) gives."""
+    rec = project.images()[-1]  # an image no other test prompts on (a reopened image brings back its draft)
+    client, other = Client(served[1], verbose=False), Client(served[1], verbose=False)
+    channel = json.loads(client.predict(rec.id, api_name="/open_image")[0])["channel"]
+    other.predict(rec.id, api_name="/open_image")
+    expert = next(c for c in dev_data if c.image.name == rec.path).load_mask()
+    ys, xs = np.nonzero(expert)
+    x, y = float(np.median(xs)), float(np.median(ys))
+    req = urllib.request.Request(
+        served[1].rstrip("/") + PATH, data=gesture(channel, type="click", x=x, y=y, positive=True, seq=3)
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        kind, lines = r.headers["Content-Type"], r.read().decode().splitlines()
+    assert kind.startswith("application/x-ndjson") and len(lines) == 2
+    preview, final = (json.loads(line) for line in lines)
+    assert preview["kind"] == "preview" and preview["view"]["ack"] == final["ack"] == 3 and final["kind"] == "view"
+    assert preview["view"]["polygons"] and preview["view"]["polygons"] != final["polygons"]
+    assert final["polygons"] == json.loads(other.predict(x, y, True, api_name="/click"))["polygons"]
+    status, view = post(served[1], gesture(channel, type="box", box=list(box_from_mask(expert)), seq=4))
+    assert status == 200 and view["kind"] == "view" and view["ack"] == 4  # a box: the view alone
 
 
 def test_a_users_error_comes_back_in_the_view(served, page):
@@ -147,7 +172,7 @@ def gated_route():
     admitted gesture is in flight. Yields (url, gate, answered channels in order)."""
     gate, answered = threading.Event(), []
 
-    def answer(session: str, g: dict) -> str:
+    def answer(session: str, g: dict, preview) -> str:
         if session == "a":
             gate.wait(30)
         answered.append(session)

@@ -205,13 +205,17 @@ class Events:
                 gr.Info(w)
         return canvas_out(s)
 
-    def answer_gesture(self, s: Session, gesture: dict[str, Any]) -> str:
-        """The fast path's handler (`gesture_route`): no toasts there, the canvas status says it all."""
+    def answer_gesture(self, s: Session, gesture: dict[str, Any], preview: Callable[[str], None]) -> str:
+        """The fast path's handler (`gesture_route`): no toasts there, the canvas status says it all.
+        `preview` is given the view of a prompt's preview, to draw while the final answer is made."""
         with s.lock:
+            s.preview_to = lambda: preview(canvas_out(s))
             try:
                 handle_gesture(s, {**gesture, "kind": "gesture"})
             except DermasegError as e:
                 s.message = f"⚠ {e}"
+            finally:
+                s.preview_to = None
             return canvas_out(s)
 
     def on_measure(self, s: Session) -> tuple[Any, ...]:

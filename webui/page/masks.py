@@ -14,19 +14,29 @@ from PIL import Image
 from dermaseg.core.annotation.geometry import Polygons, mask_to_polygons, polygons_to_mask
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.segment.prompts import Prompts
+from dermaseg.core.segment.segmenter import MaskResult
 
 if TYPE_CHECKING:
     from dermaseg.webui.page.session import Session
 
 
 def predict(s: Session, prompts: Prompts) -> None:
-    """Make the model's mask for `prompts` current (no mask for no prompts), with its outline and message."""
+    """Make the model's mask for `prompts` current (no mask for no prompts), with its outline and message.
+    Where the page takes previews (`Session.preview_to`) and the prompts have a cheaper answer to show first
+    (`InteractiveSession.preview`: a click without a box), that answer is made current and sent first."""
     if prompts.is_empty:
         s.result = s.mask = s.polygons = s.metrics = None
         s.edited = False
         s.message = "Draw a box around the lesion, or click on it."
         return
-    r = s.clicks.predict(prompts, s.mask_shape(), head=s.head)
+    if s.preview_to is not None and (preview := s.clicks.preview(prompts, s.mask_shape())) is not None:
+        _make_current(s, preview)
+        s.preview_to()
+    _make_current(s, s.clicks.predict(prompts, s.mask_shape(), head=s.head))
+
+
+def _make_current(s: Session, r: MaskResult) -> None:
+    """`r` as the session's mask, with its outline and message."""
     s.result, s.mask, s.edited, s.metrics = r, r.mask, False, None
     s.polygons = outline(s, r.mask) if r.mask.any() else None
     n = int(r.mask.sum())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,8 @@ class Session:
     channel: an unguessable token naming this session to the canvas's fast path (`gesture_route`).
     user: the logged-in user (`team.identify`), None until known; team: the project has users, so saved
     lesions are shown as that user may see them (`lesions.lesions`).
+    preview_to: while the fast path answers a gesture, what sends the page a prompt's preview
+    (`masks.predict`); None otherwise.
     """
 
     segmenter: Segmenter
@@ -74,6 +77,7 @@ class Session:
     message: str = ""
     channel: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     user: str | None = None
+    preview_to: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     team: bool = field(init=False)
     clicks: InteractiveSession = field(init=False, repr=False)
 

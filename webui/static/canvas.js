@@ -26,6 +26,7 @@ let spaceHeld = false;
 let hover = false; // the pointer is over the stage (Space pans only then)
 const touches = new Map(); // pointerId -> [clientX, clientY] of touch pointers down
 window.__dsLatencies = window.__dsLatencies || [];
+window.__dsFirstDrawn = window.__dsFirstDrawn || [];
 
 function el(tag, attrs, parent) {
   const e = document.createElementNS(NS, tag);
@@ -196,7 +197,7 @@ function viaGradio(text) {
   trigger("gesture");
 }
 async function post(text, channel) {
-  let v;
+  let drawn = false; // a view of this gesture is drawn: the server has it, it must not be sent again
   try {
     const r = await fetch(new URL("dermaseg/gesture", document.baseURI), {
       method: "POST",
@@ -204,12 +205,28 @@ async function post(text, channel) {
       body: '{"channel":' + JSON.stringify(channel) + ',"gesture":' + text + "}",
     });
     if (!r.ok) throw new Error("HTTP " + r.status);
-    v = await r.json();
+    // The view, or (a click without a box) a line with its preview, drawn at once, then the final view.
+    const reader = r.body.getReader();
+    const utf8 = new TextDecoder();
+    let rest = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      const lines = (rest + utf8.decode(value || new Uint8Array(), { stream: !done })).split("\n");
+      rest = done ? "" : lines.pop();
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        const v = JSON.parse(line);
+        if (v.kind === "preview") accept(v.view, true);
+        else accept(v);
+        drawn = true;
+      }
+      if (done) break;
+    }
   } catch (e) {
-    viaGradio(text);
+    if (drawn) trigger("measure"); // the final view was lost: the measure event brings the session's view
+    else viaGradio(text);
     return;
   }
-  accept(v);
   trigger("measure");
 }
 
@@ -381,8 +398,9 @@ function onView() {
 }
 
 // Draw a view from the server unless a newer one of the same session is drawn already (answers arrive by
-// two paths; a restarted server starts a new session, whose views all count).
-function accept(v) {
+// two paths; a restarted server starts a new session, whose views all count). A preview (a click's answer
+// on the image alone, `InteractiveSession.preview`) is drawn; the final view of the same gesture follows.
+function accept(v, preview = false) {
   if (!v || v.kind !== "view" || (v.channel === view.channel && v.ack < view.ack)) return;
   view = v;
   if (drag) {
@@ -392,10 +410,16 @@ function accept(v) {
   draw();
   if (pending && v.ack >= pending.seq) {
     const p = pending;
+    if (preview) {
+      requestAnimationFrame(() => (p.shown = p.shown || performance.now() - p.t0));
+      return;
+    }
     pending = null;
     root.classList.remove("ds-busy");
     requestAnimationFrame(() => {
-      window.__dsLatencies.push(performance.now() - p.t0);
+      const t = performance.now() - p.t0;
+      window.__dsLatencies.push(t); // gesture sent -> its answer drawn
+      window.__dsFirstDrawn.push(p.shown || t); // ... -> its first outline (a preview) drawn
       root.dataset.rendered = String(v.ack);
     });
   }
