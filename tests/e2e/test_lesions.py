@@ -110,7 +110,7 @@ def test_esc_and_a_box_on_skin_after_a_reload_add_a_second_lesion(served, browse
     # a click alone: its preview (the answer on the image alone) drawn first, then the final outline
     assert len({d for d in drawn if d}) >= 2 and drawn[-1] == page.locator(".ds-mask").get_attribute("d")
     first, final = page.evaluate("[window.__dsFirstDrawn.at(-1), window.__dsLatencies.at(-1)]")
-    assert first < final
+    assert first <= final  # (the same frame, should both come before the page could draw)
     page.get_by_role("button", name="✎ Edit outline").click()
     wait_measured(page, drag_handle(page, -25, -25))
     page.locator("#ds-accept").click()

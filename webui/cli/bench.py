@@ -11,7 +11,9 @@ On PH2-size dev images and on a 12-megapixel photo (4088 x 3068) made from the f
 - encoder: one encoder run; open_image: an image opened with a cold cache until the first click can be
   answered (load, encoder on the image and on its mirror image);
 - box: a box around the expert mask (+5 px); click_after_box: corrective clicks after it;
-- click_alone: a first click and corrective clicks without a box (answered on the image and its mirror);
+- click_alone: a first click and corrective clicks without a box (answered on the image and its mirror),
+  each sent as the page's fast path sends it, preview first; click_alone_preview: until its preview (the
+  answer on the image alone, `InteractiveSession.preview`) was ready to send;
 - measure: the measurements after each of those prompts;
 - the same with `_12mp` for the photo, and peak_rss_mb (this process after the PH2 images: one session,
   server-like) and peak_rss_12mp_mb (after the photo too).
@@ -32,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -84,7 +87,16 @@ def _prompting(s: Any, gt: np.ndarray, times: Times, suffix: str, clicks: int, r
 
     def gesture(g: dict[str, Any], name: str) -> None:
         g = {"kind": "gesture", "seq": next(seq), **g}
-        times[name + suffix].append(call_ms(lambda: handle_gesture(s, g)))
+        shown: list[float] = []
+        s.preview_to = lambda: shown.append(time.perf_counter())  # as the fast path takes previews
+        t0 = time.perf_counter()
+        try:
+            handle_gesture(s, g)
+        finally:
+            s.preview_to = None
+        times[name + suffix].append(1000 * (time.perf_counter() - t0))
+        if shown:
+            times[name + "_preview" + suffix].append(1000 * (shown[0] - t0))
         times["measure" + suffix].append(call_ms(lambda: measurements(s)))
 
     def click(name: str, jitter: float) -> bool:
@@ -181,11 +193,13 @@ ROWS = (
     "decoder",
     "open_image",
     "box",
+    "click_alone_preview",
     "click_alone",
     "click_after_box",
     "measure",
     "open_image_12mp",
     "box_12mp",
+    "click_alone_preview_12mp",
     "click_alone_12mp",
     "click_after_box_12mp",
     "measure_12mp",
