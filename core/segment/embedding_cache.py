@@ -15,6 +15,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,10 +50,34 @@ class EmbeddingCache:
         self._lru: OrderedDict[CacheKey, np.ndarray] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
+        self._pending: dict[CacheKey, Future[tuple[np.ndarray, Source]]] = {}  # being found or computed
 
     def get_or_compute(self, key: CacheKey, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, Source]:
-        """The embedding (1, 256, 64, 64) float32 for `key`, and where it came from."""
+        """The embedding (1, 256, 64, 64) float32 for `key`, and where it came from. A caller asking for a key
+        another thread is computing waits for that result (and its error) instead of computing it again:
+        a click may need the mirror image's embedding while it is made in the background."""
         if (emb := self._memory_get(key)) is not None:
+            return emb, "memory"
+        with self._lock:
+            pending = self._pending.get(key)
+            first = pending is None
+            if first:
+                pending = self._pending[key] = Future()
+        if not first:
+            return pending.result()
+        try:
+            found = self._find_or_compute(key, compute)
+            pending.set_result(found)
+            return found
+        except BaseException as e:
+            pending.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                del self._pending[key]
+
+    def _find_or_compute(self, key: CacheKey, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, Source]:
+        if (emb := self._memory_get(key)) is not None:  # made by a caller that finished since we looked
             return emb, "memory"
         if (emb := self._disk_get(key)) is not None:
             self._memory_put(key, emb)

@@ -207,6 +207,28 @@ def test_gallery_neighbours_and_prefetch(engine, project):
     assert "of" in progress_summary(project)
 
 
+def test_an_image_opens_after_one_encoder_run_and_its_mirror_follows_in_the_background(engine, project, tmp_path):
+    from dermaseg.core.segment.embedding_cache import EmbeddingCache
+    from dermaseg.core.segment.segmenter import Engine
+
+    cold = Engine(engine.backend, EmbeddingCache(None))
+    encoded, encode = [], engine.backend.encode
+    cold.backend = type("Counting", (), {})()
+    for name in ("decode", "decode_features", "has_tuned_decoder", "model_id", "encoder_id"):
+        setattr(cold.backend, name, getattr(engine.backend, name))
+    cold.backend.encode = lambda x: encoded.append(1) or encode(x)
+    s, rec = Session(cold.segmenter(), project, tmp_path / "views"), project.images()[1]
+    project.discard_draft(rec.id)
+    open_project_image(s, rec.id)
+    assert encoded == [1]  # the image alone: the page shows it now
+    pre = Prefetcher(cold)
+    pre.prepare_clicks(s)
+    pre.wait()
+    assert encoded == [1, 1]  # its mirror image, in the background
+    prompt_click(s, s.image.width / 2, s.image.height / 2, True)
+    assert encoded == [1, 1] and s.mask is not None  # the click alone found what it needed ready
+
+
 def test_gesture_errors_are_dermaseg_errors(session):
     with pytest.raises(DermasegError, match="malformed"):
         handle_gesture(session, {"kind": "gesture", "type": "click"})

@@ -8,8 +8,10 @@ The runtime is timed as the server runs it: `Engine.open` (its thread settings),
 the measurements as the page's second event (`page.measuring.measurements`).
 On PH2-size dev images and on a 12-megapixel photo (4088 x 3068) made from the first of them:
 
-- encoder: one encoder run; open_image: an image opened with a cold cache until the first click can be
-  answered (load, encoder on the image and on its mirror image);
+- encoder: one encoder run; open_image: an image opened with a cold cache until a click can be answered
+  (load, encoder; the page shows the image then); open_mirror: then what a click alone's final answer
+  needs too (the mirror image's embedding and colour features: `Prefetcher.prepare_clicks` in the page, in
+  the background), timed alone;
 - box: a box around the expert mask (+5 px); click_after_box: corrective clicks after it;
 - click_alone: a first click and corrective clicks without a box (answered on the image and its mirror),
   each sent as the page's fast path sends it, preview first; click_alone_preview: until its preview (the
@@ -159,12 +161,14 @@ def run(settings: Settings, cases: list[DatasetCase], clicks: int, rounds: int) 
                 decode = decoder_call(engine.backend, emb, decoder_points(Prompts(box=box_from_mask(c.load_mask())), t))
                 times["decoder"] += [call_ms(decode) for _ in range(10)]
                 times["open_image"].append(call_ms(lambda c=c: open_project_image(s, by_name[c.image.name])))
+                times["open_mirror"].append(call_ms(s.clicks.prepare))  # the page's background step, timed alone
                 _prompting(s, c.load_mask(), times, "", clicks, rounds)
             out["peak_rss_mb"] = peak_rss_mb()
             big, gt = big_case(cases[0], folder)
             project.scan()
             big_id = project.image_by_path(big.name).id
             times["open_image_12mp"].append(call_ms(lambda: open_project_image(s, big_id)))
+            times["open_mirror_12mp"].append(call_ms(s.clicks.prepare))
             _prompting(s, gt, times, "_12mp", clicks, rounds + 1)
             out["peak_rss_12mp_mb"] = peak_rss_mb()
         finally:
@@ -192,12 +196,14 @@ ROWS = (
     "encoder",
     "decoder",
     "open_image",
+    "open_mirror",
     "box",
     "click_alone_preview",
     "click_alone",
     "click_after_box",
     "measure",
     "open_image_12mp",
+    "open_mirror_12mp",
     "box_12mp",
     "click_alone_preview_12mp",
     "click_alone_12mp",

@@ -167,6 +167,7 @@ class Events:
             if needs_encoding(self.engine, image):
                 progress(0.1, desc="Computing the image embedding (first time for this image)…")
             open_project_image(s, int(image_id))
+            self.prefetcher.prepare_clicks(s)  # the mirror image's embedding, before the next images'
             self.prefetcher.schedule(self.project, int(image_id))
             damaged = damaged_note(self.project.damaged_annotations(int(image_id)))
             if damaged:

@@ -27,10 +27,11 @@ LAST_IMAGE_KEY, ANNOTATOR_KEY = "last_image_id", "annotator"  # `Project.ui_stat
 
 def open_project_image(s: Session, image_id: int) -> str:
     """Make a project image current, drawing a new lesion: its saved lesions are shown, none is edited
-    until selected (`select_lesion`), so no prompt can replace a saved lesion unasked."""
+    until selected (`select_lesion`), so no prompt can replace a saved lesion unasked. What the first click
+    needs beyond the image's embedding is made by the first click, or before in the background
+    (`Prefetcher.prepare_clicks`)."""
     image = s.project.load_image(image_id)
     source = s.segmenter.set_image(image)
-    s.clicks.prepare()
     _reset(s, image, image_id)
     saved = lesions(s)
     restored = restore_draft(s, image_id)

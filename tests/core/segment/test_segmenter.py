@@ -128,6 +128,37 @@ def test_cache_memory_then_disk_then_recompute_corrupt(engine: Engine, dev_data,
     np.testing.assert_array_equal(emb, emb_disk)
 
 
+def test_an_embedding_asked_for_while_it_is_made_is_made_once(engine: Engine, dev_data) -> None:
+    """A click needing the mirror image's embedding while the page makes it in the background waits for it."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = load_image(dev_data[4].image)
+    eng, started, release, runs = Engine(engine.backend, EmbeddingCache(None)), threading.Event(), threading.Event(), []
+
+    def encode(x):
+        runs.append(1)
+        started.set()
+        release.wait(30)
+        return engine.backend.encode(x)
+
+    eng.backend = type("Slow", (), {"encode": staticmethod(encode), "encoder_id": engine.backend.encoder_id})()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(eng.embedding, image)
+        started.wait(30)
+        second = pool.submit(eng.embedding, image)  # while the first is being made
+        time.sleep(0.5)  # time enough for it to ask (and, were it not waiting, to start encoding too)
+        release.set()
+        (a, source_a), (b, source_b) = first.result(60), second.result(60)
+    assert runs == [1] and a is b and source_a == source_b == "computed"
+    failing = Engine(type("Broken", (), {"encode": staticmethod(lambda x: 1 / 0), "encoder_id": "x"})(), eng.cache)
+    with pytest.raises(ZeroDivisionError):
+        failing.embedding(image)
+    with pytest.raises(ZeroDivisionError):  # nothing left pending: the next caller tries again
+        failing.embedding(image)
+
+
 def test_foreign_entry_is_not_trusted(engine: Engine, dev_data, tmp_path) -> None:
     a, b = load_image(dev_data[2].image), load_image(dev_data[3].image)
     eng = Engine(engine.backend, EmbeddingCache(tmp_path))
