@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from dermaseg.core.annotation.project import Project
 from dermaseg.core.errors import DermasegError
 from dermaseg.core.image import LesionImage
 from dermaseg.core.interactive.session import InteractiveSession
 from dermaseg.core.segment.segmenter import Engine
-from dermaseg.webui.page.session import Session
+
+if TYPE_CHECKING:
+    from dermaseg.webui.page.session import Session
 
 PREFETCH_AHEAD = 2
 
