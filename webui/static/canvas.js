@@ -197,15 +197,21 @@ function viaGradio(text) {
   trigger("gesture");
 }
 async function post(text, channel) {
-  let drawn = false; // a view of this gesture is drawn: the server has it, it must not be sent again
+  let r;
   try {
-    const r = await fetch(new URL("dermaseg/gesture", document.baseURI), {
+    r = await fetch(new URL("dermaseg/gesture", document.baseURI), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: '{"channel":' + JSON.stringify(channel) + ',"gesture":' + text + "}",
     });
     if (!r.ok) throw new Error("HTTP " + r.status);
-    // The view, or (a click without a box) a line with its preview, drawn at once, then the final view.
+  } catch (e) {
+    viaGradio(text);
+    return;
+  }
+  // The server has the gesture now: it is never sent again. Its answer is the view, or (a click without a
+  // box) a line with its preview, drawn at once, then a line with the final view.
+  try {
     const reader = r.body.getReader();
     const utf8 = new TextDecoder();
     let rest = "";
@@ -218,14 +224,11 @@ async function post(text, channel) {
         const v = JSON.parse(line);
         if (v.kind === "preview") accept(v.view, true);
         else accept(v);
-        drawn = true;
       }
       if (done) break;
     }
   } catch (e) {
-    if (drawn) trigger("measure"); // the final view was lost: the measure event brings the session's view
-    else viaGradio(text);
-    return;
+    // cut short: the measure event below brings the session's view (a rejection would stop the queue)
   }
   trigger("measure");
 }
