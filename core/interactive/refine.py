@@ -93,18 +93,22 @@ class Refinement:
         """Mask for the user's `prompts` (image pixels), at image resolution or at `shape` (h, w), a smaller
         grid over the image (the same logits; the edits at that grid). PromptError when the first click
         is negative and there is no box."""
-        return self._answer(prompts, shape, self.mirror)
+        return self._answer(prompts, shape, mirror=True)
 
     def preview(self, prompts: Prompts, shape: tuple[int, int] | None = None) -> MaskResult | None:
         """The answer on the image alone, without its mirror image's (one decoder run and fit, kept for
         `predict`, which then adds only the mirror image's), for clicks without a box that `predict`
         averages with the mirror image; None for other prompts (their answer costs no more)."""
-        if not (self.mirror and prompts.box is None and prompts.points):
+        if not (prompts.points and self._averages(prompts)):
             return None
         return self._answer(prompts, shape, mirror=False)
 
+    def _averages(self, prompts: Prompts) -> bool:
+        """Whether `predict` averages the answer to `prompts` (with clicks) with the mirror image's."""
+        return self.mirror and prompts.box is None
+
     def _answer(self, prompts: Prompts, shape: tuple[int, int] | None, mirror: bool) -> MaskResult:
-        """`predict`, averaged with the mirror image's answer for clicks without a box when `mirror`."""
+        """`predict`, without the mirror image's answer unless `mirror`."""
         image = self.segmenter.image
         if image is None:
             return self.segmenter.predict(prompts)  # raises the usual "open an image first"
@@ -113,7 +117,7 @@ class Refinement:
             return self._decoded(prompts).at(shape)  # kept: the first click after it is fed its logits
         if prompts.box is None and prompts.labels[0] == NEGATIVE:
             raise PromptError("start with a click on the lesion (or draw a box): the first click is negative")
-        result = self._averaged(prompts) if mirror and prompts.box is None else self._decoded(prompts)
+        result = self._averaged(prompts) if mirror and self._averages(prompts) else self._decoded(prompts)
         result = result.at(shape)
         if self.edit_reach is None:
             return result
