@@ -1,5 +1,6 @@
 """What bounds the serving process's memory (issue 18): a backend with a tuned decoder holds no session of the
-bundled one until it is asked for, and the OpenVINO encoder gives its intermediate tensors back once idle."""
+bundled one until it is asked for, the OpenVINO encoder gives its intermediate tensors back once idle, and decoder
+runs from many sessions at once leave no more memory held than one at a time."""
 
 from __future__ import annotations
 
@@ -61,3 +62,42 @@ def test_openvino_encoder_gives_its_activations_back(models_dir: Path) -> None:
     held, same = map(int, subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-2:])
     assert held < 40 * 2**20  # the embedding (4 MiB) and small change, not the encoder's activations
     assert same == 1  # released and mapped again, the encoder gives the same answer
+
+
+# Decoder runs from several threads at once in a fresh process: what ORT's arena keeps afterwards beyond what
+# one run at a time left (without the backend's run lock: +108-116 MiB here, with it: +2 MiB, measured).
+CONCURRENT_DECODES_PROBE = """
+import sys, threading
+from pathlib import Path
+import numpy as np
+from dermaseg.core.segment.artifacts import resolve_variant
+from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
+from dermaseg.core.segment.preprocess import EMBEDDING_SHAPE, DecoderInputs
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+backend = OnnxBackend(resolve_variant(Path(sys.argv[1]), "default"), encoder=False)
+emb = np.random.default_rng(0).standard_normal(EMBEDDING_SHAPE).astype(np.float32)
+def decode(clicks):
+    coords = np.full((1, clicks + 1, 2), 128.0, np.float32)
+    labels = np.array([[1.0] * clicks + [-1.0]], np.float32)  # clicks and SAM's padding point
+    backend.decode_features(DecoderInputs.of(emb, coords, labels))
+for clicks in range(1, 5):
+    decode(clicks)
+before = rss()
+threads = [threading.Thread(target=lambda: [decode(c) for c in range(1, 5)]) for _ in range(6)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_concurrent_decodes_hold_one_runs_memory(models_dir: Path) -> None:
+    if resolve_variant(models_dir, "default").tuned_decoder is None:
+        pytest.skip("this build has no tuned decoder")
+    cmd = [sys.executable, "-c", CONCURRENT_DECODES_PROBE, str(models_dir)]
+    grown = int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
+    assert grown < 20 * 2**20  # six sessions' decodes at once leave no more than one at a time did

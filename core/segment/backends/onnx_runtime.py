@@ -19,8 +19,8 @@ _RUN.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
 class OnnxBackend:
-    """Runs the exported LiteMedSAM graphs. Thread-safe: ORT sessions allow concurrent `run` calls; the
-    encoder runs one at a time (below).
+    """Runs the exported LiteMedSAM graphs. Thread-safe: the encoder runs one at a time, and so do the
+    decoders (below).
 
     encode: float32 (1, 3, 256, 256) -> float32 (1, 256, 64, 64)
     decode: DecoderInputs -> low_res_logits (1, 4, 256, 256), iou_predictions (1, 4);
@@ -49,6 +49,10 @@ class OnnxBackend:
         # server never runs it then): `dermaseg serve` RSS idle 408 -> 385 MiB, one session 611 -> 585 MiB.
         self._threads = threads
         self._decoder_lock = threading.Lock()
+        # Decoder runs queue too: ORT's arena keeps the activations of as many runs as ever ran at once (~25
+        # MiB each), and one run already uses every core. With 8 sessions prompting at once (`load_test`):
+        # server RSS held 912-916 -> 735-741 MiB, peak 979-982 -> 804-810, the same prompts/s within the spread.
+        self.run_lock = threading.Lock()
         self._decoder = None if self._tuned_decoder is not None else _session(files.decoder, threads, mem_pattern=True)
         outputs = [] if self._tuned_decoder is None else [o.name for o in self._tuned_decoder.get_outputs()]
         self._tuned_features = MASK_FEATURES in outputs
@@ -65,7 +69,8 @@ class OnnxBackend:
 
     def decode(self, inputs: DecoderInputs, tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
         session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._base_decoder()
-        logits, iou = session.run(list(DECODER_OUTPUTS), inputs.feed())
+        with self.run_lock:
+            logits, iou = session.run(list(DECODER_OUTPUTS), inputs.feed())
         return logits, iou
 
     def _base_decoder(self) -> ort.InferenceSession:
@@ -78,7 +83,8 @@ class OnnxBackend:
     def decode_features(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._tuned_decoder is None or not self._tuned_features:
             raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
-        logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), inputs.feed())
+        with self.run_lock:
+            logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), inputs.feed())
         return logits, iou, features
 
 
