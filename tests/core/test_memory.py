@@ -1,6 +1,6 @@
 """What bounds the serving process's memory (issue 18): a backend with a tuned decoder holds no session of the
 bundled one until it is asked for, the OpenVINO encoder gives its intermediate tensors back once idle, and decoder
-runs from many sessions at once leave no more memory held than one at a time."""
+runs from many sessions at once hold the memory of two runs, not of all of them."""
 
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def test_openvino_encoder_gives_its_activations_back(models_dir: Path) -> None:
     assert same == 1  # released and mapped again, the encoder gives the same answer
 
 
-# Decoder runs from several threads at once in a fresh process: what ORT's arena keeps afterwards beyond what
-# one run at a time left (without the backend's run lock: +108-116 MiB here, with it: +2 MiB, measured).
+# Decoder runs from six threads at once in a fresh process: what ORT's arena keeps afterwards beyond what one
+# run at a time left (unbounded: +108-116 MiB here; at most 2 runs at once: +24 MiB; 1: +2 MiB, measured).
 CONCURRENT_DECODES_PROBE = """
 import sys, threading
 from pathlib import Path
@@ -100,4 +100,4 @@ def test_concurrent_decodes_hold_one_runs_memory(models_dir: Path) -> None:
         pytest.skip("this build has no tuned decoder")
     cmd = [sys.executable, "-c", CONCURRENT_DECODES_PROBE, str(models_dir)]
     grown = int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
-    assert grown < 20 * 2**20  # six sessions' decodes at once leave no more than one at a time did
+    assert grown < 50 * 2**20  # one more run's activations (DECODER_RUNS_AT_ONCE = 2), not six runs'

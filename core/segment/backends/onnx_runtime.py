@@ -18,9 +18,17 @@ _RUN = ort.RunOptions()
 _RUN.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
+# Decoder runs at once, the others wait: ORT's arena keeps the activations of as many runs as ever ran at once
+# (~25 MiB each). 8 sessions prompting at once (`load_test --sessions 8 --prompts 20`, three alternated runs
+# each): unbounded 937-943 MiB held (peak 943-966), 11.1-13.0 prompts/s; 2 at once 768-775 (809-824), 11.0-13.0;
+# 1 at a time 742 (778-789) but 10.0-10.9: two runs at once, each on about one core, use 2 cores better than
+# one run on both.
+DECODER_RUNS_AT_ONCE = 2
+
+
 class OnnxBackend:
-    """Runs the exported LiteMedSAM graphs. Thread-safe: the encoder runs one at a time, and so do the
-    decoders (below).
+    """Runs the exported LiteMedSAM graphs. Thread-safe: the encoder runs one at a time (below), the
+    decoders at most DECODER_RUNS_AT_ONCE at a time.
 
     encode: float32 (1, 3, 256, 256) -> float32 (1, 256, 64, 64)
     decode: DecoderInputs -> low_res_logits (1, 4, 256, 256), iou_predictions (1, 4);
@@ -49,10 +57,7 @@ class OnnxBackend:
         # server never runs it then): `dermaseg serve` RSS idle 408 -> 385 MiB, one session 611 -> 585 MiB.
         self._threads = threads
         self._decoder_lock = threading.Lock()
-        # Decoder runs queue too: ORT's arena keeps the activations of as many runs as ever ran at once (~25
-        # MiB each), and one run already uses every core. With 8 sessions prompting at once (`load_test`):
-        # server RSS held 912-916 -> 735-741 MiB, peak 979-982 -> 804-810, the same prompts/s within the spread.
-        self.run_lock = threading.Lock()
+        self._decoder_runs = threading.BoundedSemaphore(DECODER_RUNS_AT_ONCE)
         self._decoder = None if self._tuned_decoder is not None else _session(files.decoder, threads, mem_pattern=True)
         outputs = [] if self._tuned_decoder is None else [o.name for o in self._tuned_decoder.get_outputs()]
         self._tuned_features = MASK_FEATURES in outputs
@@ -69,7 +74,7 @@ class OnnxBackend:
 
     def decode(self, inputs: DecoderInputs, tuned: bool = False) -> tuple[np.ndarray, np.ndarray]:
         session = self._tuned_decoder if tuned and self._tuned_decoder is not None else self._base_decoder()
-        with self.run_lock:
+        with self._decoder_runs:
             logits, iou = session.run(list(DECODER_OUTPUTS), inputs.feed())
         return logits, iou
 
@@ -83,7 +88,7 @@ class OnnxBackend:
     def decode_features(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._tuned_decoder is None or not self._tuned_features:
             raise ModelArtifactError(f"no tuned decoder with {MASK_FEATURES} in this build: {REBUILD_HINT}")
-        with self.run_lock:
+        with self._decoder_runs:
             logits, iou, features = self._tuned_decoder.run(list(TUNED_OUTPUTS), inputs.feed())
         return logits, iou, features
 
