@@ -95,7 +95,7 @@ print(rss() - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_concurrent_decodes_hold_one_runs_memory(models_dir: Path) -> None:
+def test_concurrent_decodes_hold_two_runs_memory(models_dir: Path) -> None:
     if resolve_variant(models_dir, "default").tuned_decoder is None:
         pytest.skip("this build has no tuned decoder")
     cmd = [sys.executable, "-c", CONCURRENT_DECODES_PROBE, str(models_dir)]
