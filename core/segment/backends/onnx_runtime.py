@@ -18,11 +18,11 @@ _RUN = ort.RunOptions()
 _RUN.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
-# Decoder runs at once, the others wait: ORT's arena keeps the activations of as many runs as ever ran at once
-# (~25 MiB each). 8 sessions prompting at once (`load_test --sessions 8 --prompts 20`, three alternated runs
-# each): unbounded 937-943 MiB held (peak 943-966), 11.1-13.0 prompts/s; 2 at once 768-775 (809-824), 11.0-13.0;
-# 1 at a time 742 (778-789) but 10.0-10.9: two runs at once, each on about one core, use 2 cores better than
-# one run on both.
+# How many decoder runs may go at once (the others wait): ORT's arena keeps the activations of as many runs
+# as ever ran at once (~25 MiB each). 8 sessions prompting at once (`load_test --sessions 8 --prompts 20`,
+# three alternated runs each): unbounded 937-943 MiB held (peak 943-966), 11.1-13.0 prompts/s; 2 at once
+# 768-775 (809-824), 11.0-13.0; 1 at a time 742 (778-789) but 10.0-10.9: two runs at once, each on about one
+# core, use 2 cores better than one run on both.
 DECODER_RUNS_AT_ONCE = 2
 
 
