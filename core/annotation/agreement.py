@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from dermaseg.core.annotation.metrics import feret_diameters
@@ -208,6 +207,10 @@ def staple(masks: Sequence[np.ndarray]) -> Staple:
         _check_pair(masks[0], m)
     if not any(m.any() for m in masks):
         return Staple(np.zeros(masks[0].shape, np.float64), None, None)
+    # Imported on first use: importing SimpleITK adds ~91 MiB to a process (its one 270 MB library), which
+    # the annotation server would otherwise hold from startup for a figure only team reviews ask for.
+    import SimpleITK as sitk
+
     f = sitk.STAPLEImageFilter()
     f.SetForegroundValue(1.0)
     prob = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m.astype(np.uint8)) for m in masks]))

@@ -1,6 +1,7 @@
 """What bounds the serving process's memory (issue 18): a backend with a tuned decoder holds no session of the
-bundled one until it is asked for, the OpenVINO encoder gives its intermediate tensors back once idle, and decoder
-runs from many sessions at once hold the memory of two runs, not of all of them."""
+bundled one until it is asked for, the OpenVINO encoder gives its intermediate tensors back once idle, decoder
+runs from many sessions at once hold the memory of two runs, not of all of them, and SimpleITK is loaded only
+when a consensus needs it."""
 
 from __future__ import annotations
 
@@ -101,3 +102,24 @@ def test_concurrent_decodes_hold_two_runs_memory(models_dir: Path) -> None:
     cmd = [sys.executable, "-c", CONCURRENT_DECODES_PROBE, str(models_dir)]
     grown = int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
     assert grown < 50 * 2**20  # one more run's activations (DECODER_RUNS_AT_ONCE = 2), not six runs'
+
+
+# What `dermaseg serve` imports (the CLI and the page), then a STAPLE consensus: whether SimpleITK is loaded.
+SERVER_IMPORTS_PROBE = """
+import sys
+import numpy as np
+import dermaseg.webui.cli.main, dermaseg.webui.page.app
+print(int("SimpleITK" in sys.modules))
+from dermaseg.core.annotation.agreement import staple
+square = np.zeros((8, 8), bool)
+square[2:6, 2:6] = True
+consensus_px = int(staple([square, square]).mask.sum())
+print(int("SimpleITK" in sys.modules), consensus_px)
+"""
+
+
+def test_server_loads_simpleitk_only_for_a_consensus() -> None:
+    out = subprocess.run([sys.executable, "-c", SERVER_IMPORTS_PROBE], capture_output=True, text=True, check=True)
+    at_start, after_staple, consensus_px = map(int, out.stdout.split()[-3:])
+    assert at_start == 0  # its ~91 MiB are not held by every server from startup
+    assert after_staple == 1 and consensus_px == 16  # the consensus still runs, on SimpleITK
