@@ -33,18 +33,22 @@ def test_bundled_decoder_loads_on_first_use(models_dir: Path) -> None:
     assert not np.array_equal(base, tuned)  # the bundled decoder answered, not the tuned one
 
 
+# The probes' resident memory, in bytes (read from /proc).
+RSS = """
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+"""
+
 # An OpenVINO encode in a fresh process: what it leaves held once idle (activations kept: +85 MiB in bf16;
 # released: +4 MiB, measured), and whether a second encode gives the same embedding.
-ENCODE_PROBE = """
+ENCODE_PROBE = RSS + """
 import sys
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
 from dermaseg.core.segment.backends.openvino import RELEASE_AFTER_IDLE_S, OpenVinoBackend
 from dermaseg.core.settings import Settings
-def rss():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
 settings = replace(Settings.from_env(env={}), cache_dir=Path(sys.argv[1]))
 backend = OpenVinoBackend.open(settings)
 x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
@@ -67,16 +71,13 @@ def test_openvino_encoder_gives_its_activations_back(models_dir: Path) -> None:
 
 # Decoder runs from six threads at once in a fresh process: what ORT's arena keeps afterwards beyond what one
 # run at a time left (unbounded: +108-116 MiB here; at most 2 runs at once: +24 MiB; 1: +2 MiB, measured).
-CONCURRENT_DECODES_PROBE = """
+CONCURRENT_DECODES_PROBE = RSS + """
 import sys, threading
 from pathlib import Path
 import numpy as np
 from dermaseg.core.segment.artifacts import resolve_variant
 from dermaseg.core.segment.backends.onnx_runtime import OnnxBackend
 from dermaseg.core.segment.preprocess import EMBEDDING_SHAPE, DecoderInputs
-def rss():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
 backend = OnnxBackend(resolve_variant(Path(sys.argv[1]), "default"), encoder=False)
 emb = np.random.default_rng(0).standard_normal(EMBEDDING_SHAPE).astype(np.float32)
 def decode(clicks):
