@@ -33,7 +33,7 @@ def test_bundled_decoder_loads_on_first_use(models_dir: Path) -> None:
     assert not np.array_equal(base, tuned)  # the bundled decoder answered, not the tuned one
 
 
-# The probes' resident memory, in bytes (read from /proc).
+# `rss()` for the probes below (run after it): the process's resident memory in bytes, from /proc.
 RSS = """
 def rss():
     with open("/proc/self/status") as f:
@@ -42,7 +42,7 @@ def rss():
 
 # An OpenVINO encode in a fresh process: what it leaves held once idle (activations kept: +85 MiB in bf16;
 # released: +4 MiB, measured), and whether a second encode gives the same embedding.
-ENCODE_PROBE = RSS + """
+ENCODE_PROBE = """
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +63,7 @@ print(held, int(np.array_equal(first, backend.encode(x))))
 @pytest.mark.skipif(not bov.available()[0], reason=bov.available()[1])
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_openvino_encoder_gives_its_activations_back(models_dir: Path) -> None:
-    cmd = [sys.executable, "-c", ENCODE_PROBE, str(models_dir.parent)]
+    cmd = [sys.executable, "-c", RSS + ENCODE_PROBE, str(models_dir.parent)]
     held, same = map(int, subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-2:])
     assert held < 40 * 2**20  # the embedding (4 MiB) and small change, not the encoder's activations
     assert same == 1  # released and mapped again, the encoder gives the same answer
@@ -71,7 +71,7 @@ def test_openvino_encoder_gives_its_activations_back(models_dir: Path) -> None:
 
 # Decoder runs from six threads at once in a fresh process: what ORT's arena keeps afterwards beyond what one
 # run at a time left (unbounded: +108-116 MiB here; at most 2 runs at once: +24 MiB; 1: +2 MiB, measured).
-CONCURRENT_DECODES_PROBE = RSS + """
+CONCURRENT_DECODES_PROBE = """
 import sys, threading
 from pathlib import Path
 import numpy as np
@@ -100,7 +100,7 @@ print(rss() - before)
 def test_concurrent_decodes_hold_two_runs_memory(models_dir: Path) -> None:
     if resolve_variant(models_dir, "default").tuned_decoder is None:
         pytest.skip("this build has no tuned decoder")
-    cmd = [sys.executable, "-c", CONCURRENT_DECODES_PROBE, str(models_dir)]
+    cmd = [sys.executable, "-c", RSS + CONCURRENT_DECODES_PROBE, str(models_dir)]
     grown = int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
     assert grown < 50 * 2**20  # one more run's activations (DECODER_RUNS_AT_ONCE = 2), not six runs'
 
